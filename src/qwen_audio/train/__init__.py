@@ -1,0 +1,1 @@
+"""Training: multi-task pre-training (stage 1) and chat instruction tuning (stage 2)."""

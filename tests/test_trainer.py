@@ -1,0 +1,125 @@
+"""train/trainer.py + checkpointing: loss goes down, frozen stays frozen, resume is exact."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from qwen_audio.errors import CheckpointError, ConfigError
+from qwen_audio.train.checkpointing import list_checkpoints
+from qwen_audio.train.trainer import Trainer, TrainerConfig, build_scheduler
+
+
+class ToyModel(torch.nn.Module):
+    """Regression with dropout, so resuming must restore the RNG too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.frozen = torch.nn.Linear(4, 8)
+        self.head = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 1))
+        self.frozen.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(loss=torch.nn.functional.mse_loss(self.head(torch.tanh(self.frozen(x))).squeeze(-1), y))
+
+
+def batch_at(index: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(index)
+    x = torch.randn(16, 4, generator=g)
+    return {"x": x, "y": x @ torch.tensor([0.5, -0.3, 0.2, 0.1]), "attention_mask": torch.ones(16, 3)}
+
+
+def source(start: int):
+    return (batch_at(i) for i in itertools.count(start))
+
+
+def config(tmp_path: Path, **overrides) -> TrainerConfig:
+    base = dict(output_dir=str(tmp_path), max_steps=12, learning_rate=3e-2, warmup_steps=2, grad_accum=2,
+                save_every=4, progress=False, tensorboard=False, log_every=1)
+    return TrainerConfig(**{**base, **overrides})
+
+
+def test_training_lowers_the_loss_and_keeps_frozen_weights(tmp_path: Path) -> None:
+    model = ToyModel()
+    frozen_before = model.frozen.weight.clone()
+    result = Trainer(model, config(tmp_path, max_steps=40, save_every=0), source).train(resume=False)
+    assert result.steps == 40
+    assert sum(result.losses[-5:]) / 5 < 0.5 * sum(result.losses[:5]) / 5
+    assert torch.equal(model.frozen.weight, frozen_before)
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 40
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    reference = ToyModel()
+    Trainer(reference, config(tmp_path / "ref"), source).train(resume=False)
+
+    def dies_after(batches: int):
+        def make(start: int):
+            for i in itertools.count(start):
+                if i >= batches:
+                    raise KeyboardInterrupt  # the process is killed mid-run
+                yield batch_at(i)
+        return make
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(ToyModel(), config(tmp_path / "run"), dies_after(15)).train()
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-4"]
+    # A fresh process: new model object, resume from the newest checkpoint, finish the run.
+    resumed = ToyModel()
+    result = Trainer(resumed, config(tmp_path / "run"), source).train(resume=True)
+    assert result.steps == 12
+    for (name, a), (_, b) in zip(reference.state_dict().items(), resumed.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_checkpoints_are_pruned_and_half_written_ones_ignored(tmp_path: Path) -> None:
+    Trainer(ToyModel(), config(tmp_path, keep_last=2), source).train(resume=False)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-8", "checkpoint-12"]
+    (tmp_path / ".tmp-checkpoint-16-1").mkdir()
+    (tmp_path / "checkpoint-20").mkdir()  # no trainer_state.json: incomplete
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-8", "checkpoint-12"]
+
+
+def test_resuming_into_a_different_model_is_refused(tmp_path: Path) -> None:
+    Trainer(ToyModel(), config(tmp_path, max_steps=2, warmup_steps=0), source).train(resume=False)
+
+    class Other(ToyModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.extra = torch.nn.Linear(2, 2)
+
+    with pytest.raises(CheckpointError, match="does not match"):
+        Trainer(Other(), config(tmp_path, max_steps=4, warmup_steps=0), source).train(resume=True)
+
+
+def test_warmup_then_cosine_schedule(tmp_path: Path) -> None:
+    cfg = config(tmp_path, max_steps=10, warmup_steps=2, learning_rate=1.0, min_lr_ratio=0.1)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, cfg)
+    lrs = []
+    for _ in range(10):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+    assert lrs[-1] > 0.1 - 1e-9
+
+
+def test_config_validation(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        config(tmp_path, precision="fp8")
+    with pytest.raises(ConfigError):
+        config(tmp_path, max_steps=0)
+    with pytest.raises(ConfigError):
+        Trainer(ToyModel().frozen, config(tmp_path), source)  # all frozen: nothing to train
+
+
+def test_bf16_autocast_trains(tmp_path: Path) -> None:
+    result = Trainer(ToyModel(), config(tmp_path, precision="bf16", max_steps=3, save_every=0), source).train(resume=False)
+    assert all(torch.isfinite(torch.tensor(result.losses)))
