@@ -1,0 +1,1 @@
+"""Evaluation: metrics as the field computes them, and the paper's benchmarks."""

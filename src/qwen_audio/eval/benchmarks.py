@@ -1,0 +1,177 @@
+"""The paper's benchmarks: which data (converter + split), which task, which metric, and the
+number Qwen-Audio reported, so a report can print ours beside it.
+
+Reported numbers: Chu et al. 2023, "Qwen-Audio" (arXiv:2311.07919), main results, as listed in
+the "Evaluation" section of the official README (github.com/QwenLM/Qwen-Audio). Units as
+published: WER in %, BLEU 0–100, CIDEr-D as the COCO tool prints it, accuracies 0–1. ``None``
+where the paper gives no number for that exact benchmark. Prompts are not here: the tag
+registry (`qwen_audio.tags`) turns ``task`` + languages into the official prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qwen_audio.data.converters import get_converter
+from qwen_audio.data.manifest import ManifestRecord, read_manifest
+from qwen_audio.errors import ManifestError
+
+PAPER = "Chu et al. 2023 (arXiv:2311.07919), results as in the QwenLM/Qwen-Audio README"
+METRICS = ("wer", "bleu", "cider_d", "accuracy", "aqa_accuracy", "srwt")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    converter: str  # key of qwen_audio.data.converters.CONVERTERS ("" for any manifest)
+    split: str
+    task: str  # task registry name; the prompt comes from tags
+    metric: str  # one of METRICS
+    audio_language: str | None = None
+    text_language: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()  # extra converter keyword arguments
+    paper_value: float | None = None
+    higher_is_better: bool = True
+    note: str = ""
+    source: str = field(default=PAPER, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"benchmark {self.name}: metric {self.metric!r} not in {METRICS}")
+
+    def records(self, data: str | Path) -> Iterator[ManifestRecord]:
+        """The benchmark's examples: from a manifest file (``.jsonl``/``.jsonl.gz``, keeping
+        records of this task) or by converting the dataset folder ``data``."""
+        data = Path(data)
+        if data.is_file():
+            return (r for r in read_manifest(data) if r.task == self.task)
+        if not self.converter:
+            raise ManifestError(f"benchmark {self.name} needs a manifest file, got folder {data}")
+        return get_converter(self.converter)(data, self.split, **dict(self.options))
+
+
+def _asr(name: str, converter: str, split: str, lang: str, paper: float | None) -> Benchmark:
+    return Benchmark(name, converter, split, "asr", "wer", lang, lang, paper_value=paper,
+                     higher_is_better=False, note="WER % (CER for Chinese), official normaliser")
+
+
+def _st(src: str, tgt: str, paper: float | None) -> Benchmark:
+    return Benchmark(f"covost2-{src}-{tgt}", "covost2", "test", "s2tt", "bleu",
+                     src.split("-")[0], tgt.split("-")[0],
+                     options=(("source", src), ("target", tgt)), paper_value=paper,
+                     note="BLEU, sacrebleu 13a / zh / ja-mecab by target language")
+
+
+_ALL = [
+    _asr("librispeech-dev-clean", "librispeech", "dev-clean", "en", 1.8),
+    _asr("librispeech-dev-other", "librispeech", "dev-other", "en", 4.0),
+    _asr("librispeech-test-clean", "librispeech", "test-clean", "en", 2.0),
+    _asr("librispeech-test-other", "librispeech", "test-other", "en", 4.2),
+    _asr("aishell1-dev", "aishell1", "dev", "zh", 1.2),
+    _asr("aishell1-test", "aishell1", "test", "zh", 1.3),
+    _asr("aishell2-mic-test", "aishell2", "mic-test", "zh", 3.3),
+    _asr("aishell2-ios-test", "aishell2", "ios-test", "zh", 3.1),
+    _asr("aishell2-android-test", "aishell2", "android-test", "zh", 3.3),
+    _st("en", "de", 25.1), _st("de", "en", 33.9), _st("en", "zh-CN", 41.5),
+    _st("zh-CN", "en", 15.7), _st("es", "en", 39.7), _st("fr", "en", 38.5), _st("it", "en", 36.0),
+    Benchmark("clotho", "clotho", "evaluation", "caption", "cider_d", "unknown", "en",
+              paper_value=0.441,
+              note="CIDEr-D; paper also gives SPICE 0.136 and SPIDEr 0.288 (need Java)"),
+    Benchmark("clotho-aqa", "clotho_aqa", "test", "aqa", "aqa_accuracy", "unknown", "en",
+              paper_value=0.579, note="accuracy; paper's yes/no-only accuracy: 0.749"),
+    Benchmark("cochlscene", "cochlscene", "test", "scene", "accuracy", "unknown", "en",
+              paper_value=0.795),
+    Benchmark("tut2017", "tut2017", "evaluate", "scene", "accuracy", "unknown", "en",
+              paper_value=0.649, note="evaluation package's evaluation_setup/evaluate.txt"),
+    Benchmark("vocalsound", "vocalsound", "test", "vocal_sound", "accuracy", "unknown", "en",
+              paper_value=0.9289),
+    Benchmark("meld", "meld", "test", "emotion", "accuracy", "en", "en", paper_value=0.557),
+    Benchmark("nsynth-instrument", "nsynth", "test", "instrument", "accuracy", "unknown", "en",
+              options=(("target", "instrument"),), paper_value=0.7882,
+              note="instrument family accuracy; paper's qualities mAP 0.4742 is not scored here"),
+    Benchmark("nsynth-pitch", "nsynth", "test", "pitch", "accuracy", "unknown", "en",
+              options=(("target", "pitch"),), paper_value=None,
+              note="no pitch number in the paper"),
+    Benchmark("nsynth-velocity", "nsynth", "test", "velocity", "accuracy", "unknown", "en",
+              options=(("target", "velocity"),), paper_value=None,
+              note="no velocity number in the paper"),
+    Benchmark("srwt", "", "", "srwt", "srwt", paper_value=None, higher_is_better=False,
+              note="AAS (s) on any manifest with word alignments; the paper's 51.5 ms is on "
+                   "closed industrial data, not comparable"),
+]
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in _ALL}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    try:
+        return BENCHMARKS[name]
+    except KeyError:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}") from None
+
+
+@dataclass(frozen=True)
+class BenchmarkScore:
+    benchmark: str
+    metric: str
+    value: float  # in the paper's unit (WER %, BLEU, CIDEr-D, accuracy 0–1, AAS s)
+    paper_value: float | None
+    num_examples: int
+    details: Any  # the metric's own result dataclass
+
+
+def srwt_reference(record: ManifestRecord) -> str:
+    """A record's word alignments in the decoded SRWT format (times to 0.01 s): a leading
+    ``<|0.00|>`` when speech starts later (the prompt's token), one shared token where a word
+    ends as the next starts, a pair of tokens around each pause."""
+    if not record.words:
+        raise ManifestError(f"record {record.id} has no word alignments for SRWT")
+    parts: list[str] = []
+    last: str | None = "0.00" if record.words[0].start > 0.005 else None
+    if last:
+        parts.append("<|0.00|>")
+    for w in record.words:
+        start, end = f"{w.start:.2f}", f"{w.end:.2f}"
+        if start != last:
+            parts.append(f"<|{start}|>")
+        parts.append(f"{w.word}<|{end}|>")
+        last = end
+    return "".join(parts)
+
+
+def score_benchmark(
+    benchmark: Benchmark, records: Sequence[ManifestRecord], predictions: Sequence[str]
+) -> BenchmarkScore:
+    """Score decoded predictions (special tokens may remain) against the records' targets."""
+    from qwen_audio.eval import metrics
+
+    if len(records) != len(predictions):
+        raise ValueError(f"{len(records)} records but {len(predictions)} predictions")
+    refs = [r.text for r in records]
+    if benchmark.metric == "wer":
+        lang = benchmark.audio_language or "en"
+        details: Any = metrics.word_error_rate(refs, predictions, language=lang,
+                                               normalizer="official")
+        value = 100 * details.value
+    elif benchmark.metric == "bleu":
+        clean = [metrics.SPECIAL_TOKEN.sub("", p).strip() for p in predictions]
+        details = metrics.corpus_bleu(clean, refs, target_language=benchmark.text_language or "en")
+        value = details.score
+    elif benchmark.metric == "cider_d":
+        clean = [metrics.SPECIAL_TOKEN.sub("", p).strip() for p in predictions]
+        details = metrics.caption_scores(clean, [r.labels or (r.text,) for r in records],
+                                         with_spice=False)
+        value = details.cider_d
+    elif benchmark.metric in ("accuracy", "aqa_accuracy"):
+        # Clotho-AQA's official score compares with one answer per question: the majority one.
+        targets = refs if benchmark.metric == "aqa_accuracy" else [r.labels or r.text for r in records]
+        details = metrics.accuracy(targets, list(predictions))
+        value = details.accuracy
+    else:  # srwt
+        details = metrics.srwt_scores([srwt_reference(r) for r in records], predictions,
+                                      language=(records[0].audio_language or "en") if records else "en")
+        value = details.aas
+    return BenchmarkScore(benchmark.name, benchmark.metric, value, benchmark.paper_value,
+                          len(records), details)
