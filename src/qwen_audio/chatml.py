@@ -1,0 +1,163 @@
+"""Qwen-Audio-Chat's ChatML: typed turns → prompt text, and back.
+
+Layout (spec §Chat, and Qwen's ``make_context``): blocks ``<|im_start|>ROLE\\nCONTENT<|im_end|>``
+joined by ``\\n``, a system block first, and ``\\n<|im_start|>assistant\\n`` to ask for a reply.
+An audio item renders as ``Audio k:<audio>PATH</audio>\\n``, k counting audios over the whole
+conversation, so the model can refer to "audio 2" three turns later.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+from qwen_audio.errors import TagFormatError
+from qwen_audio.tokenizer import AUDIO_END, AUDIO_START, IM_END, IM_START
+
+DEFAULT_SYSTEM = "You are a helpful assistant."
+Role = Literal["system", "user", "assistant"]
+ROLES = ("system", "user", "assistant")
+_ASSISTANT_PREFIX = f"{IM_START}assistant\n"
+
+
+@dataclass(frozen=True)
+class AudioItem:
+    path: str
+
+
+@dataclass(frozen=True)
+class TextItem:
+    text: str
+
+
+ChatItem = Union[AudioItem, TextItem]
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """One message: audio and text items in order (a plain string is one text item)."""
+
+    role: Role
+    items: tuple[ChatItem, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise TagFormatError(f"unknown ChatML role {self.role!r}: use one of {', '.join(ROLES)}")
+
+    @classmethod
+    def user(cls, *items: Union[str, ChatItem]) -> "ChatTurn":
+        return cls("user", _items(items))
+
+    @classmethod
+    def assistant(cls, *items: Union[str, ChatItem]) -> "ChatTurn":
+        return cls("assistant", _items(items))
+
+    @property
+    def text(self) -> str:
+        return "".join(item.text for item in self.items if isinstance(item, TextItem))
+
+    @property
+    def audio_paths(self) -> list[str]:
+        return [item.path for item in self.items if isinstance(item, AudioItem)]
+
+
+def _items(items: Iterable[Union[str, ChatItem]]) -> tuple[ChatItem, ...]:
+    return tuple(TextItem(item) if isinstance(item, str) else item for item in items)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A whole ChatML transcript; ``generation_prompt`` is the open ``<|im_start|>assistant\\n``."""
+
+    turns: tuple[ChatTurn, ...]
+    system: str = DEFAULT_SYSTEM
+    generation_prompt: bool = field(default=True)
+
+    def render(self) -> str:
+        return render_chatml(self.turns, system=self.system, add_generation_prompt=self.generation_prompt)
+
+    @property
+    def audio_paths(self) -> list[str]:
+        return [path for turn in self.turns for path in turn.audio_paths]
+
+
+def render_content(items: Sequence[ChatItem], first_audio: int = 1) -> str:
+    """One turn's content; audios numbered from ``first_audio``."""
+    parts, number = [], first_audio
+    for item in items:
+        if isinstance(item, AudioItem):
+            parts.append(f"Audio {number}:{AUDIO_START}{item.path}{AUDIO_END}\n")
+            number += 1
+        else:
+            parts.append(item.text)
+    return "".join(parts)
+
+
+def render_segments(
+    turns: Sequence[ChatTurn], *, system: str = DEFAULT_SYSTEM, add_generation_prompt: bool = True
+) -> list[tuple[str, bool]]:
+    """The transcript as (text, is_assistant_reply) pieces, whose concatenation is
+    :func:`render_chatml`'s; SFT trains on the reply pieces (each reply's ``<|im_end|>`` included)."""
+    pieces: list[tuple[str, bool]] = [(f"{IM_START}system\n{system}{IM_END}", False)]
+    number = 1
+    for turn in turns:
+        content = render_content(turn.items, number)
+        number += len(turn.audio_paths)
+        if turn.role == "assistant":
+            pieces.append((f"\n{_ASSISTANT_PREFIX}", False))
+            pieces.append((f"{content}{IM_END}", True))
+        else:
+            pieces.append((f"\n{IM_START}{turn.role}\n{content}{IM_END}", False))
+    if add_generation_prompt:
+        pieces.append((f"\n{_ASSISTANT_PREFIX}", False))
+    return pieces
+
+
+def render_chatml(
+    turns: Sequence[ChatTurn], *, system: str = DEFAULT_SYSTEM, add_generation_prompt: bool = True
+) -> str:
+    """Turns → the ChatML prompt text (byte-identical to the official ``make_context``)."""
+    return "".join(text for text, _ in render_segments(turns, system=system, add_generation_prompt=add_generation_prompt))
+
+
+_BLOCK = re.compile(re.escape(IM_START) + r"(\w+)\n(.*?)" + re.escape(IM_END), re.DOTALL)
+_AUDIO_ITEM = re.compile(r"Audio (\d+):" + re.escape(AUDIO_START) + "(.*?)" + re.escape(AUDIO_END) + r"\n?", re.DOTALL)
+
+
+def parse_content(content: str) -> tuple[ChatItem, ...]:
+    """Inverse of :func:`render_content`: ``Audio k:<audio>P</audio>\\n`` items and the text between."""
+    items: list[ChatItem] = []
+    position = 0
+    for match in _AUDIO_ITEM.finditer(content):
+        if match.start() > position:
+            items.append(TextItem(content[position : match.start()]))
+        items.append(AudioItem(match.group(2)))
+        position = match.end()
+    if position < len(content):
+        items.append(TextItem(content[position:]))
+    return tuple(items)
+
+
+def parse_chatml(text: str) -> Conversation:
+    """ChatML text → :class:`Conversation`. The first system block becomes ``system``; a trailing
+    open ``<|im_start|>assistant\\n`` sets ``generation_prompt``. Raises TagFormatError on text
+    that is not ChatML (unknown role, stray characters between blocks)."""
+    system, turns, position = DEFAULT_SYSTEM, [], 0
+    saw_system = False
+    for match in _BLOCK.finditer(text):
+        gap = text[position : match.start()]
+        if gap not in ("", "\n"):
+            raise TagFormatError(f"unexpected text between ChatML blocks: {gap[:60]!r}")
+        role, content = match.group(1), match.group(2)
+        if role == "system" and not saw_system and not turns:
+            system, saw_system = content, True
+        else:
+            turns.append(ChatTurn(role, parse_content(content)))  # type: ignore[arg-type]
+        position = match.end()
+    rest = text[position:]
+    generation_prompt = rest in (f"\n{_ASSISTANT_PREFIX}", _ASSISTANT_PREFIX)
+    if rest and not generation_prompt and rest != "\n":
+        raise TagFormatError(f"unexpected text after the last ChatML block: {rest[:60]!r}")
+    return Conversation(tuple(turns), system, generation_prompt)

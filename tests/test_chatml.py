@@ -1,0 +1,98 @@
+"""ChatML for Qwen-Audio-Chat: the spec's example byte for byte, numbering, and the inverse parser."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qwen_audio.chatml import (
+    AudioItem,
+    ChatTurn,
+    Conversation,
+    TextItem,
+    parse_chatml,
+    render_chatml,
+    render_segments,
+)
+from qwen_audio.errors import TagFormatError
+
+SPEC_EXAMPLE = (
+    "<|im_start|>system\n"
+    "You are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n"
+    "Audio 1:<audio>a.wav</audio>\n"
+    "what does the speaker say?<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+
+
+def test_spec_example() -> None:
+    assert render_chatml([ChatTurn.user(AudioItem("a.wav"), "what does the speaker say?")]) == SPEC_EXAMPLE
+
+
+def test_audios_are_numbered_across_the_conversation() -> None:
+    turns = [
+        ChatTurn.user(AudioItem("a.wav"), AudioItem("b.wav"), "compare them"),
+        ChatTurn.assistant("The first is louder."),
+        ChatTurn.user("and this one?", AudioItem("c.wav")),
+        ChatTurn.assistant("Quieter."),
+        ChatTurn.user("thanks"),  # a text-only turn
+    ]
+    text = render_chatml(turns, add_generation_prompt=False)
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nAudio 1:<audio>a.wav</audio>\nAudio 2:<audio>b.wav</audio>\ncompare them<|im_end|>\n"
+        "<|im_start|>assistant\nThe first is louder.<|im_end|>\n"
+        "<|im_start|>user\nand this one?Audio 3:<audio>c.wav</audio>\n<|im_end|>\n"
+        "<|im_start|>assistant\nQuieter.<|im_end|>\n"
+        "<|im_start|>user\nthanks<|im_end|>"
+    )
+    assert parse_chatml(text) == Conversation(tuple(turns), generation_prompt=False)
+
+
+def test_segments_mark_the_assistant_replies() -> None:
+    turns = [ChatTurn.user(AudioItem("a.wav"), "hi"), ChatTurn.assistant("hello")]
+    segments = render_segments(turns, system="Be brief.")
+    assert "".join(text for text, _ in segments) == render_chatml(turns, system="Be brief.")
+    assert [text for text, is_reply in segments if is_reply] == ["hello<|im_end|>"]
+
+
+def test_parse_the_spec_example() -> None:
+    conversation = parse_chatml(SPEC_EXAMPLE)
+    assert conversation.system == "You are a helpful assistant." and conversation.generation_prompt
+    assert conversation.turns == (ChatTurn("user", (AudioItem("a.wav"), TextItem("what does the speaker say?"))),)
+    assert conversation.audio_paths == ["a.wav"] and conversation.render() == SPEC_EXAMPLE
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<|im_start|>robot\nhi<|im_end|>",
+        "<|im_start|>system\nx<|im_end|>garbage<|im_start|>user\nhi<|im_end|>",
+        "<|im_start|>system\nx<|im_end|>\ntrailing words",
+    ],
+)
+def test_malformed_chatml_raises(text: str) -> None:
+    with pytest.raises(TagFormatError):
+        parse_chatml(text)
+
+
+_text = st.text(st.sampled_from("ab \n?é你"), min_size=1, max_size=10)
+_item = st.one_of(st.builds(TextItem, _text), st.builds(AudioItem, st.text("xy/._", min_size=1, max_size=6)))
+
+
+def _no_adjacent_text(items: list) -> bool:
+    return all(not (isinstance(a, TextItem) and isinstance(b, TextItem)) for a, b in zip(items, items[1:]))
+
+
+@given(
+    turns=st.lists(
+        st.builds(ChatTurn, st.sampled_from(["user", "assistant"]), st.lists(_item, max_size=4).filter(_no_adjacent_text).map(tuple)),
+        max_size=4,
+    ),
+    generation_prompt=st.booleans(),
+)
+def test_render_parse_round_trip(turns: list[ChatTurn], generation_prompt: bool) -> None:
+    conversation = Conversation(tuple(turns), "sys", generation_prompt)
+    assert parse_chatml(conversation.render()) == conversation
