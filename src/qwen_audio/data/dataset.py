@@ -1,0 +1,180 @@
+"""Training examples on demand: a byte-offset index over JSONL manifests, a dataset, a collator.
+
+No corpus is loaded into memory: the index keeps one offset and one duration per line (what
+batching needs), and a worker process reads a line, decodes its audio, computes the mel and
+tokenises only when that example is drawn. Every random choice (SpecAugment) is seeded by the
+example's key, so a resumed run rebuilds exactly the batches the interrupted one would have.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import soundfile as sf
+import torch
+
+from qwen_audio.audio import SpecAugmentConfig, load_audio, log_mel_spectrogram, pad_or_trim, spec_augment
+from qwen_audio.data.chat_manifest import ChatRecord
+from qwen_audio.data.examples import IGNORE_INDEX, TextExample, chat_example, record_example, tokenize_example
+from qwen_audio.data.manifest import ManifestRecord
+from qwen_audio.errors import ManifestError
+from qwen_audio.tokenizer import QwenAudioTokenizer
+
+
+class ExampleKey(NamedTuple):
+    """Which example, from which source, drawn at which point of the run (seeds augmentation)."""
+
+    source: str
+    index: int
+    salt: int = 0
+
+
+class ManifestIndex:
+    """Random access to the lines of one task or chat manifest (.jsonl or .jsonl.gz)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ManifestError(f"manifest not found: {self.path}")
+        self._data: bytes | None = gzip.decompress(self.path.read_bytes()) if self.path.suffix == ".gz" else None
+        self.offsets: list[int] = []
+        self.durations: list[float] = []
+        self.is_chat = False
+        for offset, line in self._lines():
+            obj = json.loads(line)
+            self.is_chat = self.is_chat or "messages" in obj
+            self.offsets.append(offset)
+            self.durations.append(self._duration(obj))
+        if not self.offsets:
+            raise ManifestError(f"{self.path}: the manifest has no examples")
+
+    def _lines(self):  # noqa: ANN202
+        if self._data is not None:
+            offset = 0
+            for line in self._data.splitlines(keepends=True):
+                if line.strip():
+                    yield offset, line
+                offset += len(line)
+            return
+        with open(self.path, "rb") as f:
+            offset = 0
+            for line in f:
+                if line.strip():
+                    yield offset, line
+                offset += len(line)
+
+    def _duration(self, obj: Mapping[str, Any]) -> float:
+        """Seconds of audio (summed over a conversation's audios); read from headers when unknown."""
+        items = [obj] if "audio" in obj else [
+            c for m in obj.get("messages", []) if isinstance(m.get("content"), list)
+            for c in m["content"] if c.get("type") == "audio"
+        ]
+        total = 0.0
+        for item in items:
+            duration = item.get("duration")
+            if duration is None:
+                audio = Path(item["audio"])
+                path = audio if audio.is_absolute() else self.path.parent / audio
+                try:
+                    duration = sf.info(str(path)).duration - float(item.get("offset", 0.0))
+                except (sf.LibsndfileError, RuntimeError):
+                    duration = 30.0  # compressed or remote: assume the worst for batching
+            total += min(float(duration), 30.0)
+        return max(total, 0.1)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def line(self, index: int) -> dict[str, Any]:
+        offset = self.offsets[index]
+        if self._data is not None:
+            end = self._data.find(b"\n", offset)
+            raw = self._data[offset : end if end >= 0 else None]
+        else:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                raw = f.readline()
+        return json.loads(raw)
+
+    def example(self, index: int) -> TextExample:
+        obj = self.line(index)
+        if self.is_chat:
+            return chat_example(ChatRecord.from_dict(obj), self.path.parent)
+        return record_example(ManifestRecord.from_dict(obj), self.path.parent)
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    max_tokens: int = 2048  # longer examples are refused, never silently cut mid-target
+    spec_augment: SpecAugmentConfig | None = None
+    seed: int = 0
+
+
+class AudioTextDataset(torch.utils.data.Dataset):
+    """``dataset[ExampleKey]`` → one tokenised example with its 30 s mels (see :func:`collate`)."""
+
+    def __init__(
+        self, sources: Mapping[str, ManifestIndex], tokenizer: QwenAudioTokenizer, options: DatasetOptions = DatasetOptions()
+    ) -> None:
+        self.sources, self.tokenizer, self.options = dict(sources), tokenizer, options
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sources.values())
+
+    def __getitem__(self, key: ExampleKey) -> dict[str, Any]:
+        source, index, salt = ExampleKey(*key)
+        example = self.sources[source].example(index)
+        waves = [load_audio(a.source, offset=a.offset, duration=a.duration) for a in example.audios]
+        tokens = tokenize_example(example, self.tokenizer, [w.size for w in waves])
+        if len(tokens.input_ids) > self.options.max_tokens:
+            raise ManifestError(
+                f"{example.id}: {len(tokens.input_ids)} tokens exceed max_tokens={self.options.max_tokens}; "
+                "shorten the example or raise the limit"
+            )
+        mels, lengths = [], []
+        for number, wave in enumerate(waves):
+            mel = log_mel_spectrogram(pad_or_trim(wave))
+            length = min(wave.size, mel.shape[-1] * 160) // 160
+            if self.options.spec_augment is not None:
+                generator = torch.Generator().manual_seed(_seed(self.options.seed, source, index, salt, number))
+                mel = spec_augment(mel, length, self.options.spec_augment, generator=generator)
+            mels.append(mel)
+            lengths.append(length)
+        return {
+            "id": example.id,
+            "input_ids": torch.tensor(tokens.input_ids, dtype=torch.long),
+            "labels": torch.tensor(tokens.labels, dtype=torch.long),
+            "audio_features": torch.stack(mels) if mels else torch.zeros(0, 80, 3000),
+            "audio_lengths": torch.tensor(lengths, dtype=torch.long),
+        }
+
+
+def _seed(*parts: object) -> int:
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def collate(examples: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad text (labels with ``IGNORE_INDEX``) and concatenate every example's audios.
+
+    Audios stay in reading order (row by row), which is how the model matches them to spans.
+    """
+    width = max(len(e["input_ids"]) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example["input_ids"])
+        input_ids[row, :n], labels[row, :n], attention_mask[row, :n] = example["input_ids"], example["labels"], 1
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    features = [e["audio_features"] for e in examples if len(e["audio_features"])]
+    if features:
+        batch["audio_features"] = torch.cat(features)
+        batch["audio_lengths"] = torch.cat([e["audio_lengths"] for e in examples])
+    return batch

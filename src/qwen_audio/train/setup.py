@@ -1,0 +1,99 @@
+"""Stage-specific model preparation: sizes that match the tokenizer, freezing, LoRA.
+
+The paper trains the audio encoder with the LLM frozen in stage 1 and the LLM with the encoder
+frozen in stage 2; both are plain name patterns here so a recipe can choose otherwise.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from qwen_audio.configuration import QwenAudioConfig, preset_config
+from qwen_audio.errors import ConfigError
+from qwen_audio.tokenizer import QwenAudioTokenizer
+
+# Parameter-name patterns of the model's parts (QwenAudioForCausalLM's module names).
+PARTS: dict[str, tuple[str, ...]] = {
+    "encoder": ("audio.*",),
+    "llm": ("model.*", "lm_head.*"),
+    "embeddings": ("model.embed_tokens.*", "lm_head.*"),
+}
+STAGE_FREEZE = {"pretrain": ("llm",), "sft": ("encoder",)}
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    modules_to_save: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha < 1 or not 0 <= self.dropout < 1:
+            raise ConfigError("LoRA needs r ≥ 1, alpha ≥ 1 and 0 ≤ dropout < 1")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    init: str = "preset:small"  # "preset:<name>" or a checkpoint directory
+    overrides: dict[str, Any] = field(default_factory=dict)  # config fields for a preset
+    freeze: tuple[str, ...] | None = None  # parts or name patterns; None: the stage's default
+    lora: LoraSettings | None = None
+
+
+def config_for_tokenizer(preset: str, tokenizer: QwenAudioTokenizer, **overrides: Any) -> QwenAudioConfig:
+    """A preset whose vocabulary and special ids are this tokenizer's (embedding rows padded to 64)."""
+    vocab = -(-tokenizer.vocab_size // 64) * 64
+    ids = dict(
+        vocab_size=vocab,
+        endoftext_id=tokenizer.eod_id,
+        im_start_id=tokenizer.im_start_id,
+        im_end_id=tokenizer.im_end_id,
+        audio_pad_id=tokenizer.audio_pad_id,
+        audio_start_id=tokenizer.audio_start_id,
+    )
+    return preset_config(preset, **{**ids, **overrides})
+
+
+def freeze_patterns(names: Sequence[str]) -> tuple[str, ...]:
+    patterns: list[str] = []
+    for name in names:
+        patterns.extend(PARTS.get(name, (name,)))
+    return tuple(patterns)
+
+
+def apply_freezing(model: torch.nn.Module, names: Sequence[str]) -> dict[str, int]:
+    """Freeze parameters matching the parts/patterns; return trainable and frozen counts."""
+    patterns = freeze_patterns(names)
+    counts = {"trainable": 0, "frozen": 0}
+    matched = set()
+    for name, param in model.named_parameters():
+        hit = [p for p in patterns if fnmatch.fnmatchcase(name, p)]
+        matched.update(hit)
+        param.requires_grad_(not hit)
+        counts["frozen" if hit else "trainable"] += param.numel()
+    unused = set(patterns) - matched
+    if unused:
+        raise ConfigError(f"freeze pattern(s) {sorted(unused)} match no parameter; parts are {sorted(PARTS)}")
+    return counts
+
+
+def apply_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
+    """Wrap the decoder's linear layers with PEFT LoRA adapters (everything else frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        modules_to_save=list(settings.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)

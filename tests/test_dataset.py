@@ -1,0 +1,155 @@
+"""data/examples + data/dataset: prompts and targets, loss masks, mels, batching into the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from qwen_audio.audio import SpecAugmentConfig, audio_span
+from qwen_audio.data.dataset import AudioTextDataset, DatasetOptions, ExampleKey, ManifestIndex, collate
+from qwen_audio.data.examples import IGNORE_INDEX, record_example, target_text
+from qwen_audio.data.manifest import ManifestRecord, Word
+from qwen_audio.errors import ManifestError
+
+
+def write_wav(path: Path, seconds: float, freq: float = 220.0) -> Path:
+    t = np.arange(int(seconds * 16_000)) / 16_000
+    sf.write(path, (0.2 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16_000)
+    return path
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    write_wav(tmp_path / "a.wav", 1.0)
+    write_wav(tmp_path / "b.wav", 2.5, 440)
+    records = [
+        {"id": "asr1", "audio": "a.wav", "task": "asr", "audio_language": "en", "text_language": "en",
+         "text": "hello world", "duration": 1.0},
+        {"id": "srwt1", "audio": "b.wav", "task": "srwt", "audio_language": "en", "text_language": "en",
+         "text": "hello world", "words": [{"word": "hello", "start": 0.1, "end": 0.5},
+                                          {"word": "world", "start": 0.6, "end": 1.1}]},
+        {"id": "scene1", "audio": "b.wav", "task": "scene", "audio_language": "unknown", "text_language": "en",
+         "text": "park", "duration": 2.5},
+        {"id": "pitch1", "audio": "a.wav", "task": "pitch", "audio_language": "unknown", "text_language": "en",
+         "text": "57", "duration": 1.0},
+    ]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    chat = {"id": "c1", "messages": [
+        {"role": "user", "content": [{"type": "audio", "audio": "a.wav"}, {"type": "text", "text": "what is it?"}]},
+        {"role": "assistant", "content": "a tone"},
+        {"role": "user", "content": [{"type": "audio", "audio": "b.wav"}, {"type": "text", "text": "and this?"}]},
+        {"role": "assistant", "content": "a higher tone"},
+    ]}
+    (tmp_path / "chat.jsonl").write_text(json.dumps(chat) + "\n")
+    return tmp_path
+
+
+def test_targets_follow_each_task_format() -> None:
+    base = dict(id="x", audio="a.wav", audio_language="unknown", text_language="en")
+    assert target_text(ManifestRecord(task="pitch", text="60", **base)) == "<|midi_pitch_60|>"
+    assert target_text(ManifestRecord(task="velocity", text="100", **base)) == "<|midi_velocity_100|>"
+    assert target_text(ManifestRecord(task="scene", text="park", **base)) == "park"
+    srwt = ManifestRecord(task="srwt", text="hi you", words=(Word("hi", 0.1, 0.3), Word("you", 0.4, 0.72)),
+                          **{**base, "audio_language": "en"})
+    assert target_text(srwt) == "<|0.10|>hi<|0.30|><|0.40|> you<|0.72|>"
+    lid = ManifestRecord(task="language_id", text="de", **{**base, "audio_language": "de"})
+    assert target_text(lid) == "<|de|>"
+
+
+def test_record_example_prompt_is_the_official_tag_prefix(tmp_path: Path) -> None:
+    record = ManifestRecord(id="x", audio="a.wav", task="asr", audio_language="en", text_language="en", text="hi")
+    example = record_example(record, tmp_path)
+    assert example.pieces == (
+        ("<audio>a.wav</audio><|startoftranscript|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>", False),
+        ("hi<|endoftext|>", True),
+    )
+    assert example.audios[0].source == str((tmp_path / "a.wav").resolve())
+
+
+def test_index_reads_lines_on_demand_and_durations(corpus: Path) -> None:
+    index = ManifestIndex(corpus / "tasks.jsonl")
+    assert len(index) == 4 and not index.is_chat
+    assert index.durations == pytest.approx([1.0, 2.5, 2.5, 1.0])  # srwt1's from the wav header
+    assert index.line(2)["id"] == "scene1"
+    chat = ManifestIndex(corpus / "chat.jsonl")
+    assert chat.is_chat and chat.durations == pytest.approx([3.5])
+
+
+def test_index_errors(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="not found"):
+        ManifestIndex(tmp_path / "none.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ManifestError, match="no examples"):
+        ManifestIndex(tmp_path / "empty.jsonl")
+
+
+def test_labels_cover_exactly_the_target(corpus: Path, tokenizer) -> None:
+    dataset = AudioTextDataset({"tasks": ManifestIndex(corpus / "tasks.jsonl")}, tokenizer)
+    item = dataset[ExampleKey("tasks", 0)]
+    ids, labels = item["input_ids"], item["labels"]
+    trained = labels != IGNORE_INDEX
+    assert tokenizer.decode(ids[trained].tolist()) == "hello world<|endoftext|>"
+    # The audio span (a 1 s audio: 27 tokens) sits in the untrained prompt.
+    start = ids.tolist().index(tokenizer.audio_start_id)
+    assert ids[start + audio_span(16_000).span_tokens - 1] == tokenizer.audio_end_id
+    assert not trained[: start + 27].any()
+    assert item["audio_features"].shape == (1, 80, 3000) and item["audio_lengths"].tolist() == [100]
+
+
+def test_chat_trains_only_on_assistant_replies(corpus: Path, tokenizer) -> None:
+    dataset = AudioTextDataset({"chat": ManifestIndex(corpus / "chat.jsonl")}, tokenizer)
+    item = dataset[ExampleKey("chat", 0)]
+    labels = item["labels"]
+    pieces, current = [], []
+    for token, label in zip(item["input_ids"].tolist(), labels.tolist()):
+        if label == IGNORE_INDEX:
+            if current:
+                pieces.append(tokenizer.decode(current))
+                current = []
+        else:
+            current.append(token)
+    pieces.append(tokenizer.decode(current))
+    assert pieces == ["a tone<|im_end|>", "a higher tone<|im_end|>"]
+    assert item["audio_lengths"].tolist() == [100, 250]
+    text = tokenizer.decode(item["input_ids"].tolist(), audio_paths=["A", "B"])
+    assert "Audio 1:<audio>A</audio>\nwhat is it?" in text and "Audio 2:<audio>B</audio>\nand this?" in text
+
+
+def test_spec_augment_is_keyed_by_example_and_salt(corpus: Path, tokenizer) -> None:
+    options = DatasetOptions(spec_augment=SpecAugmentConfig(time_masks=2, max_time_width=20, max_time_ratio=0.2), seed=1)
+    dataset = AudioTextDataset({"tasks": ManifestIndex(corpus / "tasks.jsonl")}, tokenizer, options)
+    a = dataset[ExampleKey("tasks", 1, salt=5)]["audio_features"]
+    b = dataset[ExampleKey("tasks", 1, salt=5)]["audio_features"]
+    c = dataset[ExampleKey("tasks", 1, salt=6)]["audio_features"]
+    plain = AudioTextDataset({"tasks": ManifestIndex(corpus / "tasks.jsonl")}, tokenizer)[ExampleKey("tasks", 1)]
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, plain["audio_features"])
+
+
+def test_too_many_tokens_is_an_error(corpus: Path, tokenizer) -> None:
+    dataset = AudioTextDataset({"t": ManifestIndex(corpus / "tasks.jsonl")}, tokenizer, DatasetOptions(max_tokens=10))
+    with pytest.raises(ManifestError, match="max_tokens"):
+        dataset[ExampleKey("t", 0)]
+
+
+def test_collated_batch_trains_a_tiny_model(corpus: Path, tokenizer) -> None:
+    from qwen_audio.model import QwenAudioForCausalLM
+    from qwen_audio.train.setup import config_for_tokenizer
+
+    sources = {"tasks": ManifestIndex(corpus / "tasks.jsonl"), "chat": ManifestIndex(corpus / "chat.jsonl")}
+    dataset = AudioTextDataset(sources, tokenizer)
+    items = [dataset[ExampleKey("tasks", i)] for i in range(4)] + [dataset[ExampleKey("chat", 0)]]
+    batch = collate(items, tokenizer.eod_id)
+    assert batch["audio_features"].shape == (6, 80, 3000)
+    assert batch["audio_lengths"].tolist() == [100, 250, 250, 100, 100, 250]
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+    torch.manual_seed(0)
+    model = QwenAudioForCausalLM(config_for_tokenizer("tiny", tokenizer))
+    loss = model(**batch).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert model.audio.conv1.weight.grad is not None and model.audio.conv1.weight.grad.abs().sum() > 0
