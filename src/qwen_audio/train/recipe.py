@@ -1,0 +1,185 @@
+"""A recipe (one YAML file) → a training run: ``qwen-audio train configs/<recipe>.yaml``.
+
+Works the same in one process and under ``torchrun --nproc_per_node N``; the run resumes from
+its newest checkpoint when restarted with the same recipe.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from qwen_audio.audio import SpecAugmentConfig
+from qwen_audio.data.dataset import AudioTextDataset, DatasetOptions, ExampleKey, ManifestIndex, collate
+from qwen_audio.data.sampling import BucketConfig, TaskMixtureSampler
+from qwen_audio.errors import ConfigError
+from qwen_audio.tokenizer import QwenAudioTokenizer
+from qwen_audio.train.distributed import DistributedContext, cleanup_distributed, init_distributed, wrap_model
+from qwen_audio.train.setup import STAGE_FREEZE, ModelSettings, apply_freezing, apply_lora, config_for_tokenizer
+from qwen_audio.train.trainer import Trainer, TrainerConfig, TrainResult
+from qwen_audio.yaml_config import load_yaml_config, to_dict
+
+
+@dataclass(frozen=True)
+class DataSource:
+    manifest: str
+    name: str | None = None  # defaults to the file name
+    weight: float | None = None  # fixed mixture weight; None: temperature sampling by size
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    train: tuple[DataSource, ...]
+    temperature: float = 1.0
+    max_batch_seconds: float = 240.0
+    max_batch_size: int = 64
+    num_buckets: int = 8
+    num_workers: int = 2
+    max_tokens: int = 2048
+    spec_augment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
+
+    def __post_init__(self) -> None:
+        if not self.train:
+            raise ConfigError("data.train needs at least one manifest")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    stage: Literal["pretrain", "sft"]
+    tokenizer: str  # a qwen.tiktoken file, or a directory holding one (e.g. the stage-1 output)
+    model: ModelSettings
+    data: DataSettings
+    trainer: TrainerConfig
+    seed: int = 0
+    distributed: Literal["none", "ddp", "fsdp"] = "ddp"
+    device: str | None = None  # None: cuda when available
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        recipe = load_yaml_config(cls, path)
+        base = Path(path).resolve().parent.parent  # configs/ lives at the project root
+        return recipe.resolved(base)
+
+    def resolved(self, base: Path) -> Recipe:
+        """Relative paths in a recipe are relative to the project root (configs/..)."""
+
+        def fix(p: str) -> str:
+            return p if Path(p).is_absolute() or p.startswith("preset:") else str(base / p)
+
+        data = replace(self.data, train=tuple(replace(s, manifest=fix(s.manifest)) for s in self.data.train))
+        return replace(
+            self,
+            tokenizer=fix(self.tokenizer),
+            model=replace(self.model, init=fix(self.model.init)),
+            data=data,
+            trainer=replace(self.trainer, output_dir=fix(self.trainer.output_dir)),
+        )
+
+
+def load_tokenizer(path: str | Path) -> QwenAudioTokenizer:
+    location = Path(path)
+    if location.is_dir():
+        return QwenAudioTokenizer.from_pretrained(str(location))
+    if not location.is_file():
+        raise ConfigError(f"tokenizer not found: {location} (a qwen.tiktoken file or a model directory)")
+    return QwenAudioTokenizer(location)
+
+
+def build_model(settings: ModelSettings, tokenizer: QwenAudioTokenizer):  # noqa: ANN201
+    from qwen_audio.model import QwenAudioForCausalLM
+
+    if settings.init.startswith("preset:"):
+        return QwenAudioForCausalLM(config_for_tokenizer(settings.init.split(":", 1)[1], tokenizer, **settings.overrides))
+    if settings.overrides:
+        raise ConfigError("model.overrides only apply to presets; a checkpoint keeps its own config")
+    return QwenAudioForCausalLM.from_pretrained(settings.init)
+
+
+def make_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: DistributedContext):  # noqa: ANN201
+    """The trainer's ``BatchSource``: batches from any point of the deterministic data order."""
+    indexes = {}
+    weights = {}
+    for source in recipe.data.train:
+        name = source.name or Path(source.manifest).name.split(".")[0]
+        if name in indexes:
+            raise ConfigError(f"two data sources are named {name!r}; give them distinct `name`s")
+        indexes[name] = ManifestIndex(source.manifest)
+        if source.weight is not None:
+            weights[name] = source.weight
+    if weights and len(weights) != len(indexes):
+        raise ConfigError("give every data source a weight, or none (temperature sampling)")
+    dataset = AudioTextDataset(
+        indexes,
+        tokenizer,
+        DatasetOptions(recipe.data.max_tokens, recipe.data.spec_augment, recipe.seed),
+    )
+    bucket = BucketConfig(recipe.data.max_batch_seconds, recipe.data.max_batch_size, recipe.data.num_buckets)
+
+    def batches(start: int) -> Iterator[dict[str, torch.Tensor]]:
+        sampler = TaskMixtureSampler(
+            {name: index.durations for name, index in indexes.items()},
+            bucket,
+            temperature=recipe.data.temperature,
+            weights=weights or None,
+            seed=recipe.seed,
+            rank=context.rank,
+            world_size=context.world_size,
+        )
+        for _ in range(start):  # cheap: index arithmetic only, no audio is read
+            sampler.next_batch()
+
+        def keys() -> Iterator[list[ExampleKey]]:
+            for step, (name, indices) in enumerate(sampler, start=start):
+                yield [ExampleKey(name, i, step) for i in indices]
+
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=keys(),
+            collate_fn=functools.partial(collate, pad_id=tokenizer.eod_id),
+            num_workers=recipe.data.num_workers,
+            prefetch_factor=4 if recipe.data.num_workers else None,
+        )
+        return iter(loader)
+
+    return batches
+
+
+def run_recipe(recipe: Recipe, *, resume: bool = True) -> TrainResult:
+    context = init_distributed(recipe.device)
+    torch.manual_seed(recipe.seed)
+    tokenizer = load_tokenizer(recipe.tokenizer)
+    model = build_model(recipe.model, tokenizer)
+    freeze = recipe.model.freeze if recipe.model.freeze is not None else STAGE_FREEZE[recipe.stage]
+    counts = apply_freezing(model, freeze)
+    if recipe.model.lora is not None:
+        model = apply_lora(model, recipe.model.lora)
+    model.to(context.device)
+    wrapped = wrap_model(model, context, recipe.distributed)
+    output = Path(recipe.trainer.output_dir)
+    if context.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "recipe.json").write_text(json.dumps({**to_dict(recipe), "parameters": counts}, indent=2))
+    trainer = Trainer(
+        wrapped, recipe.trainer, make_batch_source(recipe, tokenizer, context),
+        is_main_process=context.is_main, unwrapped_model=model,
+    )
+    result = trainer.train(resume=resume)
+    if context.is_main:
+        export_model(model, tokenizer, output / "final")
+    cleanup_distributed()
+    return result
+
+
+def export_model(model: torch.nn.Module, tokenizer: QwenAudioTokenizer, directory: Path) -> Path:
+    """The trained model in ``from_pretrained`` form (LoRA adapters merged in), tokenizer beside it."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(str(directory))
+    return directory
