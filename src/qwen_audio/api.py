@@ -1,0 +1,349 @@
+"""The Python API: ``QwenAudio.from_pretrained()`` and one method per task of the paper.
+
+Every method takes one audio or a list (a batch): audios are decoded in parallel, prompts are
+built with the task registry, and generation runs batched with left padding, whose outputs equal
+batch size 1. Audio over 30 s is windowed (``infer.longform``) and stitched with global times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from qwen_audio.audio import N_SAMPLES, SAMPLE_RATE, AudioSource, batch_log_mel, load_audio, load_audios
+from qwen_audio.chatml import DEFAULT_SYSTEM, AudioItem, ChatTurn, TextItem, render_chatml
+from qwen_audio.errors import CheckpointError, TagFormatError
+from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions, Transcript, TranscriptionRequest
+from qwen_audio.infer.longform import plan_windows, stitch_words
+from qwen_audio.srwt import parse_srwt_result
+from qwen_audio.tags import (
+    LANGUAGES,
+    AnswerResult,
+    LabelResult,
+    NoteResult,
+    Task,
+    TextResult,
+    build_prompt,
+    parse_output,
+    strip_tags,
+)
+from qwen_audio.tokenizer import QwenAudioTokenizer
+
+DEFAULT_MODEL = "default"
+UNSPACED = ("zh", "ja", "zh_tr")
+CLASSIFY_TASKS = {
+    "scene": Task.ACOUSTIC_SCENE, "sound_event": Task.SOUND_EVENT, "emotion": Task.SPEECH_EMOTION,
+    "vocal_sound": Task.VOCAL_SOUND, "gender": Task.SPEAKER_META, "speaker_meta": Task.SPEAKER_META,
+    "instrument": Task.NOTE_INSTRUMENT, "keyword": Task.KEYWORD,
+}
+CAPTION_TASKS = {"plain": Task.CAPTION_PLAIN, "clotho": Task.CAPTION_CLOTHO, "audiocaps": Task.CAPTION_AUDIOCAPS,
+                 "music": Task.MUSIC_DESCRIPTION}
+
+Audio = Union[AudioSource, np.ndarray]
+
+
+def default_model_path() -> Path:
+    """The small model shipped inside the package (see its MODEL_CARD.md)."""
+    return Path(str(resources.files("qwen_audio") / "assets" / "default-model"))
+
+
+@dataclass(frozen=True)
+class Generated:
+    text: str  # decoded with special tokens kept (parsers need the tags)
+    prompt_tokens: int
+    completion_tokens: int
+    finished: bool  # ended on an end-of-text token (not the length limit)
+
+
+class QwenAudio:
+    """A loaded model + tokenizer with task methods; also the server's batched ``Engine``."""
+
+    def __init__(self, model: Any, tokenizer: QwenAudioTokenizer, *, model_id: str = "qwen-audio") -> None:
+        self.model, self.tokenizer, self.model_id = model.eval(), tokenizer, model_id
+        self.language_ids = {code: tokenizer.convert_tokens_to_ids(f"<|{code}|>") for code in LANGUAGES}
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path | None = DEFAULT_MODEL, *, device: str | None = None, dtype: torch.dtype | None = None
+    ) -> QwenAudio:
+        """Load the bundled model (``"default"``), one of ours, or an official Qwen-Audio directory."""
+        from qwen_audio.model import QwenAudioForCausalLM
+
+        location = default_model_path() if path in (None, DEFAULT_MODEL) else Path(path)
+        if not (location / "config.json").is_file():
+            hint = " (the bundled default model is missing: reinstall qwen-audio)" if path in (None, DEFAULT_MODEL) else ""
+            raise CheckpointError(f"no model at {location}: expected a directory with config.json{hint}")
+        model = QwenAudioForCausalLM.from_pretrained(location, dtype=dtype or torch.float32)
+        if device:
+            model.to(device)
+        tokenizer = QwenAudioTokenizer.from_pretrained(str(location))
+        return cls(model, tokenizer, model_id=location.name if path not in (None, DEFAULT_MODEL) else "qwen-audio-default")
+
+    # ------------------------------------------------------------------ core: batched generation
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: Sequence[str], audios: Sequence[Sequence[np.ndarray]], options: GenerationOptions = GenerationOptions()
+    ) -> list[Generated]:
+        """Continue each prompt; ``audios[i]`` are the waveforms of prompt i's ``<audio>`` spans."""
+        encoded = [self.tokenizer.encode_prompt(p, [a.size for a in waves]) for p, waves in zip(prompts, audios)]
+        width = max(len(e.ids) for e in encoded)
+        pad = self.tokenizer.eod_id
+        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, e in enumerate(encoded):  # left padding: every prompt ends at the last column
+            input_ids[row, width - len(e.ids):] = torch.tensor(e.ids)
+            mask[row, width - len(e.ids):] = 1
+        flat = [a for waves in audios for a in waves]
+        kwargs: dict[str, Any] = {}
+        if flat:
+            mels = batch_log_mel(flat)
+            kwargs = {"audio_features": mels.features, "audio_lengths": mels.mel_lengths}
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
+        sample = options.temperature > 0
+        if options.num_beams > 1:
+            output = self.model.generate(
+                input_ids, attention_mask=mask, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,
+                do_sample=sample, temperature=options.temperature if sample else None,
+                top_p=options.top_p if sample else None, **kwargs,
+            )
+        else:
+            output = self.model.fast_generate(
+                input_ids, attention_mask=mask, max_new_tokens=options.max_new_tokens, do_sample=sample,
+                temperature=options.temperature or 1.0, top_p=options.top_p, **kwargs,
+            )
+        return [self._result(row[width:].tolist(), len(e.ids)) for row, e in zip(output, encoded)]
+
+    def _result(self, new_ids: list[int], prompt_tokens: int) -> Generated:
+        stops = set(self.model.generation_config.eos_token_id)
+        cut = next((i for i, t in enumerate(new_ids) if t in stops), None)
+        kept = new_ids if cut is None else new_ids[:cut]
+        return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + (cut is not None), cut is not None)
+
+    # ------------------------------------------------------------------ tasks
+
+    def _waves(self, audio: Audio | Sequence[Audio]) -> tuple[list[np.ndarray], bool]:
+        single = not isinstance(audio, list)  # a tuple is one (samples, rate) audio
+        items = [audio] if single else list(audio)
+        return load_audios(items), single
+
+    def _run_task(self, task: Task, audio: Audio | Sequence[Audio], options: GenerationOptions, **prompt: Any) -> tuple[list[Any], bool]:
+        waves, single = self._waves(audio)
+        prompts = [build_prompt(task, audio="audio", **prompt) for _ in waves]
+        outputs = self.generate(prompts, [[w[:N_SAMPLES]] for w in waves], options)
+        return [parse_output(task, o.text) for o in outputs], single
+
+    def detect_language(self, audio: Audio | Sequence[Audio]) -> str | list[str]:
+        """The spoken language: the most likely of the eight language tags after the LID prompt."""
+        waves, single = self._waves(audio)
+        codes = self._detect(waves)
+        return codes[0] if single else codes
+
+    @torch.no_grad()
+    def _detect(self, waves: Sequence[np.ndarray]) -> list[str]:
+        prompt = build_prompt(Task.LANGUAGE_ID, audio="audio")
+        codes = []
+        for wave in waves:  # one forward each: the prompts are identical in length per audio
+            e = self.tokenizer.encode_prompt(prompt, [min(wave.size, N_SAMPLES)])
+            mels = batch_log_mel([wave[:N_SAMPLES]])
+            logits = self.model(
+                input_ids=torch.tensor([e.ids]), audio_features=mels.features, audio_lengths=mels.mel_lengths
+            ).logits[0, -1]
+            ids = torch.tensor(list(self.language_ids.values()))
+            codes.append(list(self.language_ids)[int(logits[ids].argmax())])
+        return codes
+
+    def transcribe(
+        self, audio: Audio | Sequence[Audio], language: str | None = None, word_timestamps: bool = False,
+        options: GenerationOptions = GenerationOptions(),
+    ) -> Transcript | list[Transcript]:
+        """Speech → text in its own language; ``word_timestamps`` adds SRWT word times (global for long audio)."""
+        waves, single = self._waves(audio)
+        results = self.transcribe_waves(waves, language, word_timestamps, options)
+        return results[0] if single else results
+
+    def transcribe_waves(
+        self, waves: Sequence[np.ndarray], language: str | None, word_timestamps: bool, options: GenerationOptions,
+        translate_to: str | None = None,
+    ) -> list[Transcript]:
+        languages = [language] * len(waves) if language else self._detect(waves)
+        results = []
+        for wave, lang in zip(waves, languages):
+            if translate_to is not None:
+                text = self._translate_one(wave, lang, translate_to, options)
+                results.append(Transcript(text, translate_to, wave.size / SAMPLE_RATE))
+                continue
+            windows = plan_windows(wave)
+            long = len(windows) > 1
+            if not (word_timestamps or long):
+                out = self.generate([build_prompt(Task.ASR, audio="a", audio_language=lang)], [[wave]], options)[0]
+                results.append(Transcript(strip_tags(out.text), lang, wave.size / SAMPLE_RATE))
+                continue
+            # Word times are what lets windows be stitched without doubling words at the joins.
+            prompts = [build_prompt(Task.SRWT, audio="a", audio_language=lang)] * len(windows)
+            outs = self.generate(prompts, [[wave[w.start:w.end]] for w in windows], options)
+            words = stitch_words(windows, [parse_srwt_result(o.text).words for o in outs])
+            separator = "" if lang in UNSPACED else " "
+            text = separator.join(w.word for w in words)
+            results.append(Transcript(text, lang, wave.size / SAMPLE_RATE, tuple(words) if word_timestamps else ()))
+        return results
+
+    def _translate_one(self, wave: np.ndarray, language: str, target: str, options: GenerationOptions) -> str:
+        windows = plan_windows(wave)
+        pieces = [wave[int(w.keep_from * SAMPLE_RATE): int(min(w.keep_until * SAMPLE_RATE, wave.size))] for w in windows]
+        prompt = build_prompt(Task.S2TT, audio="a", audio_language=language, text_language=target)
+        outs = self.generate([prompt] * len(pieces), [[p] for p in pieces], options)
+        return " ".join(strip_tags(o.text) for o in outs)
+
+    def translate(self, audio: Audio | Sequence[Audio], to: str = "en", language: str | None = None,
+                  options: GenerationOptions = GenerationOptions()) -> Transcript | list[Transcript]:
+        """Speech translation (S2TT) into the text language ``to``."""
+        waves, single = self._waves(audio)
+        results = self.transcribe_waves(waves, language, False, options, translate_to=to)
+        return results[0] if single else results
+
+    def caption(self, audio: Audio | Sequence[Audio], style: str = "plain",
+                options: GenerationOptions = GenerationOptions(max_new_tokens=30)) -> TextResult | list[TextResult]:
+        if style not in CAPTION_TASKS:
+            raise TagFormatError(f"unknown caption style {style!r}: use one of {', '.join(CAPTION_TASKS)}")
+        results, single = self._run_task(CAPTION_TASKS[style], audio, options)
+        return results[0] if single else results
+
+    def classify(self, audio: Audio | Sequence[Audio], task: str = "scene",
+                 options: GenerationOptions = GenerationOptions(max_new_tokens=32)) -> LabelResult | list[LabelResult]:
+        if task not in CLASSIFY_TASKS:
+            raise TagFormatError(f"unknown classification task {task!r}: use one of {', '.join(CLASSIFY_TASKS)}")
+        registry_task = CLASSIFY_TASKS[task]
+        extra = {"audio_language": "en"} if registry_task is Task.SPEAKER_META else {}
+        results, single = self._run_task(registry_task, audio, options, **extra)
+        return results[0] if single else results
+
+    def ask(self, audio: Audio | Sequence[Audio], question: str,
+            options: GenerationOptions = GenerationOptions(max_new_tokens=64)) -> AnswerResult | list[AnswerResult]:
+        results, single = self._run_task(Task.AUDIO_QA, audio, options, question=question)
+        return results[0] if single else results
+
+    def analyze_note(self, audio: Audio | Sequence[Audio],
+                     options: GenerationOptions = GenerationOptions(max_new_tokens=16)) -> NoteResult | list[NoteResult]:
+        """Pitch, velocity and instrument of a musical note (NSynth-style note analysis)."""
+        waves, single = self._waves(audio)
+        parts = {task: self.generate([build_prompt(task, audio="a")] * len(waves), [[w[:N_SAMPLES]] for w in waves], options)
+                 for task in (Task.NOTE_PITCH, Task.NOTE_VELOCITY, Task.NOTE_INSTRUMENT)}
+        results = []
+        for i in range(len(waves)):
+            pitch = parse_output(Task.NOTE_PITCH, parts[Task.NOTE_PITCH][i].text)
+            velocity = parse_output(Task.NOTE_VELOCITY, parts[Task.NOTE_VELOCITY][i].text)
+            instrument = strip_tags(parts[Task.NOTE_INSTRUMENT][i].text) or None
+            results.append(NoteResult(pitch.pitch, velocity.velocity, instrument, ()))
+        return results[0] if single else results
+
+    # ------------------------------------------------------------------ chat
+
+    def chat(self, messages: Sequence[ChatTurn | dict[str, Any]], *, stream: bool = False, system: str = DEFAULT_SYSTEM,
+             options: GenerationOptions = GenerationOptions()) -> ChatReply | Iterator[str]:
+        """Qwen-Audio-Chat: continue a conversation (turns may hold several audios, or none)."""
+        request = self.chat_request(messages, system=system, options=options)
+        return self.stream_chat(request) if stream else self.chat_batch([request])[0]
+
+    def chat_request(self, messages: Sequence[ChatTurn | dict[str, Any]], *, system: str = DEFAULT_SYSTEM,
+                     options: GenerationOptions = GenerationOptions()) -> ChatRequest:
+        turns, audios = [], {}
+        for message in messages:
+            turn = message if isinstance(message, ChatTurn) else _turn_from_dict(message)
+            if turn.role == "system":
+                system = turn.text
+                continue
+            for item in turn.items:
+                if isinstance(item, AudioItem) and item.path not in audios:
+                    audios[item.path] = load_audio(item.path)
+            turns.append(turn)
+        return ChatRequest(tuple(turns), audios, system, options)
+
+    def chat_batch(self, requests: Sequence[ChatRequest]) -> list[ChatReply]:
+        """Engine protocol: several conversations in one batched generation (grouped by options)."""
+        replies: list[ChatReply | None] = [None] * len(requests)
+        groups: dict[GenerationOptions, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(request.options, []).append(i)
+        for options, members in groups.items():
+            prompts = [render_chatml(requests[i].turns, system=requests[i].system) for i in members]
+            waves = [[requests[i].audios[p][:N_SAMPLES] for t in requests[i].turns for p in t.audio_paths] for i in members]
+            for i, out in zip(members, self.generate(prompts, waves, options)):
+                replies[i] = ChatReply(strip_tags(out.text) if "<|" in out.text else out.text, out.prompt_tokens,
+                                       out.completion_tokens, "stop" if out.finished else "length")
+        return [r for r in replies if r is not None]
+
+    def stream_chat(self, request: ChatRequest) -> Iterator[str]:
+        """Engine protocol: reply text pieces as tokens arrive (UTF-8 safe)."""
+        prompt = render_chatml(request.turns, system=request.system)
+        waves = [request.audios[p][:N_SAMPLES] for t in request.turns for p in t.audio_paths]
+        encoded = self.tokenizer.encode_prompt(prompt, [w.size for w in waves])
+        kwargs: dict[str, Any] = {}
+        if waves:
+            mels = batch_log_mel(waves)
+            kwargs = {"audio_features": mels.features, "audio_lengths": mels.mel_lengths}
+        stops = set(self.model.generation_config.eos_token_id)
+        sample = request.options.temperature > 0
+        ids: list[int] = []
+        sent = ""
+        for step in self.model.stream(
+            torch.tensor([encoded.ids]), max_new_tokens=request.options.max_new_tokens, do_sample=sample,
+            temperature=request.options.temperature or None, top_p=request.options.top_p if sample else None, **kwargs,
+        ):
+            token = int(step.reshape(-1)[0])
+            if token in stops:
+                break
+            ids.append(token)
+            text = self.tokenizer.decode(ids)
+            if not text.endswith("\ufffd") and len(text) > len(sent):
+                yield text[len(sent):]
+                sent = text
+
+    def engine(self) -> ModelEngine:
+        return ModelEngine(self)
+
+    def transcribe_batch(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]:
+        results = []
+        for request in requests:
+            results += self.transcribe_waves([request.audio], request.language, request.word_timestamps,
+                                             request.options, translate_to=request.translate_to)
+        return results
+
+
+def _turn_from_dict(message: dict[str, Any]) -> ChatTurn:
+    """OpenAI-style ``{"role", "content": str | [{"type": "text"|"audio", …}]}`` → ChatTurn."""
+    content = message.get("content", "")
+    if isinstance(content, str):
+        return ChatTurn(message["role"], (TextItem(content),))
+    items = []
+    for part in content:
+        if part.get("type") == "audio":
+            items.append(AudioItem(str(part["audio"])))
+        elif part.get("type") == "text":
+            items.append(TextItem(part["text"]))
+        else:
+            raise TagFormatError(f"unknown content part type {part.get('type')!r}: use 'text' or 'audio'")
+    return ChatTurn(message["role"], tuple(items))
+
+
+class ModelEngine:
+    """``QwenAudio`` seen through the ``Engine`` protocol the server and web UI call."""
+
+    def __init__(self, api: QwenAudio) -> None:
+        self.api, self.model_id = api, api.model_id
+
+    def chat(self, requests: Sequence[ChatRequest]) -> list[ChatReply]:
+        return self.api.chat_batch(requests)
+
+    def stream_chat(self, request: ChatRequest) -> Iterator[str]:
+        return self.api.stream_chat(request)
+
+    def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]:
+        return self.api.transcribe_batch(requests)

@@ -1,0 +1,90 @@
+"""api.py mechanics on a tiny random model: loading, typed results, batching, long audio, chat."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from qwen_audio.api import ModelEngine, QwenAudio
+from qwen_audio.chatml import AudioItem, ChatTurn
+from qwen_audio.errors import AudioFileNotFoundError, CheckpointError, TagFormatError
+from qwen_audio.infer.engine import ChatRequest, Engine, GenerationOptions, Transcript, TranscriptionRequest
+from qwen_audio.tags import AnswerResult, LabelResult, NoteResult, TextResult
+
+SHORT = GenerationOptions(max_new_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
+    from qwen_audio.model import QwenAudioForCausalLM
+    from qwen_audio.train.setup import config_for_tokenizer
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("model")
+    QwenAudioForCausalLM(config_for_tokenizer("tiny", tokenizer)).save_pretrained(directory)
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def api(model_dir: Path) -> QwenAudio:
+    return QwenAudio.from_pretrained(model_dir)
+
+
+def tone(seconds: float, freq: float = 300.0) -> np.ndarray:
+    t = np.arange(int(seconds * 16_000)) / 16_000
+    return (0.2 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_missing_model_directory(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="config.json"):
+        QwenAudio.from_pretrained(tmp_path)
+
+
+def test_task_methods_return_typed_results(api: QwenAudio, tmp_path: Path) -> None:
+    path = tmp_path / "t.wav"
+    sf.write(path, tone(1.0), 16_000)
+    assert isinstance(api.transcribe(str(path), language="en", options=SHORT), Transcript)
+    assert isinstance(api.caption((tone(1.0), 16_000), options=SHORT), TextResult)
+    assert isinstance(api.classify(str(path), task="scene", options=SHORT), LabelResult)
+    assert isinstance(api.ask(str(path), "what is it?", options=SHORT), AnswerResult)
+    assert isinstance(api.analyze_note(str(path), options=SHORT), NoteResult)
+    assert api.detect_language(str(path)) in ("en", "zh", "de", "es", "ko", "fr", "ja", "it")
+    with pytest.raises(TagFormatError):
+        api.classify(str(path), task="nonsense")
+    with pytest.raises(AudioFileNotFoundError):
+        api.transcribe(str(tmp_path / "missing.wav"))
+
+
+def test_batched_generation_equals_one_by_one(api: QwenAudio) -> None:
+    audios = [(tone(s, f), 16_000) for s, f in [(0.6, 200), (2.3, 500), (1.1, 900)]]
+    batched = api.caption(audios, options=SHORT)
+    single = [api.caption(a, options=SHORT) for a in audios]
+    assert batched == single
+
+
+def test_long_audio_is_windowed_with_global_word_times(api: QwenAudio) -> None:
+    wave = np.concatenate([tone(20.0, 200), np.zeros(8000, np.float32), tone(25.0, 400)])
+    result = api.transcribe((wave, 16_000), language="en", word_timestamps=True, options=SHORT)
+    assert result.duration == pytest.approx(wave.size / 16_000)
+    assert all(0 <= w.start <= w.end <= result.duration + 30 for w in result.words)
+    assert list(result.words) == sorted(result.words, key=lambda w: (w.start, w.end))
+
+
+def test_chat_reply_stream_and_engine(api: QwenAudio) -> None:
+    request = ChatRequest((ChatTurn.user(AudioItem("a"), "what is this?"),), {"a": tone(1.0)}, options=SHORT)
+    engine = api.engine()
+    assert isinstance(engine, Engine) and isinstance(engine, ModelEngine)
+    reply = engine.chat([request, request])
+    assert reply[0] == reply[1] and reply[0].prompt_tokens > 30
+    assert reply[0].completion_tokens <= 6
+    streamed = "".join(engine.stream_chat(request))
+    assert streamed == reply[0].text or reply[0].finish_reason == "length"
+    text_only = engine.chat([ChatRequest((ChatTurn.user("hello"),), options=SHORT)])[0]
+    assert text_only.prompt_tokens < reply[0].prompt_tokens
+    transcript = engine.transcribe([TranscriptionRequest(tone(1.0), language="en", options=SHORT)])[0]
+    assert isinstance(transcript, Transcript) and transcript.language == "en"
