@@ -2,7 +2,7 @@
 # Debian packages behind the synthetic corpus (TTS, soundfont synthesis). Optional for users:
 # tests that need them skip with a reason when they are absent. Idempotent; quiet when present.
 set -euo pipefail
-PACKAGES=(espeak-ng fluidsynth timgm6mb-soundfont sound-theme-freedesktop)
+PACKAGES=(espeak-ng fluidsynth timgm6mb-soundfont)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,14 +1,18 @@
-"""Command line: one subcommand per stage of the pipeline."""
+"""Command line: one subcommand per stage of the pipeline (``qwen-audio --help``)."""
 
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable, Iterator
+from functools import wraps
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from qwen_audio.errors import QwenAudioError
@@ -17,6 +21,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Qwen-Audio: 
 console = Console()
 err_console = Console(stderr=True)
 
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model directory, or 'default' (the bundled model).")]
+FilesArgument = Annotated[list[Path], typer.Argument(help="Audio or video files.", show_default=False)]
+MaxTokens = Annotated[int, typer.Option(help="Most tokens to generate per answer.")]
+
 
 def bundled_samples() -> list[Path]:
     """The small sample files shipped inside the package (speech and a sound)."""
@@ -24,33 +32,264 @@ def bundled_samples() -> list[Path]:
     return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".flac"))
 
 
-def _fail(error: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {error}")
-    return typer.Exit(code=1)
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Our errors (bad audio, missing model…) become one red line and exit code 1, not a traceback."""
+
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (QwenAudioError, FileNotFoundError, ValueError) as error:
+            err_console.print(f"[bold red]error:[/] {error}")
+            raise typer.Exit(code=1) from None
+
+    return run
+
+
+def _load(model: str):  # noqa: ANN202
+    from qwen_audio.api import QwenAudio
+
+    with err_console.status(f"loading model {model}…"):
+        return QwenAudio.from_pretrained(model)
+
+
+def _progress(total: int) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err_console, disable=total < 2 or not err_console.is_terminal, transient=True,
+    )
+
+
+def _each(files: list[Path]) -> Iterator[Path]:
+    with _progress(len(files)) as progress:
+        task = progress.add_task("working", total=len(files))
+        for path in files:
+            progress.update(task, description=path.name)
+            yield path
+            progress.advance(task)
+
+
+def _check_files(files: list[Path]) -> None:
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+
+
+# --------------------------------------------------------------------------- tasks
 
 
 @app.command()
-def info(files: Annotated[list[Path], typer.Argument(help="Audio or video files.")]) -> None:
+@friendly_errors
+def transcribe(
+    files: FilesArgument,
+    language: Annotated[Optional[str], typer.Option(help="Spoken language (en zh de es ko fr ja it); detected if omitted.")] = None,
+    timestamps: Annotated[str, typer.Option(help="'none' or 'word' (SRWT word timestamps).")] = "none",
+    output_format: Annotated[str, typer.Option("--output-format", "-f", help="txt, json, srt or vtt.")] = "txt",
+    output_dir: Annotated[Optional[Path], typer.Option(help="Write <name>.<format> files here instead of printing.")] = None,
+    model: ModelOption = "default",
+    max_new_tokens: MaxTokens = 256,
+) -> None:
+    """Speech recognition, optionally with word-level timestamps (SRWT); any length of audio."""
+    from qwen_audio.infer.engine import GenerationOptions
+    from qwen_audio.infer.exports import to_json, to_srt, to_vtt
+
+    if timestamps not in ("none", "word"):
+        raise ValueError("--timestamps must be 'none' or 'word'")
+    if output_format not in ("txt", "json", "srt", "vtt"):
+        raise ValueError("--output-format must be txt, json, srt or vtt")
+    words = timestamps == "word" or output_format in ("srt", "vtt")
+    _check_files(files)
+    api = _load(model)
+    for path in _each(files):
+        result = api.transcribe(str(path), language=language, word_timestamps=words,
+                                options=GenerationOptions(max_new_tokens=max_new_tokens))
+        if output_format == "txt":
+            body = result.text + "\n"
+            if timestamps == "word":
+                body += "".join(f"[{w.start:6.2f} → {w.end:6.2f}] {w.word}\n" for w in result.words)
+        elif output_format == "json":
+            body = to_json(list(result.words), language=result.language, text=result.text) + "\n"
+        else:
+            body = (to_srt if output_format == "srt" else to_vtt)(list(result.words))
+        if output_dir is None:
+            console.print(body, end="", markup=False, highlight=False)
+        else:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / f"{path.stem}.{output_format}").write_text(body, encoding="utf-8")
+
+
+@app.command()
+@friendly_errors
+def translate(
+    files: FilesArgument,
+    to: Annotated[str, typer.Option(help="Target text language.")] = "en",
+    language: Annotated[Optional[str], typer.Option(help="Spoken language; detected if omitted.")] = None,
+    model: ModelOption = "default",
+) -> None:
+    """Speech translation (S2TT) into another language."""
+    _check_files(files)
+    api = _load(model)
+    for path in _each(files):
+        console.print(api.translate(str(path), to=to, language=language).text, markup=False, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def caption(
+    files: FilesArgument,
+    style: Annotated[str, typer.Option(help="plain, clotho, audiocaps or music.")] = "plain",
+    model: ModelOption = "default",
+) -> None:
+    """Describe the sound (audio captioning)."""
+    _check_files(files)
+    api = _load(model)
+    for path in _each(files):
+        console.print(f"{path.name}: {api.caption(str(path), style=style).text}", markup=False, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def classify(
+    files: FilesArgument,
+    task: Annotated[str, typer.Option(help="scene, sound_event, emotion, vocal_sound, gender, instrument, keyword, language.")] = "scene",
+    model: ModelOption = "default",
+) -> None:
+    """Label the audio (scene, sound events, emotion, vocal sound, speaker, instrument, language)."""
+    _check_files(files)
+    api = _load(model)
+    for path in _each(files):
+        if task == "language":
+            label = api.detect_language(str(path))
+        else:
+            label = ", ".join(api.classify(str(path), task=task).labels) or "(none)"
+        console.print(f"{path.name}: {label}", markup=False, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def ask(
+    file: Annotated[Path, typer.Argument(help="Audio file.")],
+    question: Annotated[str, typer.Argument(help="Question about the audio.")],
+    model: ModelOption = "default",
+) -> None:
+    """Audio question answering."""
+    _check_files([file])
+    console.print(_load(model).ask(str(file), question).answer, markup=False, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def chat(model: ModelOption = "default", max_new_tokens: MaxTokens = 256) -> None:
+    """Interactive Qwen-Audio-Chat. `/audio PATH` attaches audio, `/reset` forgets, `/quit` leaves."""
+    from qwen_audio.chatml import AudioItem, ChatTurn, TextItem
+    from qwen_audio.infer.engine import GenerationOptions
+
+    api = _load(model)
+    history: list[ChatTurn] = []
+    pending: list[AudioItem] = []
+    options = GenerationOptions(max_new_tokens=max_new_tokens)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        console.print("[dim]/audio PATH to attach audio · /reset · /quit[/]")
+    while True:
+        if interactive:
+            console.print("[bold green]you>[/] ", end="")
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            break
+        if line == "/reset":
+            history, pending = [], []
+            console.print("[dim](conversation cleared)[/]")
+            continue
+        if line.startswith("/audio"):
+            path = Path(line[len("/audio"):].strip()).expanduser()
+            if not path.is_file():
+                err_console.print(f"[bold red]error:[/] {path}: no such file")
+                continue
+            pending.append(AudioItem(str(path)))
+            console.print(f"[dim](attached {path.name} as Audio {sum(len(t.audio_paths) for t in history) + len(pending)})[/]")
+            continue
+        turn = ChatTurn("user", (*pending, TextItem(line)))
+        try:
+            request = api.chat_request([*history, turn], options=options)
+        except QwenAudioError as error:
+            err_console.print(f"[bold red]error:[/] {error}")
+            pending = []
+            continue
+        console.print("[bold blue]assistant>[/] ", end="")
+        reply = ""
+        for piece in api.stream_chat(request):
+            reply += piece
+            console.print(piece, end="", markup=False, highlight=False)
+        console.print()
+        history += [turn, ChatTurn.assistant(reply)]
+        pending = []
+
+
+# --------------------------------------------------------------------------- data, training, models
+
+
+@app.command()
+@friendly_errors
+def train(recipe: Annotated[Path, typer.Argument(help="A YAML recipe, e.g. configs/pretrain.yaml.")],
+          no_resume: Annotated[bool, typer.Option("--no-resume", help="Start over instead of resuming.")] = False) -> None:
+    """Run a training recipe (stage 1 pre-training, stage 2 chat SFT, LoRA); torchrun-aware."""
+    from qwen_audio.train.recipe import Recipe, run_recipe
+
+    result = run_recipe(Recipe.load(recipe), resume=not no_resume)
+    err_console.print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}")
+
+
+def _register_optional() -> None:
+    """Subcommands whose modules live with their stage (corpus, checkpoints, server, eval)."""
+    from qwen_audio.data.synth.cli import make_corpus_command
+
+    app.command(name="make-corpus")(make_corpus_command)
+    try:
+        from qwen_audio.checkpoints import convert_command
+    except ImportError:
+        pass
+    else:
+        app.command(name="convert")(friendly_errors(convert_command))
+    try:
+        from qwen_audio.serve.cli import serve_command
+    except ImportError:
+        pass
+    else:
+        app.command(name="serve")(serve_command)
+    try:
+        from qwen_audio.eval.cli import eval_command
+    except ImportError:
+        pass
+    else:
+        app.command(name="eval")(eval_command)
+
+
+_register_optional()
+
+
+@app.command()
+@friendly_errors
+def info(files: FilesArgument) -> None:
     """Decode files with the front end and show what the encoder will see."""
     from qwen_audio.audio import SAMPLE_RATE, audio_span, load_audio, log_mel_spectrogram, pad_or_trim
 
     table = Table("file", "seconds", "peak", "rms dBFS", "voiced %", "mel", "audio tokens")
     for path in files:
-        try:
-            samples = load_audio(path)
-            span = audio_span(samples.size)
-        except (QwenAudioError, ValueError) as error:
-            raise _fail(error) from None
+        samples = load_audio(path)
+        span = audio_span(samples.size)
         mel = log_mel_spectrogram(pad_or_trim(samples))
         rms = float((samples.astype("float64") ** 2).mean() ** 0.5)
         frames = samples[: samples.size // 400 * 400].reshape(-1, 400)
         loud = (frames**2).mean(axis=1) ** 0.5 > max(rms * 0.3, 1e-4)
         table.add_row(
-            path.name,
-            f"{samples.size / SAMPLE_RATE:.2f}",
-            f"{abs(samples).max():.3f}",
-            f"{20 * math.log10(max(rms, 1e-10)):.1f}",
-            f"{100 * loud.mean():.0f}",
+            path.name, f"{samples.size / SAMPLE_RATE:.2f}", f"{abs(samples).max():.3f}",
+            f"{20 * math.log10(max(rms, 1e-10)):.1f}", f"{100 * loud.mean():.0f}",
             f"{tuple(mel.shape)} of which {span.mel_len} real",
             f"{span.span_tokens}" + (" (cut at 30 s)" if samples.size > span.num_samples else ""),
         )
@@ -58,13 +297,29 @@ def info(files: Annotated[list[Path], typer.Argument(help="Audio or video files.
 
 
 @app.command()
-def demo() -> None:
-    """Run the main job on the bundled samples (front end only until the default model ships)."""
+@friendly_errors
+def demo(model: ModelOption = "default") -> None:
+    """The main job on the bundled samples: transcript with word timestamps, and captions."""
+    from qwen_audio.api import default_model_path
+
     samples = bundled_samples()
     if not samples:
-        raise _fail(FileNotFoundError("the package's bundled samples are missing; reinstall qwen-audio"))
-    console.print("[bold]qwen-audio demo[/]: front end on the bundled samples")
-    info(samples)
+        raise FileNotFoundError("the package's bundled samples are missing; reinstall qwen-audio")
+    if model == "default" and not (default_model_path() / "config.json").is_file():
+        console.print("[bold]qwen-audio demo[/]: the default model is not bundled yet; front end only")
+        info(samples)
+        return
+    api = _load(model)
+    for path in samples:
+        console.rule(path.name)
+        language = api.detect_language(str(path))
+        result = api.transcribe(str(path), language=language, word_timestamps=True)
+        console.print(f"language: {language}")
+        console.print(f"transcript: {result.text}", markup=False, highlight=False)
+        for w in result.words:
+            console.print(f"  [{w.start:5.2f} → {w.end:5.2f}] {w.word}", markup=False, highlight=False)
+        console.print(f"caption: {api.caption(str(path)).text}", markup=False, highlight=False)
+        console.print(f"sound event: {', '.join(api.classify(str(path), task='sound_event').labels)}", markup=False)
 
 
 if __name__ == "__main__":

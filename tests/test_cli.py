@@ -1,0 +1,90 @@
+"""cli.py end to end (typer's runner): commands, outputs, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from qwen_audio.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
+    from qwen_audio.model import QwenAudioForCausalLM
+    from qwen_audio.train.setup import config_for_tokenizer
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("cli-model")
+    QwenAudioForCausalLM(config_for_tokenizer("tiny", tokenizer)).save_pretrained(directory)
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture()
+def wav(tmp_path: Path) -> Path:
+    t = np.arange(16_000) / 16_000
+    path = tmp_path / "tone.wav"
+    sf.write(path, (0.2 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 16_000)
+    return path
+
+
+def test_info_reports_the_front_end_view(wav: Path) -> None:
+    result = runner.invoke(app, ["info", str(wav)])
+    assert result.exit_code == 0, result.output
+    assert "tone.wav" in result.output and "27" in result.output  # 1 s → 27 audio tokens
+
+
+@pytest.mark.parametrize("command", [["info"], ["transcribe"], ["caption"], ["classify"]])
+def test_missing_file_is_a_one_line_error(tmp_path: Path, command: list[str]) -> None:
+    result = runner.invoke(app, [*command, str(tmp_path / "missing.wav")])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "Traceback" not in result.output
+
+
+def test_corrupt_audio_is_a_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEnot really")
+    result = runner.invoke(app, ["info", str(bad)])
+    assert result.exit_code == 1 and "error:" in result.output
+
+
+def test_missing_model_is_a_one_line_error(tmp_path: Path, wav: Path) -> None:
+    result = runner.invoke(app, ["transcribe", str(wav), "--model", str(tmp_path)])
+    assert result.exit_code == 1 and "config.json" in result.output
+
+
+def test_transcribe_writes_subtitles(model_dir: Path, wav: Path, tmp_path: Path) -> None:
+    out = tmp_path / "subs"
+    result = runner.invoke(app, ["transcribe", str(wav), "--language", "en", "--output-format", "srt",
+                                 "--output-dir", str(out), "--model", str(model_dir), "--max-new-tokens", "8"])
+    assert result.exit_code == 0, result.output
+    assert (out / "tone.srt").is_file()
+    result = runner.invoke(app, ["transcribe", str(wav), "--language", "en", "-f", "json",
+                                 "--model", str(model_dir), "--max-new-tokens", "8"])
+    assert result.exit_code == 0 and '"language": "en"' in result.output
+
+
+def test_bad_options_are_refused(model_dir: Path, wav: Path) -> None:
+    result = runner.invoke(app, ["transcribe", str(wav), "-f", "docx", "--model", str(model_dir)])
+    assert result.exit_code == 1 and "output-format" in result.output
+
+
+def test_chat_reads_turns_and_attaches_audio(model_dir: Path, wav: Path) -> None:
+    script = f"/audio {wav}\nwhat is this?\n/audio /nonexistent.wav\n/reset\nhello\n/quit\n"
+    result = runner.invoke(app, ["chat", "--model", str(model_dir), "--max-new-tokens", "4"], input=script)
+    assert result.exit_code == 0, result.output
+    assert "no such file" in result.output
+    assert result.output.count("assistant>") == 2
+
+
+def test_demo_runs_on_the_bundled_samples() -> None:
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert "speech_en.flac" in result.output or "speech_en" in result.output
