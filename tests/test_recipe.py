@@ -144,3 +144,9 @@ def test_tiny_model_overfits_three_tasks_until_greedy_decoding_is_exact(data_dir
                              max_new_tokens=len(target) + 2, do_sample=False)
         generated = out[0, prompt.shape[1]:].tolist()
         assert generated[: len(target)] == target, (tokenizer.decode(generated), tokenizer.decode(target))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_load(path: Path) -> None:
+    recipe = Recipe.load(path)
+    assert recipe.trainer.max_steps > 0 and recipe.data.train

@@ -308,3 +308,14 @@ def test_held_out_counts_follow_the_scaled_train_count() -> None:
     assert config.count(40, "train") == 80
     assert config.count(40, "validation") == config.count(40, "test") == 8
     assert CorpusConfig(size="tiny").count(1, "test") == 1  # never an empty held-out split
+
+
+def test_config_can_limit_the_splits() -> None:
+    from qwen_audio.data.synth.config import CorpusConfig
+    from qwen_audio.errors import ConfigError
+
+    assert CorpusConfig(splits=("test",)).splits == ("test",)
+    with pytest.raises(ConfigError):
+        CorpusConfig(splits=("dev",))
+    with pytest.raises(ConfigError):
+        CorpusConfig(splits=())

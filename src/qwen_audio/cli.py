@@ -267,7 +267,7 @@ def _register_optional() -> None:
     except ImportError:
         pass
     else:
-        app.command(name="eval")(eval_command)
+        app.command(name="eval")(friendly_errors(eval_command))
 
 
 _register_optional()

@@ -47,8 +47,12 @@ class CorpusConfig:
     workers: int = 1
     augment: bool = True  # noise, reverberation and level changes on speech
     scale: float = 1.0  # multiplies every item count of the preset (not the source counts)
+    splits: tuple[str, ...] = SPLITS  # e.g. ("test",) for the evaluation suite alone
 
     def __post_init__(self) -> None:
+        unknown = set(self.splits) - set(SPLITS)
+        if unknown or not self.splits:
+            raise ConfigError(f"splits must be a non-empty subset of {SPLITS}, got {self.splits}")
         if self.size not in SIZES:
             raise ConfigError(f"unknown corpus size {self.size!r}; use one of {', '.join(SIZES)}")
         if self.workers < 1:

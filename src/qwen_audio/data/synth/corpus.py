@@ -103,10 +103,10 @@ def make_corpus(out_dir: Path, config: CorpusConfig, progress: bool = True) -> C
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plans = {split: plan_split(config, split) for split in SPLITS}
-    all_jobs = [job for split in SPLITS for job in plans[split]]
+    plans = {split: plan_split(config, split) for split in config.splits}
+    all_jobs = [job for split in config.splits for job in plans[split]]
     rendered = _render_all(all_jobs, out_dir, config.workers, progress)
-    by_split: dict[str, list[RenderedItem]] = {split: [] for split in SPLITS}
+    by_split: dict[str, list[RenderedItem]] = {split: [] for split in config.splits}
     for job, items in zip(all_jobs, rendered):
         by_split[job.split] += items
     counts: dict[str, dict[str, dict[str, int]]] = {}

@@ -1,0 +1,60 @@
+"""`qwen-audio eval`: one paper benchmark on a dataset or manifest, or the default synthetic suite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from qwen_audio.eval.benchmarks import BENCHMARKS, get_benchmark
+
+
+def eval_command(
+    task: Annotated[Optional[str], typer.Option("--task", help=f"A benchmark: {', '.join(BENCHMARKS)}.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="The dataset folder (its official layout) or a manifest.")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="'default': the bundled model's held-out synthetic suite.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Model directory or 'default'.")] = "default",
+    output: Annotated[Path, typer.Option(help="Folder for predictions (resumable) and reports.")] = Path("eval-results"),
+    batch_size: Annotated[int, typer.Option(help="Examples decoded together.")] = 8,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N examples.")] = None,
+    corpus: Annotated[Optional[Path], typer.Option(help="Suite only: a corpus folder holding test/ (else generated).")] = None,
+) -> None:
+    """Evaluate a model with the official prompts and metrics; reports ours beside the paper's numbers."""
+    from qwen_audio.api import QwenAudio
+    from qwen_audio.eval.runner import EvalSettings, run_benchmark, write_report
+
+    console = Console()
+    if (task is None) == (suite is None):
+        raise ValueError("give exactly one of --task BENCHMARK (with --data) or --suite default")
+    settings = EvalSettings(batch_size=batch_size, limit=limit)
+    if suite is not None:
+        if suite != "default":
+            raise ValueError("the only suite is 'default'")
+        from qwen_audio.eval.suite import ensure_test_split, gate_table, run_suite
+
+        split = ensure_test_split(corpus or output / "synthetic-corpus")
+        api = QwenAudio.from_pretrained(model)
+        rows = gate_table(run_suite(api, split, output, settings))
+        (output / "suite.json").write_text(json.dumps(rows, indent=2) + "\n")
+        table = Table("benchmark", "value", "gate", "passed", "examples", title=f"default suite: {model}")
+        for row in rows:
+            table.add_row(row["benchmark"], f"{row['value']:.4f}", row["gate"], "yes" if row["passed"] else "NO", str(row["examples"]))
+        console.print(table)
+        return
+    if data is None:
+        raise ValueError("--task needs --data (the dataset folder or a manifest file)")
+    benchmark = get_benchmark(task)  # type: ignore[arg-type]
+    records = list(benchmark.records(data))
+    if not records:
+        raise ValueError(f"no {benchmark.task} examples found in {data}")
+    api = QwenAudio.from_pretrained(model)
+    root = data.parent if data.is_file() else data
+    score = run_benchmark(api, benchmark, records, output, settings, root=root)
+    report = write_report([score], output, title=f"qwen-audio on {benchmark.name}")
+    paper = "—" if score.paper_value is None else score.paper_value
+    console.print(f"{benchmark.name}: {score.metric} = {score.value:.4f} (paper: {paper}) on {score.num_examples} examples")
+    console.print(f"report: {report}")

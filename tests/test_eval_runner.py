@@ -1,0 +1,88 @@
+"""eval/runner.py + eval CLI: prediction strings per task, resumable runs, reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from qwen_audio.data.manifest import ManifestRecord
+from qwen_audio.eval.benchmarks import get_benchmark
+from qwen_audio.eval.runner import EvalSettings, prediction_text, run_benchmark, write_report
+from qwen_audio.tags import Task
+
+
+@pytest.mark.parametrize(
+    ("task", "raw", "expected"),
+    [
+        (Task.NOTE_PITCH, "<|midi_pitch_60|>", "60"),
+        (Task.NOTE_VELOCITY, "<|midi_velocity_100|><|endoftext|>", "100"),
+        (Task.ACOUSTIC_SCENE, "park", "park"),
+        (Task.SOUND_EVENT, "siren, bell", "siren, bell"),
+        (Task.LANGUAGE_ID, "<|de|>", "de"),
+        (Task.ASR, "hello world<|endoftext|>", "hello world"),
+        (Task.SRWT, "<|0.10|>hi<|0.30|>", "<|0.10|>hi<|0.30|>"),
+    ],
+)
+def test_prediction_text(task: Task, raw: str, expected: str) -> None:
+    assert prediction_text(task, raw) == expected
+
+
+class CountingApi:
+    """Wraps a real QwenAudio and counts generate calls (to prove resumption skips done work)."""
+
+    def __init__(self, api) -> None:
+        self.api, self.calls = api, 0
+
+    def generate(self, *args, **kwargs):
+        self.calls += 1
+        return self.api.generate(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, tokenizer):
+    from qwen_audio.api import QwenAudio
+    from qwen_audio.model import QwenAudioForCausalLM
+    from qwen_audio.train.setup import config_for_tokenizer
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("eval-model")
+    QwenAudioForCausalLM(config_for_tokenizer("tiny", tokenizer)).save_pretrained(directory)
+    tokenizer.save_pretrained(str(directory))
+    return QwenAudio.from_pretrained(directory)
+
+
+def test_run_is_resumable_and_reports(api, tmp_path: Path) -> None:
+    t = np.arange(16_000) / 16_000
+    records = []
+    for i in range(3):
+        sf.write(tmp_path / f"{i}.wav", (0.1 * np.sin(2 * np.pi * (200 + 100 * i) * t)).astype(np.float32), 16_000)
+        records.append(ManifestRecord(id=f"u{i}", audio=f"{i}.wav", task="asr", audio_language="en",
+                                      text_language="en", text="hello world"))
+    bench = get_benchmark("librispeech-test-clean")
+    counting = CountingApi(api)
+    out = tmp_path / "out"
+    # Stop after the first batch (as a kill would), then resume: only the rest is decoded.
+    first = run_benchmark(counting, bench, records[:2], out, EvalSettings(batch_size=2, progress=False, max_new_tokens=8), root=tmp_path)
+    assert counting.calls == 1 and first.num_examples == 2
+    lines = (out / "librispeech-test-clean.predictions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["u0", "u1"]
+    score = run_benchmark(counting, bench, records, out, EvalSettings(batch_size=2, progress=False, max_new_tokens=8), root=tmp_path)
+    assert counting.calls == 2 and score.num_examples == 3
+    assert score.metric == "wer" and score.value >= 0 and score.paper_value == 2.0
+    report = write_report([score], out)
+    assert "| librispeech-test-clean | wer |" in report.read_text()
+
+
+def test_eval_cli_needs_exactly_one_mode() -> None:
+    from qwen_audio.cli import app
+
+    result = CliRunner().invoke(app, ["eval"])
+    assert result.exit_code == 1 and "exactly one" in result.output
+    result = CliRunner().invoke(app, ["eval", "--task", "nope", "--data", "."])
+    assert result.exit_code == 1 and "unknown benchmark" in result.output
