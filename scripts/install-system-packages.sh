@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages behind the synthetic corpus (TTS, soundfont synthesis). Optional for users:
+# Debian packages behind the synthetic corpus (TTS, soundfont synthesis) and the web-UI browser
+# test (chromium). Optional for users:
 # tests that need them skip with a reason when they are absent. Idempotent; quiet when present.
 set -euo pipefail
-PACKAGES=(espeak-ng fluidsynth timgm6mb-soundfont)
+PACKAGES=(espeak-ng fluidsynth timgm6mb-soundfont chromium)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

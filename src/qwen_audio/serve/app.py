@@ -1,0 +1,353 @@
+"""The OpenAI-compatible HTTP API over any :class:`~qwen_audio.infer.engine.Engine`.
+
+Endpoints: ``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/audio/transcriptions`` and
+``/v1/audio/translations`` (multipart, as OpenAI's audio API), ``GET /v1/models``, ``GET /health``
+and the web UI at ``/``. One model is served: any ``model`` name is accepted and answered as the
+engine's ``model_id`` (clients written for OpenAI send names such as ``whisper-1``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from qwen_audio.errors import QwenAudioError
+from qwen_audio.infer.engine import ChatReply, ChatRequest, Engine, Transcript, TranscriptionRequest
+from qwen_audio.serve.batching import Admission, Batcher, QueueFullError, locked_steps
+from qwen_audio.serve.inputs import APIError, build_chat_request, too_large
+from qwen_audio.serve.schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ErrorDetail,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+from qwen_audio.serve.settings import ServerSettings
+from qwen_audio.serve.transcription import parse_transcription_form, transcription_response
+from qwen_audio.serve.webui import mount_webui
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def error_response(status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorDetail(message=message, type=type, param=param, code=code))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+class RequestGuard:
+    """API key and body-size checks before any parsing: a refused upload is never decoded.
+
+    The body is read here, up to ``max_upload_bytes``, and replayed to the app, so a client that
+    lies about (or omits) ``Content-Length`` is still cut off at the limit.
+    """
+
+    def __init__(self, app: ASGIApp, settings: ServerSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refuse_early(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self._call_app(scope, receive, send)
+            return
+        limit, body, more = self.settings.max_upload_bytes, bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await error_response(413, str(too_large("the request body", len(body), limit)),
+                                     code="request_too_large")(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self._call_app(scope, replay, send)
+
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer an unexpected failure with a 500 here rather than in Starlette's outermost
+        handler, which re-raises and makes uvicorn drop the connection a client may reuse."""
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:  # noqa: BLE001 - the server must keep serving
+            log.exception("request failed")
+            if started:
+                raise
+            message = f"internal error ({type(error).__name__}); see the server log"
+            await error_response(500, message, type="server_error")(scope, receive, send)
+
+    def _refuse_early(self, scope: Scope) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
+        headers = Headers(scope=scope)
+        key = self.settings.api_key
+        if key is not None and scope["path"].startswith("/v1"):
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+                return error_response(401, "missing or incorrect API key: send 'Authorization: Bearer <key>'",
+                                      code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return error_response(400, f"invalid Content-Length {length!r}", code="invalid_request")
+            if int(length) > self.settings.max_upload_bytes:
+                return error_response(413, str(too_large("the request body", int(length), self.settings.max_upload_bytes)),
+                                      code="request_too_large")
+        return None
+
+
+class ServerState:
+    """The engine, its lock, the batchers and the admission count of one app."""
+
+    def __init__(self, engine: Engine, settings: ServerSettings) -> None:
+        self.engine, self.settings = engine, settings
+        self.engine_lock = threading.Lock()
+        self.admission = Admission(settings.max_queue)
+        common = dict(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms, engine_lock=self.engine_lock)
+        self.chat = Batcher[ChatRequest, ChatReply](engine.chat, name="chat-batcher", **common)  # type: ignore[arg-type]
+        self.transcribe = Batcher[TranscriptionRequest, Transcript](engine.transcribe, name="transcribe-batcher", **common)  # type: ignore[arg-type]
+
+    def start(self) -> None:
+        self.chat.start()
+        self.transcribe.start()
+
+    def stop(self) -> None:
+        self.chat.stop()
+        self.transcribe.stop()
+
+    async def run(self, batcher: Batcher[Any, T], request: Any) -> T:
+        future: Future[T] = batcher.submit(request)
+        try:
+            return await asyncio.wrap_future(future)
+        except QwenAudioError as error:  # the engine refused this input (e.g. unknown language)
+            raise APIError(400, str(error), code="invalid_request") from None
+
+
+def _validation_message(error: ValidationError | RequestValidationError) -> tuple[str, str | None]:
+    first = error.errors()[0]
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(location) or None
+    return (f"{param}: {first['msg']}" if param else first["msg"]), param
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, error: APIError) -> JSONResponse:
+        return error_response(error.status, error.message, type=error.type, param=error.param, code=error.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(error)  # FastAPI says 422; OpenAI clients expect 400
+        return error_response(400, message, param=param, code="invalid_request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if error.status_code == 404 else None
+        return error_response(error.status_code, str(error.detail), code=code, headers=error.headers)
+
+    @app.exception_handler(QueueFullError)
+    async def queue_full(_: Request, error: QueueFullError) -> JSONResponse:
+        return error_response(503, str(error), type="server_error", code="queue_full", headers={"Retry-After": "1"})
+
+
+
+def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAPI:
+    """A FastAPI app serving ``engine``; its batching workers run while the app's lifespan does."""
+    settings = settings or ServerSettings()
+    state = ServerState(engine, settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state.stop)
+
+    app = FastAPI(title="qwen-audio", summary="OpenAI-compatible audio chat and transcription", lifespan=lifespan)
+    app.state.qwen = state
+    app.add_middleware(RequestGuard, settings=settings)
+    _install_error_handlers(app)
+    created = int(time.time())
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "model": engine.model_id}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return ModelList(data=[ModelCard(id=engine.model_id, created=created)]).model_dump()
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        if model_id != engine.model_id:
+            raise APIError(404, f"model {model_id!r} is not served here; this server serves {engine.model_id!r}",
+                           "model", "model_not_found")
+        return ModelCard(id=engine.model_id, created=created).model_dump()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        body = _parse_chat_body(await request.body())
+        state.admission.acquire()
+        streaming = False
+        try:
+            chat_request = await run_in_threadpool(build_chat_request, body, settings)
+            if body.stream:
+                include_usage = bool(body.stream_options and body.stream_options.include_usage)
+                stream = await run_in_threadpool(_locked_call, state.engine_lock, engine.stream_chat, chat_request)
+                streaming = True
+                return StreamingResponse(
+                    _sse_events(state, stream, include_usage),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                )
+            reply = await state.run(state.chat, chat_request)
+        finally:
+            if not streaming:  # a stream releases its slot when it ends
+                state.admission.release()
+        completion = ChatCompletion(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=engine.model_id,
+            choices=[Choice(message=AssistantMessage(content=reply.text), finish_reason=reply.finish_reason)],
+            usage=Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                        total_tokens=reply.prompt_tokens + reply.completion_tokens),
+        )
+        return JSONResponse(completion.model_dump())
+
+    async def audio_endpoint(request: Request, translate: bool) -> Response:
+        form = await _read_form(request)
+        state.admission.acquire()
+        try:
+            parsed = await parse_transcription_form(form, settings, translate=translate)
+            transcript = await state.run(state.transcribe, parsed.request)
+        finally:
+            state.admission.release()
+        return transcription_response(transcript, parsed, translate=translate)
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> Response:
+        return await audio_endpoint(request, translate=False)
+
+    @app.post("/v1/audio/translations")
+    async def translations(request: Request) -> Response:
+        return await audio_endpoint(request, translate=True)
+
+    mount_webui(app)
+    return app
+
+
+def _parse_chat_body(raw: bytes) -> ChatCompletionRequest:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise APIError(400, f"the request body is not valid JSON ({error})", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as error:
+        message, param = _validation_message(error)
+        raise APIError(400, message, param, "invalid_request") from None
+
+
+async def _read_form(request: Request) -> Any:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise APIError(400, "send the audio as multipart/form-data with a 'file' field", "file", "invalid_request")
+    try:
+        return await request.form(max_files=1, max_fields=64)
+    except Exception as error:  # noqa: BLE001 - python-multipart raises several unrelated types
+        raise APIError(400, f"cannot parse the multipart body ({error})", code="invalid_request") from None
+
+
+def _locked_call(lock: threading.Lock, function: Callable[..., T], *args: Any) -> T:
+    with lock:
+        return function(*args)
+
+
+def _sse(payload: dict[str, Any] | str) -> str:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def _sse_events(state: ServerState, stream: Any, include_usage: bool) -> AsyncIterator[str]:
+    """OpenAI's chunk sequence: a role delta, content deltas, a finish delta, [usage], [DONE].
+
+    Token counts come from a ``ChatReply`` that ``stream_chat`` may return when exhausted (the
+    generator's return value); without one, completion tokens are the number of pieces.
+    """
+    base = dict(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=state.engine.model_id)
+    step = locked_steps(iter(stream), state.engine_lock)
+    pieces = 0
+    try:
+        yield _sse(ChatCompletionChunk(**base, choices=[ChunkChoice(delta=Delta(role="assistant", content=""))]).model_dump(exclude_none=True))
+        while True:
+            piece, returned = await run_in_threadpool(step)
+            if piece is None:
+                break
+            pieces += 1
+            if piece:
+                yield _sse(ChatCompletionChunk(**base, choices=[ChunkChoice(delta=Delta(content=piece))]).model_dump(exclude_none=True))
+        reply = returned if isinstance(returned, ChatReply) else None
+        finish = reply.finish_reason if reply else "stop"
+        yield _sse(ChatCompletionChunk(**base, choices=[ChunkChoice(delta=Delta(), finish_reason=finish)]).model_dump(exclude_none=True))
+        if include_usage:
+            prompt, completion = (reply.prompt_tokens, reply.completion_tokens) if reply else (0, pieces)
+            usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+            yield _sse(ChatCompletionChunk(**base, choices=[], usage=usage).model_dump(exclude_none=True))
+    except Exception as error:  # noqa: BLE001 - headers are sent: report in-band, as OpenAI does
+        log.exception("streamed chat failed")
+        kind = "invalid_request_error" if isinstance(error, QwenAudioError) else "server_error"
+        yield _sse({"error": ErrorDetail(message=f"{type(error).__name__}: {error}", type=kind).model_dump()})
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            await run_in_threadpool(_locked_call, state.engine_lock, close)
+        state.admission.release()
+    yield _sse("[DONE]")

@@ -1,0 +1,173 @@
+"""Group concurrent requests into one batched engine call.
+
+A model answers 8 requests in one forward pass for little more than the cost of one, so the
+server waits up to ``batch_wait_ms`` for company before calling the engine. One worker thread per
+engine method keeps the event loop free; a lock shared by all workers (and by streaming
+requests) serialises access to the model, which is not assumed to be thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+RequestT = TypeVar("RequestT")
+ResultT = TypeVar("ResultT")
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(RuntimeError):
+    """The server already holds ``max_queue`` requests; the client should retry later (503)."""
+
+
+class Admission:
+    """Counts requests admitted (waiting or running) and refuses past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        return self._count
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._count >= self.limit:
+                raise QueueFullError(
+                    f"the server is busy ({self.limit} requests queued or running); retry shortly"
+                )
+            self._count += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._count = max(self._count - 1, 0)
+
+
+@dataclass
+class _Job(Generic[RequestT, ResultT]):
+    request: RequestT
+    future: Future[ResultT]
+
+
+_STOP = object()
+
+
+class Batcher(Generic[RequestT, ResultT]):
+    """Collect requests for up to ``wait_ms`` or ``max_batch_size``, then call ``run_batch`` once.
+
+    ``run_batch`` maps a list of requests to a list of results in the same order. When a batch
+    raises, each request is retried alone, so that one bad input fails only its own request.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[RequestT]], Sequence[ResultT]],
+        *,
+        max_batch_size: int,
+        wait_ms: float,
+        engine_lock: threading.Lock,
+        name: str = "batcher",
+    ) -> None:
+        self._run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.wait_s = wait_ms / 1000.0
+        self._lock = engine_lock
+        self._jobs: queue.Queue[object] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self.batch_sizes: list[int] = []  # history, for logs and tests
+
+    def start(self) -> None:
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish the jobs already queued, then end the worker."""
+        if self._thread.is_alive():
+            self._jobs.put(_STOP)
+            self._thread.join(timeout)
+
+    def submit(self, request: RequestT) -> Future[ResultT]:
+        if not self._thread.is_alive():
+            raise RuntimeError("the batcher is not running (the server is starting or stopping)")
+        future: Future[ResultT] = Future()
+        self._jobs.put(_Job(request, future))
+        return future
+
+    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+        """``first`` plus whatever arrives before the deadline; True when a stop was seen."""
+        batch = [first]
+        deadline = time.monotonic() + self.wait_s
+        while len(batch) < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                return batch, True
+            batch.append(job)  # type: ignore[arg-type]
+        return batch, False
+
+    def _work(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._jobs.get()
+            if first is _STOP:
+                break
+            batch, stopping = self._collect(first)  # type: ignore[arg-type]
+            self.batch_sizes.append(len(batch))
+            self._execute(batch)
+        while True:  # jobs that raced with the stop: fail them rather than leave clients waiting
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(job, _Job):
+                job.future.set_exception(RuntimeError("the server is shutting down"))
+
+    def _call(self, requests: list[RequestT]) -> Sequence[ResultT]:
+        with self._lock:
+            results = self._run_batch(requests)
+        if len(results) != len(requests):
+            raise RuntimeError(f"the engine returned {len(results)} results for {len(requests)} requests")
+        return results
+
+    def _execute(self, batch: list[_Job]) -> None:
+        try:
+            results = self._call([job.request for job in batch])
+        except Exception as error:  # noqa: BLE001 - every failure must reach its clients
+            if len(batch) == 1:
+                batch[0].future.set_exception(error)
+                return
+            log.warning("a batch of %d failed (%s); retrying its requests one by one", len(batch), error)
+            for job in batch:
+                self._execute([job])
+            return
+        for job, result in zip(batch, results):
+            job.future.set_result(result)
+
+
+def locked_steps(stream: Iterator[str], engine_lock: threading.Lock) -> Callable[[], tuple[str | None, object]]:
+    """A function returning the stream's next piece (``(None, return value)`` once exhausted).
+
+    Each step holds the engine lock only while computing one piece, so batched requests can
+    run between the pieces of a long streamed reply.
+    """
+
+    def step() -> tuple[str | None, object]:
+        with engine_lock:
+            try:
+                return next(stream), None
+            except StopIteration as stop:
+                return None, stop.value
+
+    return step

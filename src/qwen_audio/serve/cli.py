@@ -1,0 +1,69 @@
+"""``qwen-audio serve``: load the model, then run the OpenAI-compatible server.
+
+Wire it with ``app.command("serve")(serve_command)``; the engine is looked up lazily so that
+``--help`` stays fast and the server module imports without the model code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from qwen_audio.errors import QwenAudioError
+from qwen_audio.infer.engine import Engine
+from qwen_audio.serve.runner import serve
+from qwen_audio.serve.settings import ServerSettings
+
+err_console = Console(stderr=True)
+
+
+def load_engine(model: str | None) -> Engine:
+    """``QwenAudio.from_pretrained(model)``, or the default model when ``model`` is None."""
+    try:
+        from qwen_audio.api import QwenAudio  # type: ignore[import-not-found]
+    except ModuleNotFoundError as error:
+        if error.name not in ("qwen_audio.api",):
+            raise
+        raise QwenAudioError("this install has no model API (qwen_audio.api); reinstall qwen-audio") from None
+    return QwenAudio.from_pretrained(model) if model else QwenAudio.from_pretrained()
+
+
+def serve_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 exposes it to the network).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(envvar="QWEN_AUDIO_API_KEY", help="Require 'Authorization: Bearer KEY'.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Checkpoint folder; default: the bundled model.")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body, in MiB.")] = 25.0,
+    max_audio_seconds: Annotated[float, typer.Option(help="Longest audio accepted.")] = 1800.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens a request may ask for (and the default).")] = 512,
+    max_batch_size: Annotated[int, typer.Option(help="Requests grouped into one model call.")] = 8,
+    batch_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.")] = 10.0,
+    max_queue: Annotated[int, typer.Option(help="Requests held at once; more get 503.")] = 64,
+    allow_local_files: Annotated[bool, typer.Option(help="Let audio_url name files on this machine.")] = False,
+    allowed_local_dir: Annotated[Optional[Path], typer.Option(help="Only files under this folder (with --allow-local-files).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the OpenAI-compatible API (chat, transcriptions, translations) and the web UI."""
+    try:
+        settings = ServerSettings(
+            host=host,
+            port=port,
+            api_key=api_key,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            max_audio_seconds=max_audio_seconds,
+            max_new_tokens=max_new_tokens,
+            max_batch_size=max_batch_size,
+            batch_wait_ms=batch_wait_ms,
+            max_queue=max_queue,
+            allow_local_files=allow_local_files,
+            allowed_local_dir=allowed_local_dir,
+        )
+        engine = load_engine(model)
+    except (QwenAudioError, OSError) as error:
+        err_console.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(code=1) from None
+    err_console.print(f"serving [bold]{engine.model_id}[/] on http://{host}:{port} (web UI at /)")
+    serve(engine, settings, log_level=log_level)

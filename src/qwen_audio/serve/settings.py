@@ -1,0 +1,52 @@
+"""Server limits and switches, fixed at start-up (a frozen dataclass, validated once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from qwen_audio.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What the OpenAI-compatible server accepts.
+
+    ``api_key``: when set, every ``/v1`` request needs ``Authorization: Bearer <key>``.
+    ``max_upload_bytes`` bounds a whole request body (JSON with base64 audio, or multipart).
+    ``max_queue`` bounds the requests admitted at once (waiting or running); past it: 503.
+    Local paths in ``audio_url`` are refused unless ``allow_local_files``; then, when
+    ``allowed_local_dir`` is set, only files that resolve (symlinks followed) inside it are read.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_upload_bytes: int = 25 * 1024 * 1024  # OpenAI's audio API limit
+    max_audio_seconds: float = 30 * 60.0
+    max_new_tokens: int = 512  # the most a request may ask for; also the default
+    max_batch_size: int = 8
+    batch_wait_ms: float = 10.0
+    max_queue: int = 64
+    allow_local_files: bool = False
+    allowed_local_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0–65535, got {self.port}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("api_key must not be blank: leave it unset to serve without a key")
+        for name in ("max_upload_bytes", "max_new_tokens", "max_batch_size", "max_queue"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.max_audio_seconds <= 0:
+            raise ConfigError(f"max_audio_seconds must be > 0, got {self.max_audio_seconds}")
+        if self.batch_wait_ms < 0:
+            raise ConfigError(f"batch_wait_ms must be ≥ 0, got {self.batch_wait_ms}")
+        if self.allowed_local_dir is not None:
+            folder = Path(self.allowed_local_dir).expanduser().resolve()
+            if not folder.is_dir():
+                raise ConfigError(f"allowed_local_dir {folder} is not a directory")
+            object.__setattr__(self, "allowed_local_dir", folder)
+            if not self.allow_local_files:
+                raise ConfigError("allowed_local_dir is set but allow_local_files is False: enable both")
