@@ -88,3 +88,19 @@ def test_chat_reply_stream_and_engine(api: QwenAudio) -> None:
     assert text_only.prompt_tokens < reply[0].prompt_tokens
     transcript = engine.transcribe([TranscriptionRequest(tone(1.0), language="en", options=SHORT)])[0]
     assert isinstance(transcript, Transcript) and transcript.language == "en"
+
+
+def test_stream_returns_the_final_reply_with_usage(api: QwenAudio) -> None:
+    request = ChatRequest((ChatTurn.user(AudioItem("a"), "describe"),), {"a": tone(0.8)}, options=SHORT)
+    stream = api.engine().stream_chat(request)
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as stop:
+            final = stop.value
+            break
+    expected = api.chat_batch([request])[0]
+    assert final.text == "".join(pieces)
+    assert final.prompt_tokens == expected.prompt_tokens
+    assert final.completion_tokens == expected.completion_tokens and final.finish_reason == expected.finish_reason

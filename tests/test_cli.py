@@ -88,3 +88,24 @@ def test_demo_runs_on_the_bundled_samples() -> None:
     result = runner.invoke(app, ["demo"])
     assert result.exit_code == 0, result.output
     assert "speech_en.flac" in result.output or "speech_en" in result.output
+
+
+def test_build_tokenizer_from_manifests(tmp_path: Path) -> None:
+    import json
+
+    from qwen_audio.tokenizer import QwenAudioTokenizer
+
+    lines = [{"id": f"r{i}", "audio": "a.wav", "task": "asr", "audio_language": "en", "text_language": "en",
+              "text": f"the red cat number {i} sees the blue dog"} for i in range(50)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    chat = {"id": "c", "messages": [{"role": "user", "content": "what colour is the cat?"},
+                                    {"role": "assistant", "content": "the cat is red"}]}
+    (tmp_path / "c.jsonl").write_text(json.dumps(chat) + "\n")
+    out = tmp_path / "qwen.tiktoken"
+    result = runner.invoke(app, ["build-tokenizer", str(tmp_path / "m.jsonl"), str(tmp_path / "c.jsonl"),
+                                 "--out", str(out), "--vocab-size", "300"])
+    assert result.exit_code == 0, result.output
+    tokenizer = QwenAudioTokenizer(out)
+    assert 256 < tokenizer.n_ranks <= 300
+    ids = tokenizer.encode_prompt("the red cat").ids
+    assert len(ids) < len("the red cat") and tokenizer.decode(ids) == "the red cat"

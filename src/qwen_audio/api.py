@@ -7,7 +7,7 @@ batch size 1. Audio over 30 s is windowed (``infer.longform``) and stitched with
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -280,8 +280,8 @@ class QwenAudio:
                                        out.completion_tokens, "stop" if out.finished else "length")
         return [r for r in replies if r is not None]
 
-    def stream_chat(self, request: ChatRequest) -> Iterator[str]:
-        """Engine protocol: reply text pieces as tokens arrive (UTF-8 safe)."""
+    def stream_chat(self, request: ChatRequest) -> Generator[str, None, ChatReply]:
+        """Engine protocol: reply text pieces as tokens arrive (UTF-8 safe); returns the ChatReply."""
         prompt = render_chatml(request.turns, system=request.system)
         waves = [request.audios[p][:N_SAMPLES] for t in request.turns for p in t.audio_paths]
         encoded = self.tokenizer.encode_prompt(prompt, [w.size for w in waves])
@@ -292,19 +292,22 @@ class QwenAudio:
         stops = set(self.model.generation_config.eos_token_id)
         sample = request.options.temperature > 0
         ids: list[int] = []
-        sent = ""
+        sent, finished = "", False
         for step in self.model.stream(
             torch.tensor([encoded.ids]), max_new_tokens=request.options.max_new_tokens, do_sample=sample,
             temperature=request.options.temperature or None, top_p=request.options.top_p if sample else None, **kwargs,
         ):
             token = int(step.reshape(-1)[0])
             if token in stops:
+                finished = True
                 break
             ids.append(token)
             text = self.tokenizer.decode(ids)
             if not text.endswith("\ufffd") and len(text) > len(sent):
                 yield text[len(sent):]
                 sent = text
+        # The generator's return value: what a non-streamed call would have answered (usage).
+        return ChatReply(self.tokenizer.decode(ids), len(encoded.ids), len(ids) + finished, "stop" if finished else "length")
 
     def engine(self) -> ModelEngine:
         return ModelEngine(self)

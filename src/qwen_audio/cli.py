@@ -245,6 +245,22 @@ def train(recipe: Annotated[Path, typer.Argument(help="A YAML recipe, e.g. confi
     err_console.print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}")
 
 
+@app.command(name="build-tokenizer")
+@friendly_errors
+def build_tokenizer(
+    manifests: Annotated[list[Path], typer.Argument(help="Task or chat manifests whose text the BPE learns from.")],
+    out: Annotated[Path, typer.Option(help="The qwen.tiktoken file to write.")] = Path("qwen.tiktoken"),
+    vocab_size: Annotated[int, typer.Option(help="BPE ranks (the special tokens come on top).")] = 2048,
+) -> None:
+    """Train byte-level BPE ranks for a small model from a corpus (the real Qwen file has 151,643)."""
+    from qwen_audio.data.texts import build_corpus_tokenizer
+    from qwen_audio.tokenizer import QwenAudioTokenizer
+
+    path = build_corpus_tokenizer(manifests, vocab_size, out)
+    tokenizer = QwenAudioTokenizer(path)
+    console.print(f"{path}: {tokenizer.n_ranks} ranks + {len(tokenizer.special_tokens)} special tokens")
+
+
 def _register_optional() -> None:
     """Subcommands whose modules live with their stage (corpus, checkpoints, server, eval)."""
     from qwen_audio.data.synth.cli import make_corpus_command

@@ -74,7 +74,8 @@ class Engine(Protocol):
     def chat(self, requests: Sequence[ChatRequest]) -> list[ChatReply]: ...
 
     def stream_chat(self, request: ChatRequest) -> Iterator[str]:
-        """Text pieces as they are generated; their concatenation is the reply."""
+        """Text pieces as they are generated; their concatenation is the reply. A generator may
+        ``return`` the final :class:`ChatReply` (token usage, finish reason) for the server's usage."""
         ...
 
     def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]: ...
