@@ -319,3 +319,12 @@ def test_config_can_limit_the_splits() -> None:
         CorpusConfig(splits=("dev",))
     with pytest.raises(ConfigError):
         CorpusConfig(splits=())
+
+
+def test_clicking_events_never_overrun_their_buffer() -> None:
+    """Regression: a jittered last click onset at the very end broke a default-size corpus run."""
+    from qwen_audio.data.synth import sounds
+
+    for seed in range(300):
+        event = sounds.render_event("clicking", seed % 40, seed)
+        assert np.isfinite(event.samples).all() and event.samples.size > 0

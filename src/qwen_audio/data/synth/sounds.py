@@ -76,7 +76,9 @@ def render_event(event_type: str, source_id: int, seed: int) -> RenderedEvent:
         click = _bandpass_noise(width, bright / 2, bright, src) * np.hanning(width)
         for onset in np.arange(0, t[-1] - 0.01, 1 / rate) + rng.uniform(0, 0.05):
             i = int(onset * SR)
-            x[i: i + len(click)] += click[: len(x) - i]
+            n = min(len(click), len(x) - i)  # the jittered last onset can fall at or past the end
+            if n > 0:
+                x[i: i + n] += click[:n]
         caption = "rapid mechanical clicking" if rate > 8 else "slow steady clicking"
     elif event_type == "knocking":
         res, decay, reps = src.uniform(90, 320), src.uniform(20, 60), int(rng.integers(2, 6))
