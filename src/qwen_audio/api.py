@@ -59,6 +59,7 @@ class Generated:
     prompt_tokens: int
     completion_tokens: int
     finished: bool  # ended on an end-of-text token (not the length limit)
+    ids: tuple[int, ...] = ()  # the new tokens, end token excluded
 
 
 class QwenAudio:
@@ -125,7 +126,7 @@ class QwenAudio:
         stops = set(self.model.generation_config.eos_token_id)
         cut = next((i for i, t in enumerate(new_ids) if t in stops), None)
         kept = new_ids if cut is None else new_ids[:cut]
-        return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + (cut is not None), cut is not None)
+        return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + (cut is not None), cut is not None, tuple(kept))
 
     # ------------------------------------------------------------------ tasks
 
@@ -276,7 +277,7 @@ class QwenAudio:
             prompts = [render_chatml(requests[i].turns, system=requests[i].system) for i in members]
             waves = [[requests[i].audios[p][:N_SAMPLES] for t in requests[i].turns for p in t.audio_paths] for i in members]
             for i, out in zip(members, self.generate(prompts, waves, options)):
-                replies[i] = ChatReply(strip_tags(out.text) if "<|" in out.text else out.text, out.prompt_tokens,
+                replies[i] = ChatReply(self._reply_text(out.ids), out.prompt_tokens,
                                        out.completion_tokens, "stop" if out.finished else "length")
         return [r for r in replies if r is not None]
 
@@ -302,12 +303,19 @@ class QwenAudio:
                 finished = True
                 break
             ids.append(token)
-            text = self.tokenizer.decode(ids)
+            text = self._reply_text(ids)
             if not text.endswith("\ufffd") and len(text) > len(sent):
                 yield text[len(sent):]
                 sent = text
+        text = self._reply_text(ids)
+        if len(text) > len(sent):  # a dangling partial character, as the non-streamed reply has it
+            yield text[len(sent):]
         # The generator's return value: what a non-streamed call would have answered (usage).
-        return ChatReply(self.tokenizer.decode(ids), len(encoded.ids), len(ids) + finished, "stop" if finished else "length")
+        return ChatReply(self._reply_text(ids), len(encoded.ids), len(ids) + finished, "stop" if finished else "length")
+
+    def _reply_text(self, ids: Sequence[int]) -> str:
+        """A chat reply as the user sees it: special tokens dropped, whitespace kept."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     def engine(self) -> ModelEngine:
         return ModelEngine(self)

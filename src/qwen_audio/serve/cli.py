@@ -7,28 +7,33 @@ Wire it with ``app.command("serve")(serve_command)``; the engine is looked up la
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from qwen_audio.errors import QwenAudioError
-from qwen_audio.infer.engine import Engine
-from qwen_audio.serve.runner import serve
-from qwen_audio.serve.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from qwen_audio.infer.engine import Engine
+    from qwen_audio.serve.settings import ServerSettings
 
 err_console = Console(stderr=True)
 
 
 def load_engine(model: str | None) -> Engine:
-    """``QwenAudio.from_pretrained(model)``, or the default model when ``model`` is None."""
-    try:
-        from qwen_audio.api import QwenAudio  # type: ignore[import-not-found]
-    except ModuleNotFoundError as error:
-        if error.name not in ("qwen_audio.api",):
-            raise
-        raise QwenAudioError("this install has no model API (qwen_audio.api); reinstall qwen-audio") from None
-    return QwenAudio.from_pretrained(model) if model else QwenAudio.from_pretrained()
+    """The model behind ``QwenAudio.from_pretrained(model)`` (the bundled one when ``model`` is
+    None), seen through the batched ``Engine`` protocol the server calls."""
+    from qwen_audio.api import QwenAudio
+
+    return QwenAudio.from_pretrained(model or "default").engine()
+
+
+def serve(engine: Engine, settings: ServerSettings, log_level: str = "info") -> None:
+    """Imported on use: FastAPI and uvicorn stay out of every other command's start-up."""
+    from qwen_audio.serve.runner import serve as run
+
+    run(engine, settings, log_level=log_level)
 
 
 def serve_command(
@@ -47,6 +52,8 @@ def serve_command(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the OpenAI-compatible API (chat, transcriptions, translations) and the web UI."""
+    from qwen_audio.serve.settings import ServerSettings
+
     try:
         settings = ServerSettings(
             host=host,

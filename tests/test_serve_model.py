@@ -1,0 +1,53 @@
+"""The server on the real model code path (QwenAudio's Engine adapter, tiny random weights)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import torch
+
+from qwen_audio.serve import BackgroundServer, ServerSettings
+from qwen_audio.serve.cli import load_engine
+from tests.serve_fixtures import wav_bytes
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Iterator[BackgroundServer]:
+    from qwen_audio.model import QwenAudioForCausalLM
+    from qwen_audio.train.setup import config_for_tokenizer
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("serve-model")
+    QwenAudioForCausalLM(config_for_tokenizer("tiny", tokenizer)).save_pretrained(directory)
+    tokenizer.save_pretrained(str(directory))
+    engine = load_engine(str(directory))
+    with BackgroundServer(engine, ServerSettings(port=0, max_new_tokens=8)) as running:
+        yield running
+
+
+def test_chat_and_transcription_through_the_model_engine(server: BackgroundServer) -> None:
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    audio = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav_bytes(1.0)).decode(), "format": "wav"}}
+    reply = client.chat.completions.create(
+        model="qwen-audio", max_tokens=6,
+        messages=[{"role": "user", "content": [audio, {"type": "text", "text": "what is this?"}]}],
+    )
+    assert reply.usage.prompt_tokens > 27  # the 1 s audio alone is 27 tokens
+    assert reply.usage.completion_tokens <= 6
+    stream = client.chat.completions.create(
+        model="qwen-audio", max_tokens=6, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": [audio, {"type": "text", "text": "what is this?"}]}],
+    )
+    chunks = list(stream)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == reply.choices[0].message.content
+    assert chunks[-1].usage.prompt_tokens == reply.usage.prompt_tokens
+    transcript = client.audio.transcriptions.create(
+        model="qwen-audio", file=("a.wav", wav_bytes(1.0)), language="en",
+        response_format="verbose_json", timestamp_granularities=["word"],
+    )
+    assert transcript.language == "en" and transcript.duration == pytest.approx(1.0, abs=0.01)
