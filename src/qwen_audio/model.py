@@ -1,0 +1,371 @@
+"""Qwen-Audio: encoder outputs spliced into the text embeddings of a Qwen decoder, plus generation.
+
+An audio appears in ``input_ids`` as ``<audio>`` + pads + ``</audio>`` (spec, "Audio in the text").
+Its span embeddings (bos vector, pooled frames, eos vector) replace the token embeddings of the
+whole span, for any number of audios in any row at any position. Audios are matched to spans in
+reading order: row by row, left to right, exactly as the official model does.
+
+Audio input: ``audio_features`` [n_audio, n_mels, frames] (log-mels padded to 30 s, see
+``audio.batch_log_mel``) and ``audio_lengths`` [n_audio] = real mel frames of each audio
+(``samples // 160``, ``MelBatch.mel_lengths``), or a ``MelBatch`` as ``audio_features``.
+
+Decoding: ``generate`` is transformers' (greedy, beams, sampling, streamers, processors);
+``fast_generate`` is a lean greedy/sampling loop with the same tokens and less per-step overhead;
+``stream`` yields tokens as they come. Batches are left-padded with an ``attention_mask``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.generation.streamers import BaseStreamer
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from qwen_audio.audio import MelBatch
+from qwen_audio.configuration import QwenAudioConfig
+from qwen_audio.encoder import AudioEncoder, EncodedAudio, ResidualAttentionBlock, sinusoids
+from qwen_audio.errors import QwenAudioError
+from qwen_audio.llm import (
+    StaticKVDecoder,
+    build_decoder,
+    position_ids_from_attention_mask,
+    warn_if_past_official_context,
+)
+
+
+class AudioSpanError(QwenAudioError, ValueError):
+    """The audio spans in ``input_ids`` do not match the audios passed (count, order or length)."""
+
+
+def find_audio_spans(input_ids: Tensor, audio_start_id: int) -> Tensor:
+    """[n_spans, 3] long rows (batch row, index of ``<audio>``, index of ``</audio>``) in reading order."""
+    starts = (input_ids == audio_start_id).nonzero()
+    ends = (input_ids == audio_start_id + 1).nonzero()
+    if starts.shape[0] != ends.shape[0]:
+        raise AudioSpanError(
+            f"input_ids hold {starts.shape[0]} <audio> but {ends.shape[0]} </audio> tokens; every audio span "
+            "must be <audio> + pads + </audio> (was a prompt truncated?)"
+        )
+    spans = torch.cat([starts, ends[:, 1:]], dim=1)
+    if len(spans):
+        same_row = spans[:, 0] == ends[:, 0]
+        ordered = spans[:, 1] < spans[:, 2]
+        following = (spans[1:, 0] != spans[:-1, 0]) | (spans[1:, 1] > spans[:-1, 2])
+        if not (same_row.all() and ordered.all() and following.all()):
+            raise AudioSpanError("audio tags are unbalanced or nested: each <audio> must be closed by </audio> in the same row")
+    return spans
+
+
+def splice_audio(inputs_embeds: Tensor, input_ids: Tensor, encoded: EncodedAudio, audio_start_id: int) -> Tensor:
+    """Replace each audio span's embeddings (``<audio>`` … ``</audio>`` inclusive) with the encoder's."""
+    spans = find_audio_spans(input_ids, audio_start_id)
+    n_audio = encoded.lengths.shape[0]
+    if spans.shape[0] != n_audio:
+        raise AudioSpanError(f"input_ids hold {spans.shape[0]} audio spans but {n_audio} audios were passed")
+    if n_audio == 0:
+        return inputs_embeds
+    expected = (encoded.lengths + 2).tolist()
+    actual = (spans[:, 2] - spans[:, 1] + 1).tolist()
+    if expected != actual:
+        raise AudioSpanError(
+            f"audio span lengths in input_ids {actual} differ from the audios' {expected} tokens; build the prompt "
+            "with the same lengths (audio.audio_span(num_samples).span_tokens) as the features"
+        )
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    mask = torch.zeros_like(input_ids, dtype=torch.bool)
+    for row, start, end in spans.tolist():
+        mask[row] |= (positions >= start) & (positions <= end)
+    flat = torch.cat(encoded.spans()).to(inputs_embeds.dtype)
+    return inputs_embeds.masked_scatter(mask[..., None].expand_as(inputs_embeds), flat)
+
+
+class QwenAudioPreTrainedModel(PreTrainedModel):
+    config: QwenAudioConfig
+    config_class = QwenAudioConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["Qwen2DecoderLayer", "ResidualAttentionBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, AudioEncoder):
+            init.copy_(module.positional_embedding, sinusoids(*module.positional_embedding.shape))
+
+
+class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
+    """Whisper encoder (``audio``) + Qwen decoder (``model``) + ``lm_head``.
+
+    ``forward``/``generate`` take ``audio_features`` and ``audio_lengths`` beside ``input_ids``;
+    with ``labels`` (−100 = ignored) ``forward`` returns the shifted next-token loss.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: QwenAudioConfig) -> None:
+        super().__init__(config)
+        self.audio = AudioEncoder(config.audio)
+        self.model = build_decoder(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+        self.generation_config.eos_token_id = list(config.eos_token_ids)
+        self.generation_config.pad_token_id = config.endoftext_id
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def encode_audio(self, audio_features: Tensor | MelBatch, audio_lengths: Tensor | None = None) -> EncodedAudio:
+        """Run the encoder; ``audio_lengths`` are real mel frames (default: all frames are real).
+
+        ``audio_features`` may also be an ``audio.MelBatch``, which carries its own mel lengths.
+        """
+        if isinstance(audio_features, MelBatch):
+            audio_features, audio_lengths = audio_features.features, audio_features.mel_lengths
+        return self.audio(audio_features.to(self.device), audio_lengths)
+
+    def embed_inputs(
+        self, input_ids: Tensor, audio_features: Tensor | MelBatch | None = None, audio_lengths: Tensor | None = None
+    ) -> Tensor:
+        """Token embeddings with every audio span replaced by its encoder output."""
+        embeds = self.model.embed_tokens(input_ids)
+        if audio_features is None:
+            if (input_ids == self.config.audio_start_id).any():
+                raise AudioSpanError(
+                    "input_ids contain <audio> spans but no audio_features were passed; pass the mels "
+                    "(audio.batch_log_mel) as audio_features= and their mel lengths as audio_lengths="
+                )
+            return embeds
+        return splice_audio(embeds, input_ids, self.encode_audio(audio_features, audio_lengths), self.config.audio_start_id)
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        cache: Any = None,
+        inputs_embeds: Tensor | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        audio_features: Tensor | None = None,
+        audio_lengths: Tensor | None = None,
+        logits_to_keep: int | Tensor = 0,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        cache = kwargs.pop("past_key_values", cache)
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids (or inputs_embeds)")
+            prefill = cache is None or cache.get_seq_length() == 0
+            if prefill or audio_features is not None:
+                inputs_embeds = self.embed_inputs(input_ids, audio_features, audio_lengths)
+            else:  # decoding: new tokens are text, even an (unlikely) generated <audio>
+                inputs_embeds = self.model.embed_tokens(input_ids)
+        length = inputs_embeds.shape[1]
+        if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
+            position_ids = position_ids_from_attention_mask(attention_mask, length)
+        past = cache.get_seq_length() if cache is not None else 0
+        warn_if_past_official_context(self.config, past + length)
+        outputs = self.model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+            hidden = hidden[:, -logits_to_keep:]
+        elif isinstance(logits_to_keep, Tensor):
+            hidden = hidden[:, logits_to_keep]
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: Tensor | None = None,
+        *,
+        audio_features: Tensor | None = None,
+        audio_lengths: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """transformers' ``generate`` (greedy, beam, sampling, streamers…) with audio.
+
+        The audio is encoded and spliced once, into ``inputs_embeds`` for the prefill step only;
+        ``input_ids`` still lead the returned sequences. For batches, left-pad and pass
+        ``attention_mask``: positions follow the mask, so each row matches its batch-of-one result.
+        """
+        input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
+        if audio_features is not None or (
+            input_ids is not None and (input_ids == self.config.audio_start_id).any()
+        ):
+            if input_ids is None:
+                raise ValueError("generate with audio needs input_ids holding the audio spans")
+            kwargs["inputs_embeds"] = self.embed_inputs(input_ids.to(self.device), audio_features, audio_lengths)
+        return super().generate(input_ids, **kwargs)
+
+    @torch.no_grad()
+    def fast_generate(
+        self,
+        input_ids: Tensor,
+        *,
+        attention_mask: Tensor | None = None,
+        audio_features: Tensor | None = None,
+        audio_lengths: Tensor | None = None,
+        max_new_tokens: int = 256,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        eos_token_id: list[int] | None = None,
+        streamer: BaseStreamer | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Greedy or sampled decoding without ``generate``'s per-step overhead (no beams, no processors).
+
+        Same contract as ``generate``: left-padded batches with ``attention_mask`` equal batch size 1,
+        rows that finished are filled with the pad id, returns prompt + new tokens.
+        """
+        input_ids = input_ids.to(self.device)
+        batch, length = input_ids.shape
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
+        eos = torch.tensor(self.generation_config.eos_token_id if eos_token_id is None else eos_token_id, device=self.device)
+        pad = self.generation_config.pad_token_id
+        embeds = self.embed_inputs(input_ids, audio_features, audio_lengths)
+        decoder = StaticKVDecoder(self.model, self.lm_head, batch, length + max_new_tokens)
+        positions = position_ids_from_attention_mask(mask, length)
+        logits = decoder(embeds, positions, mask.bool())
+        finished = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        every_row = torch.ones((batch, 1), dtype=torch.bool, device=self.device)
+        pieces = [input_ids]
+        if streamer is not None:
+            streamer.put(input_ids.cpu())
+        for step in range(max_new_tokens):
+            if do_sample:
+                tokens = _sample(logits, temperature, top_k, top_p, generator)
+            else:
+                tokens = logits.float().argmax(-1)
+            tokens = tokens.masked_fill(finished, pad)
+            pieces.append(tokens[:, None])
+            if streamer is not None:
+                streamer.put(tokens.cpu())
+            finished |= torch.isin(tokens, eos)
+            if step == max_new_tokens - 1 or bool(finished.all()):
+                break
+            positions = positions[:, -1:] + 1
+            logits = decoder(self.model.embed_tokens(tokens[:, None]), positions, every_row)
+        if streamer is not None:
+            streamer.end()
+        return torch.cat(pieces, dim=1)
+
+    def stream(self, inputs: Tensor, *, on_token: Callable[[Tensor], None] | None = None, **kwargs: Any) -> Iterator[Tensor]:
+        """Yield each step's new tokens ([batch] long) while ``generate`` runs in a background thread."""
+        streamer = TokenStreamer(on_token=on_token)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.generate(inputs, streamer=streamer, **kwargs)
+            except BaseException as error:  # re-raised in the caller's thread
+                errors.append(error)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        yield from streamer
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any) -> QwenAudioForCausalLM:
+        """Also opens an official Qwen-Audio directory (``config.json`` with ``"audio"``), converting on load."""
+        from qwen_audio import checkpoints
+
+        if checkpoints.is_official_checkpoint(pretrained_model_name_or_path):
+            dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+            if isinstance(dtype, str):
+                dtype = None if dtype == "auto" else getattr(torch, dtype)
+            return checkpoints.load_official(pretrained_model_name_or_path, dtype=dtype)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+
+def _sample(logits: Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None) -> Tensor:
+    """Temperature, then top-k, then nucleus filtering (transformers' order), then one draw per row."""
+    logits = logits.float() / max(temperature, 1e-5)
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        ordered, order = logits.sort(dim=-1)
+        drop = ordered.softmax(-1).cumsum(-1) <= 1 - top_p
+        drop[:, -1] = False
+        logits = logits.scatter(1, order, ordered.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
+class TokenStreamer(BaseStreamer):
+    """Iterator (and optional callback) over tokens as ``generate`` produces them; skips the prompt."""
+
+    _END = object()
+
+    def __init__(self, on_token: Callable[[Tensor], None] | None = None, timeout: float | None = None) -> None:
+        self.on_token = on_token
+        self.timeout = timeout
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._seen_prompt = False
+
+    def put(self, value: Tensor) -> None:
+        if not self._seen_prompt:  # generate first pushes the prompt
+            self._seen_prompt = True
+            return
+        tokens = value.detach().cpu().reshape(-1)
+        if self.on_token is not None:
+            self.on_token(tokens)
+        self._queue.put(tokens)
+
+    def end(self) -> None:
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        while (item := self._queue.get(timeout=self.timeout)) is not self._END:
+            yield item
+
+
+AutoConfig.register(QwenAudioConfig.model_type, QwenAudioConfig, exist_ok=True)
+AutoModelForCausalLM.register(QwenAudioConfig, QwenAudioForCausalLM, exist_ok=True)
+
+__all__ = [
+    "AudioSpanError",
+    "QwenAudioForCausalLM",
+    "QwenAudioPreTrainedModel",
+    "ResidualAttentionBlock",
+    "TokenStreamer",
+    "find_audio_spans",
+    "splice_audio",
+]

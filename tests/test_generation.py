@@ -1,0 +1,158 @@
+"""Generation: audio reaches the prefill, batches equal batch size 1, stop tokens, beams, sampling, streaming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwen_audio.model import QwenAudioForCausalLM, TokenStreamer
+from tests.model_fixtures import audio_prompt, left_pad, tiny_model
+
+GREEDY = dict(do_sample=False, max_new_tokens=8, eos_token_id=[], output_scores=True, return_dict_in_generate=True)
+
+
+def prompts(model: QwenAudioForCausalLM) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
+    """Three prompts of different text and audio lengths (1 s, 1.51 s, 0.35 s)."""
+    c = model.config
+    rows, lengths = zip(
+        audio_prompt(c, [1, 2, 3], 16_000, [4]),
+        audio_prompt(c, [9], 24_160, [7, 7, 7, 7, 7]),
+        audio_prompt(c, [11, 12], 5_600, []),
+    )
+    torch.manual_seed(1)
+    return list(rows), torch.randn(3, 80, 3000), torch.tensor(lengths)
+
+
+def test_first_token_is_the_argmax_of_the_audio_conditioned_forward() -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids = torch.tensor([rows[0]])
+    with torch.no_grad():
+        logits = model(input_ids=ids, audio_features=mel[:1], audio_lengths=lengths[:1]).logits[0, -1]
+    out = model.generate(ids, audio_features=mel[:1], audio_lengths=lengths[:1], **GREEDY)
+    assert out.sequences[0, : ids.shape[1]].tolist() == rows[0]
+    assert int(out.sequences[0, ids.shape[1]]) == int(logits.argmax())
+    assert torch.allclose(out.scores[0][0], logits, atol=1e-5)
+    other = model.generate(ids, audio_features=mel[1:2], audio_lengths=lengths[:1], **GREEDY)
+    assert not torch.allclose(other.scores[0][0], logits)  # the audio really is used
+
+
+def test_batched_greedy_equals_batch_size_one() -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids, mask = left_pad(rows, model.config.endoftext_id)
+    batch = model.generate(ids, attention_mask=mask, audio_features=mel, audio_lengths=lengths, **GREEDY)
+    scores = torch.stack(batch.scores, dim=1)
+    for i, row in enumerate(rows):
+        alone = model.generate(torch.tensor([row]), audio_features=mel[i : i + 1], audio_lengths=lengths[i : i + 1], **GREEDY)
+        assert batch.sequences[i, ids.shape[1]:].tolist() == alone.sequences[0, len(row):].tolist()
+        assert (scores[i] - torch.stack(alone.scores, dim=1)[0]).abs().max() <= 1e-4
+    # What sits under the padding must not matter either.
+    repadded = ids.masked_fill(mask == 0, 7)
+    again = model.generate(repadded, attention_mask=mask, audio_features=mel, audio_lengths=lengths, **GREEDY)
+    assert torch.equal(again.sequences[:, ids.shape[1]:], batch.sequences[:, ids.shape[1]:])
+
+
+def test_beam_search_batched_equals_batch_size_one() -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids, mask = left_pad(rows[:2], model.config.endoftext_id)
+    options = dict(num_beams=3, do_sample=False, max_new_tokens=5, eos_token_id=[])
+    batch = model.generate(ids, attention_mask=mask, audio_features=mel[:2], audio_lengths=lengths[:2], **options)
+    for i, row in enumerate(rows[:2]):
+        alone = model.generate(torch.tensor([row]), audio_features=mel[i : i + 1], audio_lengths=lengths[i : i + 1], **options)
+        assert batch[i, ids.shape[1]:].tolist() == alone[0, len(row):].tolist()
+
+
+def test_sampling_is_seeded_and_varies() -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids = torch.tensor([rows[0]])
+    draws = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        draws.append(model.generate(ids, audio_features=mel[:1], audio_lengths=lengths[:1], do_sample=True, temperature=5.0, max_new_tokens=8, eos_token_id=[]))
+    assert torch.equal(draws[0], draws[1])
+    assert not torch.equal(draws[0], draws[2])
+
+
+@pytest.mark.parametrize("stop", ["im_end_id", "endoftext_id"])
+def test_generation_stops_at_an_end_token(stop: str) -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids = torch.tensor([rows[0]])
+    free = model.generate(ids, audio_features=mel[:1], audio_lengths=lengths[:1], **GREEDY).sequences[0, ids.shape[1]:].tolist()
+    step = next(i for i in range(2, len(free)) if free[i] not in free[:i])
+    end_id = getattr(model.config, stop)
+    assert end_id not in free
+    with torch.no_grad():  # make the end token win exactly where free[step] used to
+        weight = model.lm_head.weight
+        weight[[free[step], end_id]] = weight[[end_id, free[step]]]
+    stopped = model.generate(ids, audio_features=mel[:1], audio_lengths=lengths[:1], do_sample=False, max_new_tokens=8)
+    assert stopped[0, ids.shape[1]:].tolist() == free[:step] + [end_id]
+
+
+def test_streaming_yields_every_new_token_in_order() -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids = torch.tensor([rows[1]])
+    seen: list[int] = []
+    streamed = [
+        int(t) for t in model.stream(ids, on_token=lambda t: seen.extend(t.tolist()), audio_features=mel[1:2],
+                                     audio_lengths=lengths[1:2], do_sample=False, max_new_tokens=6, eos_token_id=[])
+    ]
+    full = model.generate(ids, audio_features=mel[1:2], audio_lengths=lengths[1:2], do_sample=False, max_new_tokens=6, eos_token_id=[])
+    assert streamed == full[0, ids.shape[1]:].tolist() == seen
+
+
+def test_streaming_reraises_generation_errors() -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    with pytest.raises(ValueError):
+        list(model.stream(torch.tensor([rows[0]]), audio_features=mel[:1], audio_lengths=lengths[1:2], max_new_tokens=2))
+
+
+# --------------------------------------------------------------------------- fast_generate
+
+
+def test_fast_generate_equals_generate_batched_and_alone() -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids, mask = left_pad(rows, model.config.endoftext_id)
+    options = dict(audio_features=mel, audio_lengths=lengths, max_new_tokens=12)
+    fast = model.fast_generate(ids, attention_mask=mask, eos_token_id=[], **options)
+    slow = model.generate(ids, attention_mask=mask, do_sample=False, eos_token_id=[], **options)
+    assert torch.equal(fast, slow)
+    for i, row in enumerate(rows):
+        alone = model.fast_generate(torch.tensor([row]), audio_features=mel[i : i + 1], audio_lengths=lengths[i : i + 1],
+                                    max_new_tokens=12, eos_token_id=[])
+        assert alone[0, len(row):].tolist() == fast[i, ids.shape[1]:].tolist()
+
+
+def test_fast_generate_stops_rows_independently_and_pads_them() -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids, mask = left_pad(rows, model.config.endoftext_id)
+    free = model.fast_generate(ids, attention_mask=mask, audio_features=mel, audio_lengths=lengths, max_new_tokens=6, eos_token_id=[])
+    stop = int(free[0, ids.shape[1] + 1])  # row 0's second token ends row 0 (and any row that produces it)
+    out = model.fast_generate(ids, attention_mask=mask, audio_features=mel, audio_lengths=lengths, max_new_tokens=6, eos_token_id=[stop])
+    ref = model.generate(ids, attention_mask=mask, audio_features=mel, audio_lengths=lengths, max_new_tokens=6,
+                         do_sample=False, eos_token_id=[stop])
+    assert torch.equal(out, ref)
+    assert out[0, ids.shape[1] + 2:].eq(model.config.endoftext_id).all()
+
+
+def test_fast_generate_sampling_and_streaming() -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids = torch.tensor([rows[2]])
+    options = dict(audio_features=mel[2:], audio_lengths=lengths[2:], max_new_tokens=10, eos_token_id=[], do_sample=True,
+                   temperature=3.0, top_k=50, top_p=0.9)
+    a = model.fast_generate(ids, generator=torch.Generator().manual_seed(0), **options)
+    b = model.fast_generate(ids, generator=torch.Generator().manual_seed(0), **options)
+    c = model.fast_generate(ids, generator=torch.Generator().manual_seed(1), **options)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    seen: list[int] = []
+    streamed = model.fast_generate(ids, streamer=TokenStreamer(on_token=lambda t: seen.extend(t.tolist())),
+                                   generator=torch.Generator().manual_seed(0), **options)
+    assert seen == streamed[0, ids.shape[1]:].tolist() == a[0, ids.shape[1]:].tolist()
