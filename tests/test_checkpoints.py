@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
 from safetensors.torch import load_file, save_file
 from transformers import Qwen2Config, Qwen2ForCausalLM, WhisperConfig, WhisperForConditionalGeneration
 
 from qwen_audio.checkpoints import (
     convert_checkpoint,
-    convert_command,
     is_official_checkpoint,
     load_official,
     load_qwen_llm,
@@ -210,13 +208,13 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
 def test_convert_command_picks_the_other_layout(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    app = typer.Typer()
-    app.command()(convert_command)
+    from qwen_audio.cli import app
+
     write_official_checkpoint(tiny_model(), tmp_path / "official")
-    result = CliRunner().invoke(app, [str(tmp_path / "official"), str(tmp_path / "native"), "--dtype", "bfloat16"])
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "official"), str(tmp_path / "native"), "--dtype", "bfloat16"])
     assert result.exit_code == 0, result.output
     assert "native" in result.output
     loaded = QwenAudioForCausalLM.from_pretrained(tmp_path / "native")
     assert loaded.lm_head.weight.dtype == torch.bfloat16
-    bad = CliRunner().invoke(app, [str(tmp_path / "official"), str(tmp_path / "x"), "--dtype", "int8"])
-    assert bad.exit_code != 0 and isinstance(bad.exception, CheckpointError)
+    bad = CliRunner().invoke(app, ["convert", str(tmp_path / "official"), str(tmp_path / "x"), "--dtype", "int8"])
+    assert bad.exit_code == 1 and "--dtype must be one of" in bad.output

@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Any, Literal
 
 import torch
-import typer
 from accelerate import init_empty_weights
 from accelerate.utils import set_module_tensor_to_device
 from safetensors import safe_open
@@ -568,26 +567,8 @@ def convert_checkpoint(
     return dst
 
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def convert_command(
-    src: Annotated[Path, typer.Argument(help="Checkpoint directory to convert.", show_default=False)],
-    dst: Annotated[Path, typer.Argument(help="New (empty) directory to write.", show_default=False)],
-    to: Annotated[Optional[str], typer.Option(help="'native' or 'official'; default: the other layout than src's.")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="Cast weights: float32, bfloat16 or float16.")] = None,
-    max_shard_gb: Annotated[float, typer.Option(help="Largest shard, GiB.")] = 4.0,
-) -> None:
-    """Convert a checkpoint between the official Qwen-Audio layout and this package's, tensor by tensor."""
-    if dtype is not None and dtype not in _DTYPES:
-        raise CheckpointError(f"--dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
-    target = to or ("native" if is_official_checkpoint(src) else "official")
-    out = convert_checkpoint(src, dst, target, dtype=_DTYPES.get(dtype or ""), max_shard_bytes=int(max_shard_gb * 1024**3))  # type: ignore[arg-type]
-    typer.echo(f"wrote the {target} layout to {out}")
-
-
 __all__ = [
-    "CheckpointError", "convert_command", "LoadReport", "Rule", "TensorSource", "apply_rules", "config_from_official",
+    "CheckpointError", "LoadReport", "Rule", "TensorSource", "apply_rules", "config_from_official",
     "config_to_official", "convert_checkpoint", "is_official_checkpoint", "load_official", "load_qwen_llm",
     "load_whisper_encoder", "native_to_official_rules", "official_name", "official_to_native_rules",
     "sinusoids",

@@ -245,6 +245,32 @@ def train(recipe: Annotated[Path, typer.Argument(help="A YAML recipe, e.g. confi
     err_console.print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}")
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@app.command()
+@friendly_errors
+def convert(
+    src: Annotated[Path, typer.Argument(help="Checkpoint directory to convert.", show_default=False)],
+    dst: Annotated[Path, typer.Argument(help="New (empty) directory to write.", show_default=False)],
+    to: Annotated[Optional[str], typer.Option(help="'native' or 'official'; default: the other layout than src's.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="Cast weights: float32, bfloat16 or float16.")] = None,
+    max_shard_gb: Annotated[float, typer.Option(help="Largest shard, GiB.")] = 4.0,
+) -> None:
+    """Convert a checkpoint between the official Qwen-Audio layout and this package's, tensor by tensor."""
+    import torch
+
+    from qwen_audio.checkpoints import convert_checkpoint, is_official_checkpoint
+    from qwen_audio.errors import CheckpointError
+
+    if dtype is not None and dtype not in DTYPES:
+        raise CheckpointError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    target = to or ("native" if is_official_checkpoint(src) else "official")
+    cast = getattr(torch, dtype) if dtype else None
+    out = convert_checkpoint(src, dst, target, dtype=cast, max_shard_bytes=int(max_shard_gb * 1024**3))  # type: ignore[arg-type]
+    console.print(f"wrote the {target} layout to {out}")
+
+
 @app.command(name="build-tokenizer")
 @friendly_errors
 def build_tokenizer(
@@ -266,12 +292,6 @@ def _register_optional() -> None:
     from qwen_audio.data.synth.cli import make_corpus_command
 
     app.command(name="make-corpus")(make_corpus_command)
-    try:
-        from qwen_audio.checkpoints import convert_command
-    except ImportError:
-        pass
-    else:
-        app.command(name="convert")(friendly_errors(convert_command))
     try:
         from qwen_audio.serve.cli import serve_command
     except ImportError:
