@@ -1,8 +1,9 @@
 """Training checkpoints that resume exactly and never leave a half-written directory behind.
 
 A checkpoint holds everything that decides the next step: weights, optimizer and scheduler
-state, the data position, and every RNG. It is written to a temporary sibling and renamed into
-place, so a kill mid-save leaves the previous checkpoint intact.
+state, the data position, and every rank's RNGs. It is written to a temporary sibling and
+renamed into place, so a kill mid-save leaves the previous checkpoint intact. Sharded (FSDP)
+models are gathered into full tensors first, so a checkpoint does not depend on the world size.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 
 from qwen_audio.errors import CheckpointError
 
@@ -52,6 +54,43 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _rank() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    # The state dict, not .parameters(): FSDP2 swaps unsharded tensors in around forward/backward.
+    return any(isinstance(t, DTensor) for t in model.state_dict().values())
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
+    """Full (unsharded, CPU) model and optimizer state; a collective call under FSDP."""
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return model.state_dict(), optimizer.state_dict()
+
+
+def _independent(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors sharing memory (tied weights): give each its own copy."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu().contiguous()
+        pointer = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return out
+
+
 def save_checkpoint(
     directory: Path,
     model: torch.nn.Module,
@@ -60,29 +99,29 @@ def save_checkpoint(
     state: TrainerState,
     *,
     keep_last: int | None = None,
-) -> Path:
-    """Write ``directory/checkpoint-<step>`` atomically and prune old ones beyond ``keep_last``."""
-    directory.mkdir(parents=True, exist_ok=True)
+) -> Path | None:
+    """Write ``directory/checkpoint-<step>`` atomically; every rank calls it. Returns the path on rank 0."""
+    rank, world = _rank()
+    model_state, optimizer_state = full_state(model, optimizer)
     final = directory / f"checkpoint-{state.step}"
-    tmp = directory / f".tmp-checkpoint-{state.step}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
-        tmp / "training_state.pt",
-    )
-    (tmp / "trainer_state.json").write_text(
-        json.dumps(
-            {
-                "step": state.step,
-                "batches_consumed": state.batches_consumed,
-                "data_state": state.data_state,
-                "metrics": state.metrics,
-            },
-            indent=2,
-        )
-    )
+    tmp = directory / f".tmp-checkpoint-{state.step}"
+    if rank == 0:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    _barrier()
+    torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+    if rank == 0:
+        save_file(_independent(model_state), str(tmp / "model.safetensors"))
+        torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "world_size": world},
+                   tmp / "training_state.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({
+            "step": state.step, "batches_consumed": state.batches_consumed,
+            "data_state": state.data_state, "metrics": state.metrics, "world_size": world,
+        }, indent=2))
+    _barrier()
+    if rank != 0:
+        return None
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -103,21 +142,31 @@ def list_checkpoints(directory: Path) -> list[Path]:
 def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> TrainerState:
-    """Restore everything ``save_checkpoint`` wrote, RNGs included, and return the run position."""
+    """Restore everything ``save_checkpoint`` wrote, this rank's RNGs included; every rank calls it."""
     required = ["model.safetensors", "training_state.pt", "trainer_state.json"]
     missing = [name for name in required if not (path / name).is_file()]
     if missing:
         raise CheckpointError(f"{path} is not a complete training checkpoint (missing {', '.join(missing)})")
-    missing_keys, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
-    if missing_keys or unexpected:
+    tensors = load_file(str(path / "model.safetensors"))
+    expected = set(model.state_dict())
+    if set(tensors) != expected:
         raise CheckpointError(
             f"{path}: the checkpoint does not match this model "
-            f"(missing {sorted(missing_keys)[:5]}, unexpected {sorted(unexpected)[:5]}); "
+            f"(missing {sorted(expected - set(tensors))[:5]}, unexpected {sorted(set(tensors) - expected)[:5]}); "
             "was it made with another config?"
         )
     saved = torch.load(path / "training_state.pt", weights_only=False)
-    optimizer.load_state_dict(saved["optimizer"])
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(model, optimizer, model_state_dict=tensors, optim_state_dict=saved["optimizer"],
+                       options=StateDictOptions(full_state_dict=True))
+    else:
+        model.load_state_dict(tensors)
+        optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    set_rng_state(saved["rng"])
+    rank, world = _rank()
+    if saved.get("world_size", 1) == world and (path / f"rng-rank{rank}.pt").is_file():
+        set_rng_state(torch.load(path / f"rng-rank{rank}.pt", weights_only=False))
     meta = json.loads((path / "trainer_state.json").read_text())
     return TrainerState(meta["step"], meta["batches_consumed"], meta["data_state"], meta["metrics"])

@@ -164,14 +164,9 @@ class Trainer:
         return TrainResult(step, losses[-1] if losses else float("nan"), tuple(losses), last_checkpoint)
 
     def _save(self, state: TrainerState) -> Path | None:
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()
-        path = None
-        if self.is_main:
-            path = save_checkpoint(self.output_dir, self.unwrapped, self.optimizer, self.scheduler, state, keep_last=self.config.keep_last)
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()
-        return path
+        # Every rank takes part: gathering FSDP shards and writing each rank's RNG are collective.
+        return save_checkpoint(self.output_dir, self.unwrapped, self.optimizer, self.scheduler, state,
+                               keep_last=self.config.keep_last)
 
     def _log(self, writer, step: int, metrics: dict[str, float]) -> None:  # noqa: ANN001
         self.output_dir.mkdir(parents=True, exist_ok=True)
