@@ -271,6 +271,25 @@ def convert(
     console.print(f"wrote the {target} layout to {out}")
 
 
+@app.command(name="make-shards")
+@friendly_errors
+def make_shards(
+    manifest: Annotated[Path, typer.Argument(help="A task or chat manifest (.jsonl or .jsonl.gz).")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for shard-*.tar and shards.json (created).")],
+    max_samples_per_shard: Annotated[int, typer.Option(help="Most samples in one tar.")] = 1000,
+    max_shard_mb: Annotated[float, typer.Option(help="Most megabytes in one tar.")] = 1024.0,
+) -> None:
+    """Pack a manifest and its audio into webdataset-style tar shards for streaming training."""
+    from qwen_audio.data.shards import ShardIndex, write_shards
+
+    paths = write_shards(manifest, out_dir, max_samples_per_shard=max_samples_per_shard,
+                         max_bytes_per_shard=int(max_shard_mb * 1e6))
+    index = ShardIndex.load(out_dir)
+    hours = sum(sum(s.durations) for s in index.shards) / 3600
+    console.print(f"{len(paths)} shards, {len(index)} samples, {hours:.2f} h of audio in {out_dir}; "
+                  f"train on them with `- shards: {out_dir}` under data.train in a recipe")
+
+
 @app.command(name="build-tokenizer")
 @friendly_errors
 def build_tokenizer(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import soundfile as sf
 import torch
 
@@ -128,31 +129,44 @@ class AudioTextDataset(torch.utils.data.Dataset):
         return sum(len(s) for s in self.sources.values())
 
     def __getitem__(self, key: ExampleKey) -> dict[str, Any]:
-        source, index, salt = ExampleKey(*key)
-        example = self.sources[source].example(index)
+        key = ExampleKey(*key)
+        example = self.sources[key.source].example(key.index)
         waves = [load_audio(a.source, offset=a.offset, duration=a.duration) for a in example.audios]
-        tokens = tokenize_example(example, self.tokenizer, [w.size for w in waves])
-        if len(tokens.input_ids) > self.options.max_tokens:
-            raise ManifestError(
-                f"{example.id}: {len(tokens.input_ids)} tokens exceed max_tokens={self.options.max_tokens}; "
-                "shorten the example or raise the limit"
-            )
-        mels, lengths = [], []
-        for number, wave in enumerate(waves):
-            mel = log_mel_spectrogram(pad_or_trim(wave))
-            length = min(wave.size, mel.shape[-1] * 160) // 160
-            if self.options.spec_augment is not None:
-                generator = torch.Generator().manual_seed(_seed(self.options.seed, source, index, salt, number))
-                mel = spec_augment(mel, length, self.options.spec_augment, generator=generator)
-            mels.append(mel)
-            lengths.append(length)
-        return {
-            "id": example.id,
-            "input_ids": torch.tensor(tokens.input_ids, dtype=torch.long),
-            "labels": torch.tensor(tokens.labels, dtype=torch.long),
-            "audio_features": torch.stack(mels) if mels else torch.zeros(0, 80, 3000),
-            "audio_lengths": torch.tensor(lengths, dtype=torch.long),
-        }
+        return example_item(example, waves, self.tokenizer, self.options, key)
+
+
+def example_item(
+    example: TextExample, waves: Sequence[np.ndarray], tokenizer: QwenAudioTokenizer, options: DatasetOptions,
+    key: ExampleKey,
+) -> dict[str, Any]:
+    """One example whose audios are already decoded → tokens, labels and (augmented) mels.
+
+    Shared by the indexed dataset and the tar-shard stream (``data/shards.py``), so both turn the
+    same record into the same tensors; ``key`` seeds SpecAugment.
+    """
+    source, index, salt = key
+    tokens = tokenize_example(example, tokenizer, [w.size for w in waves])
+    if len(tokens.input_ids) > options.max_tokens:
+        raise ManifestError(
+            f"{example.id}: {len(tokens.input_ids)} tokens exceed max_tokens={options.max_tokens}; "
+            "shorten the example or raise the limit"
+        )
+    mels, lengths = [], []
+    for number, wave in enumerate(waves):
+        mel = log_mel_spectrogram(pad_or_trim(wave))
+        length = min(wave.size, mel.shape[-1] * 160) // 160
+        if options.spec_augment is not None:
+            generator = torch.Generator().manual_seed(_seed(options.seed, source, index, salt, number))
+            mel = spec_augment(mel, length, options.spec_augment, generator=generator)
+        mels.append(mel)
+        lengths.append(length)
+    return {
+        "id": example.id,
+        "input_ids": torch.tensor(tokens.input_ids, dtype=torch.long),
+        "labels": torch.tensor(tokens.labels, dtype=torch.long),
+        "audio_features": torch.stack(mels) if mels else torch.zeros(0, 80, 3000),
+        "audio_lengths": torch.tensor(lengths, dtype=torch.long),
+    }
 
 
 def _seed(*parts: object) -> int:

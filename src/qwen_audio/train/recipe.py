@@ -28,9 +28,20 @@ from qwen_audio.yaml_config import load_yaml_config, to_dict
 
 @dataclass(frozen=True)
 class DataSource:
-    manifest: str
-    name: str | None = None  # defaults to the file name
+    manifest: str | None = None
+    shards: str | None = None  # a folder with shards.json (`qwen-audio make-shards`), streamed
+    name: str | None = None  # defaults to the file (or shard folder) name
     weight: float | None = None  # fixed mixture weight; None: temperature sampling by size
+
+    def __post_init__(self) -> None:
+        if (self.manifest is None) == (self.shards is None):
+            raise ConfigError("a data source names either a `manifest` or a `shards` folder, not both or neither")
+
+    @property
+    def default_name(self) -> str:
+        if self.name:
+            return self.name
+        return Path(self.manifest).name.split(".")[0] if self.manifest else Path(str(self.shards)).name
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,7 @@ class DataSettings:
     num_buckets: int = 8
     num_workers: int = 2
     max_tokens: int = 2048
+    shuffle_buffer: int = 1000  # shard sources only: samples held for shuffling (bounds memory)
     spec_augment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
 
     def __post_init__(self) -> None:
@@ -72,7 +84,10 @@ class Recipe:
         def fix(p: str) -> str:
             return p if Path(p).is_absolute() or p.startswith("preset:") else str(base / p)
 
-        data = replace(self.data, train=tuple(replace(s, manifest=fix(s.manifest)) for s in self.data.train))
+        def fix_source(s: DataSource) -> DataSource:
+            return replace(s, manifest=s.manifest and fix(s.manifest), shards=s.shards and fix(s.shards))
+
+        data = replace(self.data, train=tuple(fix_source(s) for s in self.data.train))
         return replace(
             self,
             tokenizer=fix(self.tokenizer),
@@ -103,10 +118,12 @@ def build_model(settings: ModelSettings, tokenizer: QwenAudioTokenizer):  # noqa
 
 def make_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: DistributedContext):  # noqa: ANN201
     """The trainer's ``BatchSource``: batches from any point of the deterministic data order."""
+    if any(source.shards for source in recipe.data.train):
+        return _shard_batch_source(recipe, tokenizer, context)
     indexes = {}
     weights = {}
     for source in recipe.data.train:
-        name = source.name or Path(source.manifest).name.split(".")[0]
+        name = source.default_name
         if name in indexes:
             raise ConfigError(f"two data sources are named {name!r}; give them distinct `name`s")
         indexes[name] = ManifestIndex(source.manifest)
@@ -148,6 +165,28 @@ def make_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: Di
         return iter(loader)
 
     return batches
+
+
+def _shard_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: DistributedContext):  # noqa: ANN202
+    from qwen_audio.data.shards import ShardIndex, StreamConfig, shard_batch_source
+
+    if not all(source.shards for source in recipe.data.train):
+        raise ConfigError("mix shard sources with shard sources only: pack the manifests with `qwen-audio make-shards`")
+    names = [source.default_name for source in recipe.data.train]
+    if len(set(names)) != len(names):
+        raise ConfigError("two data sources have the same name; give them distinct `name`s")
+    weights = {n: s.weight for n, s in zip(names, recipe.data.train) if s.weight is not None}
+    if weights and len(weights) != len(names):
+        raise ConfigError("give every data source a weight, or none (temperature sampling)")
+    data = recipe.data
+    return shard_batch_source(
+        {n: ShardIndex.load(s.shards) for n, s in zip(names, data.train)},  # type: ignore[arg-type]
+        tokenizer,
+        DatasetOptions(data.max_tokens, data.spec_augment, recipe.seed),
+        StreamConfig(BucketConfig(data.max_batch_seconds, data.max_batch_size, data.num_buckets), data.shuffle_buffer, recipe.seed),
+        temperature=data.temperature, weights=weights or None, rank=context.rank, world_size=context.world_size,
+        num_workers=data.num_workers,
+    )
 
 
 def run_recipe(recipe: Recipe, *, resume: bool = True) -> TrainResult:
