@@ -1,0 +1,86 @@
+"""The bundled default model: small, loads, and really hears held-out synthetic speech and sounds."""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+from qwen_audio.api import default_model_path
+
+MODEL = default_model_path()
+pytestmark = pytest.mark.skipif(
+    not (MODEL / "config.json").is_file(), reason="the bundled default model is not in this checkout"
+)
+needs_tts = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None,
+    reason="espeak-ng is not installed (bash scripts/install-system-packages.sh installs it)",
+)
+
+
+@pytest.fixture(scope="module")
+def api():
+    from qwen_audio.api import QwenAudio
+
+    return QwenAudio.from_pretrained()
+
+
+def fresh_test_sentences(count: int, language: str = "en") -> list[tuple[str, np.ndarray]]:
+    """New utterances of held-out (test split) sentences, spoken by held-out voices, clean."""
+    from qwen_audio.data.synth import splits
+    from qwen_audio.data.synth.plan import _voice
+    from qwen_audio.data.synth.sentences import sample_sentence
+    from qwen_audio.data.synth.speech import SpeechSpec, render_speech
+
+    rng = random.Random(20261125)  # not a corpus seed: these utterances were never rendered before
+    out = []
+    while len(out) < count:
+        sentence = sample_sentence(language, rng)
+        if splits.split_of_text(sentence.text) != "test":
+            continue
+        spec = SpeechSpec(sentence, _voice(language, "test", rng), rng.getrandbits(32), augment=False)
+        out.append((sentence.text, render_speech(spec).samples))
+    return out
+
+
+def test_the_shipped_weights_are_small_and_half_precision() -> None:
+    from safetensors import safe_open
+
+    size = sum(p.stat().st_size for p in MODEL.iterdir())
+    assert size <= 60 * 2**20, f"{size / 2**20:.1f} MiB"
+    with safe_open(str(MODEL / "model.safetensors"), "pt") as f:
+        assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}
+    assert (MODEL / "MODEL_CARD.md").is_file() and (MODEL / "qwen.tiktoken").is_file()
+
+
+@needs_tts
+def test_transcribes_fresh_held_out_sentences(api) -> None:
+    from qwen_audio.eval.metrics import word_error_rate
+
+    items = fresh_test_sentences(4)
+    results = api.transcribe([(wave, 16_000) for _, wave in items], language="en")
+    references = [text for text, _ in items]
+    hypotheses = [r.text for r in results]
+    assert word_error_rate(references, hypotheses, language="en").value <= 0.10, list(zip(references, hypotheses))
+    assert sum(ref == hyp for ref, hyp in zip(references, hypotheses)) >= 2, list(zip(references, hypotheses))
+
+
+@needs_tts
+def test_word_timestamps_and_language_of_a_held_out_sentence(api) -> None:
+    (text, wave), = fresh_test_sentences(1)
+    assert api.detect_language((wave, 16_000)) == "en"
+    result = api.transcribe((wave, 16_000), language="en", word_timestamps=True)
+    assert [w.word for w in result.words] == text.split()
+    assert all(0 <= w.start <= w.end <= wave.size / 16_000 + 0.05 for w in result.words)
+
+
+def test_demo_prints_a_transcript_with_word_times_and_a_caption() -> None:
+    from typer.testing import CliRunner
+
+    from qwen_audio.cli import app
+
+    result = CliRunner().invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert "transcript:" in result.output and "caption:" in result.output and "→" in result.output
