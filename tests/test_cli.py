@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,13 @@ def test_transcribe_writes_subtitles(model_dir: Path, wav: Path, tmp_path: Path)
                                  "--output-dir", str(out), "--model", str(model_dir), "--max-new-tokens", "8"])
     assert result.exit_code == 0, result.output
     assert (out / "tone.srt").is_file()
-    result = runner.invoke(app, ["transcribe", str(wav), "--language", "en", "-f", "json",
+    result = runner.invoke(app, ["transcribe", str(wav), "--language", "en", "-f", "json", "--output-dir", str(out),
                                  "--model", str(model_dir), "--max-new-tokens", "8"])
-    assert result.exit_code == 0 and '"language": "en"' in result.output
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "tone.json").read_text())
+    assert payload["language"] == "en" and isinstance(payload["text"], str) and payload["duration"] == 1.0
+    assert isinstance(payload["words"], list)
+    assert all({"word", "start", "end"} <= set(w) for w in payload["words"])
 
 
 def test_bad_options_are_refused(model_dir: Path, wav: Path) -> None:

@@ -84,3 +84,22 @@ def test_demo_prints_a_transcript_with_word_times_and_a_caption() -> None:
     result = CliRunner().invoke(app, ["demo"])
     assert result.exit_code == 0, result.output
     assert "transcript:" in result.output and "caption:" in result.output and "→" in result.output
+
+
+@needs_tts
+def test_cli_transcribe_json_has_text_and_word_times(tmp_path) -> None:
+    import json
+
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from qwen_audio.cli import app
+
+    (text, wave), = fresh_test_sentences(1)
+    sf.write(tmp_path / "held_out.wav", wave, 16_000)
+    result = CliRunner().invoke(app, ["transcribe", str(tmp_path / "held_out.wav"), "--output-format", "json",
+                                      "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "out" / "held_out.json").read_text())
+    assert payload["words"] and all({"word", "start", "end"} <= set(w) for w in payload["words"])
+    assert payload["text"] == " ".join(w["word"] for w in payload["words"])

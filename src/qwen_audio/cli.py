@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -97,7 +98,8 @@ def transcribe(
         raise ValueError("--timestamps must be 'none' or 'word'")
     if output_format not in ("txt", "json", "srt", "vtt"):
         raise ValueError("--output-format must be txt, json, srt or vtt")
-    words = timestamps == "word" or output_format in ("srt", "vtt")
+    # json, srt and vtt carry word times; plain text only when asked (--timestamps word).
+    words = timestamps == "word" or output_format != "txt"
     _check_files(files)
     api = _load(model)
     for path in _each(files):
@@ -108,7 +110,10 @@ def transcribe(
             if timestamps == "word":
                 body += "".join(f"[{w.start:6.2f} → {w.end:6.2f}] {w.word}\n" for w in result.words)
         elif output_format == "json":
-            body = to_json(list(result.words), language=result.language, text=result.text) + "\n"
+            payload = json.loads(to_json(list(result.words), language=result.language, text=result.text))
+            payload["duration"] = round(result.duration, 3)
+            payload["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in result.words]
+            body = json.dumps(payload, ensure_ascii=False, indent=2) + "\n"
         else:
             body = (to_srt if output_format == "srt" else to_vtt)(list(result.words))
         if output_dir is None:
