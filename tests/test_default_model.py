@@ -103,3 +103,18 @@ def test_cli_transcribe_json_has_text_and_word_times(tmp_path) -> None:
     payload = json.loads((tmp_path / "out" / "held_out.json").read_text())
     assert payload["words"] and all({"word", "start", "end"} <= set(w) for w in payload["words"])
     assert payload["text"] == " ".join(w["word"] for w in payload["words"])
+
+
+@needs_tts
+@pytest.mark.slow
+def test_default_suite_runs_on_the_bundled_model(api, tmp_path) -> None:
+    from qwen_audio.eval.runner import EvalSettings
+    from qwen_audio.eval.suite import SUITE, ensure_test_split, gate_table, run_suite
+
+    split = ensure_test_split(tmp_path / "corpus", progress=False)
+    rows = gate_table(run_suite(api, split, tmp_path / "out", EvalSettings(batch_size=8, limit=12, progress=False)))
+    assert [r["benchmark"] for r in rows] == [e.benchmark.name for e in SUITE] + ["synthetic-chat"]
+    assert all(r["examples"] > 0 for r in rows)
+    # The model really hears: on held-out audio it beats chance by far on every classification.
+    by_name = {r["benchmark"]: r["value"] for r in rows}
+    assert by_name["synthetic-language-id"] >= 0.5 and by_name["synthetic-asr-en"] <= 50.0
