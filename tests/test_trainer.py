@@ -123,3 +123,9 @@ def test_config_validation(tmp_path: Path) -> None:
 def test_bf16_autocast_trains(tmp_path: Path) -> None:
     result = Trainer(ToyModel(), config(tmp_path, precision="bf16", max_steps=3, save_every=0), source).train(resume=False)
     assert all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_tensorboard_event_files_are_written(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    Trainer(ToyModel(), config(tmp_path, max_steps=2, warmup_steps=0, tensorboard=True, save_every=0), source).train(resume=False)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
