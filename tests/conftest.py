@@ -37,3 +37,18 @@ def tokenizer(tiktoken_file: Path):
     from qwen_audio.tokenizer import QwenAudioTokenizer
 
     return QwenAudioTokenizer(tiktoken_file)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
+    """A random-weight tiny QwenAudio saved with the test tokenizer (``from_pretrained`` layout)."""
+    import torch
+
+    from qwen_audio.model import QwenAudioForCausalLM
+    from qwen_audio.train.setup import config_for_tokenizer
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-model")
+    QwenAudioForCausalLM(config_for_tokenizer("tiny", tokenizer)).save_pretrained(directory)
+    tokenizer.save_pretrained(str(directory))
+    return directory

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from qwen_audio.api import ModelEngine, QwenAudio
 from qwen_audio.chatml import AudioItem, ChatTurn
@@ -19,15 +18,8 @@ SHORT = GenerationOptions(max_new_tokens=6)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
-    from qwen_audio.model import QwenAudioForCausalLM
-    from qwen_audio.train.setup import config_for_tokenizer
-
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("model")
-    QwenAudioForCausalLM(config_for_tokenizer("tiny", tokenizer)).save_pretrained(directory)
-    tokenizer.save_pretrained(str(directory))
-    return directory
+def model_dir(tiny_model_dir: Path) -> Path:
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from typer.testing import CliRunner
 
 from qwen_audio.cli import app
@@ -17,15 +16,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
-    from qwen_audio.model import QwenAudioForCausalLM
-    from qwen_audio.train.setup import config_for_tokenizer
-
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("cli-model")
-    QwenAudioForCausalLM(config_for_tokenizer("tiny", tokenizer)).save_pretrained(directory)
-    tokenizer.save_pretrained(str(directory))
-    return directory
+def model_dir(tiny_model_dir: Path) -> Path:
+    return tiny_model_dir
 
 
 @pytest.fixture()

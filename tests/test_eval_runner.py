@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from typer.testing import CliRunner
 
 from qwen_audio.data.manifest import ManifestRecord
@@ -45,16 +44,10 @@ class CountingApi:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, tokenizer):
+def api(tiny_model_dir: Path):
     from qwen_audio.api import QwenAudio
-    from qwen_audio.model import QwenAudioForCausalLM
-    from qwen_audio.train.setup import config_for_tokenizer
 
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("eval-model")
-    QwenAudioForCausalLM(config_for_tokenizer("tiny", tokenizer)).save_pretrained(directory)
-    tokenizer.save_pretrained(str(directory))
-    return QwenAudio.from_pretrained(directory)
+    return QwenAudio.from_pretrained(tiny_model_dir)
 
 
 def test_run_is_resumable_and_reports(api, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-import torch
 
 from qwen_audio.serve import BackgroundServer, ServerSettings
 from qwen_audio.serve.cli import load_engine
@@ -15,15 +14,8 @@ from tests.serve_fixtures import wav_bytes
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Iterator[BackgroundServer]:
-    from qwen_audio.model import QwenAudioForCausalLM
-    from qwen_audio.train.setup import config_for_tokenizer
-
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("serve-model")
-    QwenAudioForCausalLM(config_for_tokenizer("tiny", tokenizer)).save_pretrained(directory)
-    tokenizer.save_pretrained(str(directory))
-    engine = load_engine(str(directory))
+def server(tiny_model_dir) -> Iterator[BackgroundServer]:
+    engine = load_engine(str(tiny_model_dir))
     with BackgroundServer(engine, ServerSettings(port=0, max_new_tokens=8)) as running:
         yield running
 
