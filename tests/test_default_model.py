@@ -118,3 +118,46 @@ def test_default_suite_runs_on_the_bundled_model(api, tmp_path) -> None:
     # The model really hears: on held-out audio it beats chance by far on every classification.
     by_name = {r["benchmark"]: r["value"] for r in rows}
     assert by_name["synthetic-language-id"] >= 0.5 and by_name["synthetic-asr-en"] <= 50.0
+
+
+@needs_tts
+@pytest.mark.slow
+def test_serve_command_on_the_bundled_model(tmp_path) -> None:
+    """The acceptance path: `qwen-audio serve`, /health, then the openai client with word times."""
+    import io
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import openai
+    import soundfile as sf
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "qwen_audio.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline, "the server did not become healthy in 120 s"
+            time.sleep(0.5)
+        (text, wave), = fresh_test_sentences(1)
+        buffer = io.BytesIO()
+        sf.write(buffer, wave, 16_000, format="WAV")
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+        result = client.audio.transcriptions.create(model="qwen-audio", file=("s.wav", buffer.getvalue()),
+                                                    response_format="verbose_json", timestamp_granularities=["word"])
+        assert result.words and all(w.start <= w.end for w in result.words)
+        assert result.text.strip()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
