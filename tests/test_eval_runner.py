@@ -21,6 +21,8 @@ from qwen_audio.tags import Task
     [
         (Task.NOTE_PITCH, "<|midi_pitch_60|>", "60"),
         (Task.NOTE_VELOCITY, "<|midi_velocity_100|><|endoftext|>", "100"),
+        (Task.NOTE_INSTRUMENT, "keyboard", "keyboard"),
+        (Task.NOTE_INSTRUMENT, "<|instrument|>organ", "organ"),
         (Task.ACOUSTIC_SCENE, "park", "park"),
         (Task.SOUND_EVENT, "siren, bell", "siren, bell"),
         (Task.LANGUAGE_ID, "<|de|>", "de"),
@@ -79,3 +81,11 @@ def test_eval_cli_needs_exactly_one_mode() -> None:
     assert result.exit_code == 1 and "exactly one" in result.output
     result = CliRunner().invoke(app, ["eval", "--task", "nope", "--data", "."])
     assert result.exit_code == 1 and "unknown benchmark" in result.output
+
+
+def test_limit_takes_an_evenly_spaced_subset() -> None:
+    from qwen_audio.eval.runner import evenly_spaced
+
+    assert evenly_spaced(list(range(10)), 5) == [0, 2, 4, 6, 8]
+    assert evenly_spaced(list(range(3)), 5) == [0, 1, 2]
+    assert evenly_spaced(list(range(7)), None) == list(range(7))

@@ -22,7 +22,18 @@ from qwen_audio.data.examples import record_prompt
 from qwen_audio.data.manifest import ManifestRecord, tag_task
 from qwen_audio.eval.benchmarks import Benchmark, BenchmarkScore, score_benchmark
 from qwen_audio.infer.engine import GenerationOptions
-from qwen_audio.tags import AnswerResult, LabelResult, LanguageResult, NoteResult, Output, Task, TASKS, TextResult, parse_output
+from qwen_audio.tags import (
+    TASKS,
+    AnswerResult,
+    LabelResult,
+    LanguageResult,
+    NoteResult,
+    Output,
+    Task,
+    TextResult,
+    parse_output,
+    strip_tags,
+)
 
 CAPTION_TOKENS = 30  # the official caption evaluation's max_new_tokens
 DEFAULT_TOKENS = 256
@@ -34,6 +45,8 @@ def prediction_text(task: Task, raw: str) -> str:
         return raw  # the SRWT scorer reads the time tokens itself
     result = parse_output(task, raw)
     if isinstance(result, NoteResult):
+        if task is Task.NOTE_INSTRUMENT:  # answered as the bare family name, no <|instrument|> tag
+            return result.instrument or strip_tags(raw)
         value = {Task.NOTE_PITCH: result.pitch, Task.NOTE_VELOCITY: result.velocity}.get(task, result.instrument)
         return "" if value is None else str(value)
     if isinstance(result, LabelResult):
@@ -50,9 +63,17 @@ def prediction_text(task: Task, raw: str) -> str:
 @dataclass(frozen=True)
 class EvalSettings:
     batch_size: int = 8
-    limit: int | None = None
+    limit: int | None = None  # an evenly spaced subset of this many examples
     progress: bool = True
     max_new_tokens: int | None = None  # None: the official limits (30 for captions, 256 otherwise)
+
+
+def evenly_spaced(items: list[Any], limit: int | None) -> list[Any]:
+    """At most ``limit`` items spread over the whole list: datasets are often sorted (by
+    language, speaker, class), so the first N would be a biased sample."""
+    if not limit or len(items) <= limit:
+        return items
+    return [items[i * len(items) // limit] for i in range(limit)]
 
 
 def _load_done(path: Path) -> dict[str, str]:
@@ -79,7 +100,7 @@ def run_benchmark(
     """Decode every record (skipping those already in the predictions file) and score them.
 
     ``root`` resolves relative audio paths (a manifest's folder)."""
-    records = list(records)[: settings.limit] if settings.limit else list(records)
+    records = evenly_spaced(list(records), settings.limit)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions_path = out_dir / f"{benchmark.name}.predictions.jsonl"
     done = _load_done(predictions_path)

@@ -16,7 +16,7 @@ from qwen_audio.data.chat_manifest import read_chat_manifest
 from qwen_audio.data.manifest import ManifestRecord, read_manifest
 from qwen_audio.eval import metrics
 from qwen_audio.eval.benchmarks import Benchmark, BenchmarkScore
-from qwen_audio.eval.runner import EvalSettings, run_benchmark
+from qwen_audio.eval.runner import EvalSettings, evenly_spaced, run_benchmark
 
 SUITE_CORPUS = dict(size="small", seed=0)
 
@@ -82,7 +82,8 @@ def run_suite(api: Any, split: Path, out_dir: Path, settings: EvalSettings = Eva
         if not records:
             continue
         score = run_benchmark(api, entry.benchmark, records, out_dir, settings, root=split)
-        results.append(GateResult(entry.benchmark.name, entry.value_of(score), entry.gate, entry.higher_is_better, len(records)))
+        results.append(GateResult(entry.benchmark.name, entry.value_of(score), entry.gate, entry.higher_is_better,
+                                  score.num_examples))
     results.append(chat_accuracy(api, split / "chat.jsonl", settings))
     return results
 
@@ -93,7 +94,7 @@ def chat_accuracy(api: Any, manifest: Path, settings: EvalSettings) -> GateResul
     from qwen_audio.infer.engine import GenerationOptions
 
     references, requests = [], []
-    for record in list(read_chat_manifest(manifest))[: settings.limit]:
+    for record in evenly_spaced(list(read_chat_manifest(manifest)), settings.limit):
         *context, last = record.messages
         if last.role != "assistant":
             continue
