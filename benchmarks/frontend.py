@@ -9,7 +9,6 @@ as targets (≥ 2× transformers' WhisperFeatureExtractor; mel within 1.25× of 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
