@@ -89,3 +89,18 @@ def test_limit_takes_an_evenly_spaced_subset() -> None:
     assert evenly_spaced(list(range(10)), 5) == [0, 2, 4, 6, 8]
     assert evenly_spaced(list(range(3)), 5) == [0, 1, 2]
     assert evenly_spaced(list(range(7)), None) == list(range(7))
+
+
+def test_chat_accuracy_scores_the_last_reply_with_sliced_audio(api, tmp_path: Path) -> None:
+    from qwen_audio.eval.suite import chat_accuracy
+
+    t = np.arange(32_000) / 16_000
+    sf.write(tmp_path / "a.wav", (0.1 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 16_000)
+    conversation = {"id": "c0", "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": [{"type": "audio", "audio": "a.wav", "offset": 0.5, "duration": 1.0},
+                                     {"type": "text", "text": "what is it?"}]},
+        {"role": "assistant", "content": "a tone"}]}
+    (tmp_path / "chat.jsonl").write_text(json.dumps(conversation) + "\n")
+    result = chat_accuracy(api, tmp_path / "chat.jsonl", EvalSettings(batch_size=2, progress=False))
+    assert result.name == "synthetic-chat" and result.examples == 1 and result.value in (0.0, 1.0)

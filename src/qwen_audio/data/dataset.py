@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from qwen_audio.audio import SpecAugmentConfig, load_audio, log_mel_spectrogram, pad_or_trim, spec_augment
+from qwen_audio.audio import SpecAugmentConfig, log_mel_spectrogram, pad_or_trim, spec_augment
 from qwen_audio.data.chat_manifest import ChatRecord
 from qwen_audio.data.examples import IGNORE_INDEX, TextExample, chat_example, record_example, tokenize_example
 from qwen_audio.data.manifest import ManifestRecord
@@ -131,7 +131,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: ExampleKey) -> dict[str, Any]:
         key = ExampleKey(*key)
         example = self.sources[key.source].example(key.index)
-        waves = [load_audio(a.source, offset=a.offset, duration=a.duration) for a in example.audios]
+        waves = [audio.load() for audio in example.audios]
         return example_item(example, waves, self.tokenizer, self.options, key)
 
 

@@ -12,8 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from qwen_audio.audio import load_audio
 from qwen_audio.chatml import AudioItem, ChatTurn, TextItem, render_segments
-from qwen_audio.data.chat_manifest import AudioContent, ChatRecord
+from qwen_audio.data.chat_manifest import AudioContent, ChatMessage, ChatRecord
 from qwen_audio.data.manifest import ManifestRecord, tag_task
 from qwen_audio.errors import ManifestError
 from qwen_audio.srwt import Word, build_srwt_target
@@ -31,6 +34,17 @@ class AudioRef:
     source: str
     offset: float = 0.0
     duration: float | None = None
+
+    @property
+    def key(self) -> str:
+        """Names this audio (slice included) in a prompt and in a ChatRequest's ``audios``."""
+        if self.offset == 0 and self.duration is None:
+            return self.source
+        return f"{self.source}#{self.offset:g}+{self.duration if self.duration is not None else 'end'}"
+
+    def load(self) -> np.ndarray:
+        """The audio at 16 kHz mono, sliced as the manifest says."""
+        return load_audio(self.source, offset=self.offset, duration=self.duration)
 
 
 @dataclass(frozen=True)
@@ -93,22 +107,32 @@ def record_example(record: ManifestRecord, manifest_dir: str | Path, *, eos: str
     return TextExample(record.id, ((prompt, False), (target_text(record) + eos, True)), (audio,))
 
 
-def chat_example(record: ChatRecord, manifest_dir: str | Path) -> TextExample:
-    """A stage-2 (ChatML instruction tuning) example: only assistant replies are trained."""
-    turns, system, audios = [], None, []
-    for message in record.messages:
+def chat_turns(
+    messages: Sequence[ChatMessage], manifest_dir: str | Path
+) -> tuple[str | None, list[ChatTurn], list[AudioRef]]:
+    """A chat manifest's messages as ChatML turns: (system prompt or None, turns, audios in order).
+
+    Each ``AudioItem.path`` is its ``AudioRef.key``, so a caller can map items to decoded audio."""
+    system, turns, audios = None, [], []
+    for message in messages:
         if message.role == "system":
             system = message.text
             continue
-        items = []
+        items: list[AudioItem | TextItem] = []
         for content in message.content:
             if isinstance(content, AudioContent):
-                items.append(AudioItem(content.audio))
                 source = content.audio if _is_absolute(content.audio) else str((Path(manifest_dir) / content.audio).resolve())
                 audios.append(AudioRef(source, content.offset, content.duration))
+                items.append(AudioItem(audios[-1].key))
             else:
                 items.append(TextItem(content.text))
         turns.append(ChatTurn(message.role, tuple(items)))  # type: ignore[arg-type]
+    return system, turns, audios
+
+
+def chat_example(record: ChatRecord, manifest_dir: str | Path) -> TextExample:
+    """A stage-2 (ChatML instruction tuning) example: only assistant replies are trained."""
+    system, turns, audios = chat_turns(record.messages, manifest_dir)
     kwargs = {"system": system} if system is not None else {}
     pieces = render_segments(turns, add_generation_prompt=False, **kwargs)
     return TextExample(record.id, tuple(pieces), tuple(audios))

@@ -90,20 +90,18 @@ def run_suite(api: Any, split: Path, out_dir: Path, settings: EvalSettings = Eva
 
 def chat_accuracy(api: Any, manifest: Path, settings: EvalSettings) -> GateResult:
     """Qwen-Audio-Chat on held-out conversations: the last reply, given the turns before it."""
-    from qwen_audio.chatml import AudioItem, ChatTurn, TextItem
-    from qwen_audio.infer.engine import GenerationOptions
+    from qwen_audio.chatml import DEFAULT_SYSTEM
+    from qwen_audio.data.examples import chat_turns
+    from qwen_audio.infer.engine import ChatRequest, GenerationOptions
 
     references, requests = [], []
     for record in evenly_spaced(list(read_chat_manifest(manifest)), settings.limit):
         *context, last = record.messages
         if last.role != "assistant":
             continue
-        turns = []
-        for message in context:
-            items = [AudioItem(str((manifest.parent / c.audio))) if hasattr(c, "audio") else TextItem(c.text)
-                     for c in message.content]
-            turns.append(ChatTurn(message.role, tuple(items)))  # type: ignore[arg-type]
-        requests.append(api.chat_request(turns, options=GenerationOptions(max_new_tokens=48)))
+        system, turns, audios = chat_turns(context, manifest.parent)
+        waves = {audio.key: audio.load() for audio in audios}
+        requests.append(ChatRequest(tuple(turns), waves, system or DEFAULT_SYSTEM, GenerationOptions(max_new_tokens=48)))
         references.append(last.text)
     predictions: list[str] = []
     for start in range(0, len(requests), settings.batch_size):
