@@ -13,3 +13,5 @@ qwen-audio train configs/default-model-chat.yaml
 python -m qwen_audio.train.package runs/default-model/stage2/final src/qwen_audio/assets/default-model
 qwen-audio eval --suite default --model src/qwen_audio/assets/default-model --corpus corpus \
     --output runs/default-model/eval
+python -m qwen_audio.train.package card src/qwen_audio/assets/default-model corpus/corpus.json \
+    runs/default-model/eval/suite.json "Recipes and step counts: configs/default-model-*.yaml."

@@ -2,6 +2,7 @@
 to live inside the wheel (the bundled default model must stay ≤ 60 MB).
 
     python -m qwen_audio.train.package SRC_DIR DEST_DIR
+    python -m qwen_audio.train.package card MODEL_DIR CORPUS_JSON SUITE_JSON [NOTES]
 """
 
 from __future__ import annotations
@@ -32,12 +33,6 @@ def package_model(source: Path, destination: Path, dtype: torch.dtype = torch.fl
     return destination
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    out = package_model(Path(sys.argv[1]), Path(sys.argv[2]))
-    size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
-    print(f"{out}: {size:.1f} MiB")
 
 
 def model_card(model_dir: Path, corpus_summary: dict, suite_rows: list[dict], *, training_notes: str) -> str:
@@ -87,3 +82,25 @@ def model_card(model_dir: Path, corpus_summary: dict, suite_rows: list[dict], *,
         lines.append(f"| {row['benchmark']} | {row['value']} | {row['gate']} | {'yes' if row['passed'] else 'no'} | {row['examples']} |")
     lines += ["", "Units: ASR in WER %, SRWT as mean absolute word-boundary error in seconds, the rest accuracy."]
     return "\n".join(lines) + "\n"
+
+
+def write_model_card(model_dir: Path, corpus_json: Path, suite_json: Path, training_notes: str = "") -> Path:
+    """``MODEL_CARD.md`` in ``model_dir`` from the corpus summary and ``eval --suite`` results."""
+    import json
+
+    card = model_card(model_dir, json.loads(corpus_json.read_text()), json.loads(suite_json.read_text()),
+                      training_notes=training_notes)
+    path = model_dir / "MODEL_CARD.md"
+    path.write_text(card)
+    return path
+
+
+if __name__ == "__main__":
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "card":
+        print(write_model_card(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), " ".join(sys.argv[5:])))
+    elif len(sys.argv) == 3:
+        out = package_model(Path(sys.argv[1]), Path(sys.argv[2]))
+        size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+        print(f"{out}: {size:.1f} MiB")
+    else:
+        sys.exit(__doc__)
