@@ -7,6 +7,8 @@ on every training checkpoint (20 pitch notes and 20 language-ID utterances of th
     python scripts/probe_audio_dependence.py RECIPE.yaml CHECKPOINT_DIR [--corpus corpus]
 
 CHECKPOINT_DIR is a trainer checkpoint (model.safetensors state dict) or a from_pretrained folder.
+For a checkpoint trained with an auxiliary CTC head (recipe ``ctc_weight``), it also prints the
+head's greedy character error rate on 20 English test utterances: the encoder's own read-out.
 """
 
 from __future__ import annotations
@@ -20,7 +22,20 @@ from safetensors.torch import load_file
 from qwen_audio.audio import batch_log_mel, load_audio
 from qwen_audio.data.manifest import read_manifest
 from qwen_audio.tags import Task, build_prompt
+from qwen_audio.encoder import conv_lengths
+from qwen_audio.eval.metrics import character_error_rate
+from qwen_audio.train.ctc import EncoderCtc, greedy_decode
 from qwen_audio.train.recipe import Recipe, build_model, load_tokenizer
+
+
+@torch.no_grad()
+def ctc_cer(wrapper: EncoderCtc, split: Path) -> float:
+    records = [r for r in read_manifest(split / "speech.jsonl") if r.task == "asr" and r.audio_language == "en"][:20]
+    waves = [load_audio(str(split / r.audio)) for r in records]
+    mels = batch_log_mel(waves)
+    frames, _ = wrapper.model.audio.hidden_states(mels.features, mels.mel_lengths)
+    hypotheses = greedy_decode(wrapper, frames, conv_lengths(mels.mel_lengths))
+    return character_error_rate([r.text for r in records], hypotheses).value
 
 
 def main() -> None:
@@ -37,7 +52,14 @@ def main() -> None:
     else:
         tokenizer = load_tokenizer(recipe.tokenizer)
         model = build_model(recipe.model, tokenizer)
-        model.load_state_dict(load_file(str(args.checkpoint / "model.safetensors")))
+        state = load_file(str(args.checkpoint / "model.safetensors"))
+        if "ctc_head.weight" in state:
+            wrapper = EncoderCtc(model, recipe.ctc_weight or 1.0)
+            wrapper.load_state_dict(state)
+            wrapper.eval()
+            print(f"CTC head      greedy CER on English test speech {ctc_cer(wrapper, args.corpus / 'test'):.3f}")
+        else:
+            model.load_state_dict(state)
     model.eval()
     split = args.corpus / "test"
     for manifest, task, prompt_task in (("music.jsonl", "pitch", Task.NOTE_PITCH), ("speech.jsonl", "language_id", Task.LANGUAGE_ID)):

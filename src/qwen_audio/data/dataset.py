@@ -115,6 +115,7 @@ class DatasetOptions:
     max_tokens: int = 2048  # longer examples are refused, never silently cut mid-target
     spec_augment: SpecAugmentConfig | None = None
     seed: int = 0
+    transcripts: bool = False  # add each audio's transcript for an auxiliary CTC loss (train/ctc.py)
 
 
 class AudioTextDataset(torch.utils.data.Dataset):
@@ -160,18 +161,34 @@ def example_item(
             mel = spec_augment(mel, length, options.spec_augment, generator=generator)
         mels.append(mel)
         lengths.append(length)
-    return {
+    item = {
         "id": example.id,
         "input_ids": torch.tensor(tokens.input_ids, dtype=torch.long),
         "labels": torch.tensor(tokens.labels, dtype=torch.long),
         "audio_features": torch.stack(mels) if mels else torch.zeros(0, 80, 3000),
         "audio_lengths": torch.tensor(lengths, dtype=torch.long),
     }
+    if options.transcripts:
+        item["transcripts"] = [audio.transcript for audio in example.audios]
+    return item
 
 
 def _seed(*parts: object) -> int:
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def transcript_targets(transcripts: Sequence[str | None]) -> dict[str, torch.Tensor]:
+    """Per-audio CTC targets: UTF-8 bytes shifted by one (0 is the blank), every language alike.
+
+    ``ctc_lengths`` is 0 for an audio with no known transcript (music, sounds), which the loss skips.
+    """
+    encoded = [(t or "").encode() for t in transcripts]
+    flat = [byte + 1 for text in encoded for byte in text]
+    return {
+        "ctc_targets": torch.tensor(flat, dtype=torch.long),
+        "ctc_lengths": torch.tensor([len(text) for text in encoded], dtype=torch.long),
+    }
 
 
 def collate(examples: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -191,4 +208,6 @@ def collate(examples: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, tor
     if features:
         batch["audio_features"] = torch.cat(features)
         batch["audio_lengths"] = torch.cat([e["audio_lengths"] for e in examples])
+    if any("transcripts" in e for e in examples):
+        batch.update(transcript_targets([t for e in examples for t in e.get("transcripts", [])]))
     return batch

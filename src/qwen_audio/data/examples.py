@@ -34,6 +34,7 @@ class AudioRef:
     source: str
     offset: float = 0.0
     duration: float | None = None
+    transcript: str | None = None  # what is said in it, when known (target of the encoder's auxiliary CTC)
 
     @property
     def key(self) -> str:
@@ -100,10 +101,21 @@ def record_prompt(record: ManifestRecord, audio_ref: str) -> str:
     )
 
 
+def spoken_text(record: ManifestRecord) -> str | None:
+    """The words said in a record's audio: ``meta["spoken"]`` (the synthetic corpus writes it for
+    every speech task, classification included), else the transcript of an ASR/SRWT record."""
+    spoken = (record.meta or {}).get("spoken")
+    if isinstance(spoken, (list, tuple)) and spoken:
+        return " ".join(str(word) for word in spoken)
+    if tag_task(record) in ("asr", "srwt") and record.text:
+        return record.text
+    return None
+
+
 def record_example(record: ManifestRecord, manifest_dir: str | Path, *, eos: str = "<|endoftext|>") -> TextExample:
     """A stage-1 (multi-task pre-training) example: prompt untrained, target + eos trained."""
     prompt = record_prompt(record, record.audio)
-    audio = AudioRef(record.resolve_audio(manifest_dir), record.offset, record.duration)
+    audio = AudioRef(record.resolve_audio(manifest_dir), record.offset, record.duration, spoken_text(record))
     return TextExample(record.id, ((prompt, False), (target_text(record) + eos, True)), (audio,))
 
 

@@ -69,6 +69,8 @@ class Recipe:
     data: DataSettings
     trainer: TrainerConfig
     seed: int = 0
+    # > 0: add an auxiliary CTC loss on the encoder (train/ctc.py), for encoders trained from scratch
+    ctc_weight: float = 0.0
     distributed: Literal["none", "ddp", "fsdp"] = "ddp"
     device: str | None = None  # None: cuda when available
 
@@ -134,7 +136,7 @@ def make_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: Di
     dataset = AudioTextDataset(
         indexes,
         tokenizer,
-        DatasetOptions(recipe.data.max_tokens, recipe.data.spec_augment, recipe.seed),
+        DatasetOptions(recipe.data.max_tokens, recipe.data.spec_augment, recipe.seed, recipe.ctc_weight > 0),
     )
     bucket = BucketConfig(recipe.data.max_batch_seconds, recipe.data.max_batch_size, recipe.data.num_buckets)
 
@@ -182,7 +184,7 @@ def _shard_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: 
     return shard_batch_source(
         {n: ShardIndex.load(s.shards) for n, s in zip(names, data.train)},  # type: ignore[arg-type]
         tokenizer,
-        DatasetOptions(data.max_tokens, data.spec_augment, recipe.seed),
+        DatasetOptions(data.max_tokens, data.spec_augment, recipe.seed, recipe.ctc_weight > 0),
         StreamConfig(BucketConfig(data.max_batch_seconds, data.max_batch_size, data.num_buckets), data.shuffle_buffer, recipe.seed),
         temperature=data.temperature, weights=weights or None, rank=context.rank, world_size=context.world_size,
         num_workers=data.num_workers,
@@ -198,15 +200,20 @@ def run_recipe(recipe: Recipe, *, resume: bool = True) -> TrainResult:
     counts = apply_freezing(model, freeze)
     if recipe.model.lora is not None:
         model = apply_lora(model, recipe.model.lora)
-    model.to(context.device)
-    wrapped = wrap_model(model, context, recipe.distributed)
+    trained = model
+    if recipe.ctc_weight > 0:
+        from qwen_audio.train.ctc import EncoderCtc
+
+        trained = EncoderCtc(model, recipe.ctc_weight)
+    trained.to(context.device)
+    wrapped = wrap_model(trained, context, recipe.distributed)
     output = Path(recipe.trainer.output_dir)
     if context.is_main:
         output.mkdir(parents=True, exist_ok=True)
         (output / "recipe.json").write_text(json.dumps({**to_dict(recipe), "parameters": counts}, indent=2))
     trainer = Trainer(
         wrapped, recipe.trainer, make_batch_source(recipe, tokenizer, context),
-        is_main_process=context.is_main, unwrapped_model=model,
+        is_main_process=context.is_main, unwrapped_model=trained,
     )
     result = trainer.train(resume=resume)
     if context.is_main:

@@ -156,7 +156,9 @@ class Trainer:
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 progress.update(task, completed=step, loss=step_loss, tps=tokens / elapsed)
                 if self.is_main and (step % config.log_every == 0 or step == config.max_steps):
-                    self._log(writer, step, {"loss": step_loss, "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens / elapsed})
+                    extra = getattr(self.unwrapped, "last_metrics", {})  # e.g. the parts of a combined loss
+                    self._log(writer, step, {"loss": step_loss, **extra, "lr": self.scheduler.get_last_lr()[0],
+                                             "tokens_per_s": tokens / elapsed})
                 if (config.save_every and step % config.save_every == 0) or step == config.max_steps:
                     last_checkpoint = self._save(TrainerState(step, consumed, {}, {"loss": step_loss}))
         if writer is not None:

@@ -1,0 +1,125 @@
+"""train/ctc.py + its data side: the encoder's auxiliary CTC loss (training only, never shipped)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from qwen_audio.audio import batch_log_mel
+from qwen_audio.data.dataset import transcript_targets
+from qwen_audio.data.examples import spoken_text
+from qwen_audio.data.manifest import ManifestRecord
+from qwen_audio.encoder import conv_lengths
+from qwen_audio.model import QwenAudioForCausalLM
+from qwen_audio.train.ctc import EncoderCtc, greedy_decode
+from qwen_audio.train.recipe import Recipe, run_recipe
+from tests.test_recipe import data_dir, write_recipe  # noqa: F401  (fixture)
+
+
+def record(**fields) -> ManifestRecord:
+    base = {"id": "r", "audio": "a.wav", "audio_language": "en", "text_language": "en", "duration": 1.0}
+    return ManifestRecord.from_dict({**base, **fields})
+
+
+def test_spoken_text_prefers_the_spoken_words_then_asr_transcripts() -> None:
+    assert spoken_text(record(task="language_id", text="en", meta={"spoken": ["two", "cats"]})) == "two cats"
+    assert spoken_text(record(task="asr", text="20", meta={"spoken": ["twenty"]})) == "twenty"
+    assert spoken_text(record(task="asr", text="hello there")) == "hello there"
+    assert spoken_text(record(task="caption", text="a dog barks", audio_language="unknown")) is None
+
+
+def test_transcript_targets_are_shifted_utf8_bytes_and_zero_length_without_transcript() -> None:
+    out = transcript_targets(["ab", None, "猫"])
+    assert out["ctc_lengths"].tolist() == [2, 0, 3]
+    assert out["ctc_targets"].tolist() == [ord("a") + 1, ord("b") + 1] + [b + 1 for b in "猫".encode()]
+    assert int(out["ctc_targets"].min()) >= 1  # 0 is the blank
+
+
+@pytest.fixture()
+def tiny(tiny_model_dir: Path) -> QwenAudioForCausalLM:
+    torch.manual_seed(0)
+    return QwenAudioForCausalLM.from_pretrained(tiny_model_dir)
+
+
+def audio_batch(tokenizer, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    from qwen_audio.tags import Task, build_prompt
+
+    rows = [tokenizer.encode_prompt(build_prompt(Task.ASR, audio="a", audio_language="en") + "x", [w.size]).ids for w in waves]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [tokenizer.eod_id] * (width - len(r)) for r in rows])
+    mels = batch_log_mel(waves)
+    return {"input_ids": ids, "labels": ids.clone(), "audio_features": mels.features, "audio_lengths": mels.mel_lengths}
+
+
+def test_loss_adds_weighted_ctc_and_reaches_the_encoder(tiny: QwenAudioForCausalLM, tokenizer) -> None:
+    rng = np.random.default_rng(0)
+    waves = [0.1 * rng.standard_normal(16_000).astype(np.float32), 0.1 * rng.standard_normal(24_000).astype(np.float32)]
+    batch = audio_batch(tokenizer, waves)
+    wrapper = EncoderCtc(tiny, weight=0.5)
+    plain = tiny(**batch).loss
+    without = wrapper(**batch, **transcript_targets([None, None]))  # no transcript: the LM loss alone
+    torch.testing.assert_close(without.loss, plain)
+    assert "ctc_loss" not in wrapper.last_metrics
+
+    out = wrapper(**batch, **transcript_targets(["hello", None]))
+    ctc = wrapper.last_metrics["ctc_loss"]
+    assert ctc > 0 and out.loss.item() == pytest.approx(plain.item() + 0.5 * ctc, rel=1e-5)
+    out.loss.backward()
+    assert tiny.audio.conv1.weight.grad is not None and tiny.audio.conv1.weight.grad.abs().sum() > 0
+    assert wrapper.ctc_head.weight.grad.abs().sum() > 0
+    assert not any(name.startswith("ctc_head") for name in tiny.state_dict())  # the shipped model has no head
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0])
+def test_weight_must_be_positive(tiny: QwenAudioForCausalLM, weight: float) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        EncoderCtc(tiny, weight)
+
+
+@pytest.mark.slow
+def test_encoder_learns_to_spell_two_audios_through_the_head(tiny: QwenAudioForCausalLM) -> None:
+    """Over-fit: the CTC path can carry what is said from the mel to the head's best path."""
+    t = np.arange(8_000) / 16_000
+    tones = {f: np.sin(2 * np.pi * f * t).astype(np.float32) * 0.3 for f in (300.0, 600.0, 1200.0, 2400.0)}
+    waves = [np.concatenate([tones[300.0], tones[600.0]]), np.concatenate([tones[1200.0], tones[2400.0]])]
+    texts = ["ab", "cd"]  # one letter per half-second tone
+    mels = batch_log_mel(waves)
+    targets = transcript_targets(texts)
+    wrapper = EncoderCtc(tiny, weight=1.0)
+    optimizer = torch.optim.Adam(wrapper.parameters(), lr=3e-3)
+    decoded: list[str] = []
+    for _ in range(300):  # typically 60-150 steps
+        frames, _ = tiny.audio.hidden_states(mels.features, mels.mel_lengths)
+        loss = wrapper.ctc_loss(frames, conv_lengths(mels.mel_lengths), targets["ctc_targets"], targets["ctc_lengths"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            decoded = greedy_decode(wrapper, frames.detach(), conv_lengths(mels.mel_lengths))
+        if decoded == texts and loss.item() < 0.1:
+            break
+    assert decoded == texts and loss.item() < 0.1
+
+
+def test_recipe_with_ctc_logs_both_losses_resumes_and_exports_without_the_head(data_dir: Path) -> None:  # noqa: F811
+    path = write_recipe(data_dir / "ctc.yaml", data_dir, "pretrain", "ctc", "preset:tiny", 4, "  freeze: []")
+    path.write_text(path.read_text().replace("distributed: none", "ctc_weight: 0.3\ndistributed: none"))
+    recipe = Recipe.load(path)
+    assert run_recipe(recipe).steps == 4
+    checkpoints = sorted((data_dir / "ctc").glob("checkpoint-*"))
+    assert "ctc_head.weight" in load_file(str(checkpoints[-1] / "model.safetensors"))
+    exported = load_file(str(data_dir / "ctc" / "final" / "model.safetensors"))
+    assert exported and not any("ctc" in name for name in exported)
+    QwenAudioForCausalLM.from_pretrained(data_dir / "ctc" / "final")
+    logged = [json.loads(line) for line in (data_dir / "ctc" / "metrics.jsonl").read_text().splitlines()]
+    assert any("ctc_loss" in row and "lm_loss" in row for row in logged)  # speech batches
+    # Longer run from the same folder resumes from step 4 (the head's weights and moments included).
+    from dataclasses import replace
+
+    longer = replace(recipe, trainer=replace(recipe.trainer, max_steps=6))
+    assert run_recipe(longer).steps == 6
