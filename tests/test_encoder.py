@@ -122,3 +122,28 @@ def test_rejects_too_short_and_too_long_audio() -> None:
         encoder(torch.randn(1, 80, 40), torch.tensor([2]))
     with pytest.raises(ValueError, match="exceeds"):
         encoder(torch.randn(1, 80, 60))
+
+
+def test_gradient_checkpointing_recomputes_encoder_blocks_with_equal_gradients(tiny_model_dir) -> None:
+    from qwen_audio.model import QwenAudioForCausalLM
+
+    model = QwenAudioForCausalLM.from_pretrained(tiny_model_dir).train()
+    mel = torch.randn(2, 80, 3000)
+    lengths = torch.tensor([400, 250])
+
+    def grads() -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        model.encode_audio(mel, lengths).frames.square().sum().backward()
+        return model.audio.conv1.weight.grad.clone(), model.audio.blocks[0].mlp[0].weight.grad.clone()
+
+    plain = grads()
+    calls = []
+    model.activation_checkpointing_enable()
+    block = model.audio.blocks[0]
+    assert block.gradient_checkpointing
+    handle = block.attn.register_forward_hook(lambda *_: calls.append(1))
+    checkpointed = grads()
+    handle.remove()
+    assert len(calls) == 2  # forward, then the recompute in backward
+    for a, b in zip(plain, checkpointed):
+        torch.testing.assert_close(a, b)

@@ -372,14 +372,16 @@ def demo(model: ModelOption = "default") -> None:
     api = _load(model)
     for path in samples:
         console.rule(path.name)
-        language = api.detect_language(str(path))
-        result = api.transcribe(str(path), language=language, word_timestamps=True)
-        console.print(f"language: {language}")
-        console.print(f"transcript: {result.text}", markup=False, highlight=False)
-        for w in result.words:
-            console.print(f"  [{w.start:5.2f} → {w.end:5.2f}] {w.word}", markup=False, highlight=False)
-        console.print(f"caption: {api.caption(str(path)).text}", markup=False, highlight=False)
-        console.print(f"sound event: {', '.join(api.classify(str(path), task='sound_event').labels)}", markup=False)
+        if path.name.startswith("speech"):  # speech: language, transcript and word times
+            language = api.detect_language(str(path))
+            result = api.transcribe(str(path), language=language, word_timestamps=True)
+            console.print(f"language: {language}")
+            console.print(f"transcript: {result.text}", markup=False, highlight=False)
+            for w in result.words:
+                console.print(f"  [{w.start:5.2f} → {w.end:5.2f}] {w.word}", markup=False, highlight=False)
+        else:  # a sound: what it is
+            console.print(f"caption: {api.caption(str(path)).text}", markup=False, highlight=False)
+            console.print(f"sound event: {', '.join(api.classify(str(path), task='sound_event').labels)}", markup=False)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from qwen_audio.configuration import AudioEncoderConfig
 
@@ -65,8 +66,11 @@ class MultiHeadAttention(nn.Module):
         return self.out(context.transpose(1, 2).reshape(batch, length, width))
 
 
-class ResidualAttentionBlock(nn.Module):
-    """Pre-LN transformer block: x + attn(attn_ln(x)), then x + mlp(mlp_ln(x))."""
+class ResidualAttentionBlock(GradientCheckpointingLayer):
+    """Pre-LN transformer block: x + attn(attn_ln(x)), then x + mlp(mlp_ln(x)).
+
+    A transformers ``GradientCheckpointingLayer``, so ``model.activation_checkpointing_enable()``
+    recomputes encoder blocks in the backward pass as it does decoder layers."""
 
     def __init__(self, n_state: int, n_head: int) -> None:
         super().__init__()

@@ -42,8 +42,8 @@ class EncoderCtc(nn.Module):
     def config(self) -> Any:
         return self.model.config
 
-    def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
-        self.model.gradient_checkpointing_enable(**kwargs)
+    def activation_checkpointing_enable(self, **kwargs: Any) -> None:
+        self.model.activation_checkpointing_enable(**kwargs)
 
     def forward(self, ctc_targets: Tensor | None = None, ctc_lengths: Tensor | None = None, **batch: Any) -> Any:
         self._frames = None

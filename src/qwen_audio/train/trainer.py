@@ -109,8 +109,8 @@ class Trainer:
         self.is_main = is_main_process
         self.unwrapped = unwrapped_model or model  # what checkpoints hold (not the DDP wrapper)
         self.output_dir = Path(config.output_dir)
-        if config.gradient_checkpointing and hasattr(self.unwrapped, "gradient_checkpointing_enable"):
-            self.unwrapped.gradient_checkpointing_enable()
+        if config.gradient_checkpointing and hasattr(self.unwrapped, "activation_checkpointing_enable"):
+            self.unwrapped.activation_checkpointing_enable()
         self.optimizer = build_optimizer(model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.device = next(model.parameters()).device
