@@ -13,22 +13,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from qwen_audio.tokenizer import N_TIME_TOKENS, TIME_STEP, time_token_text
+from qwen_audio.timestamps import N_TIME_TOKENS, TIME_STEP, Word, time_token_text
 
 MAX_TIME = (N_TIME_TOKENS - 1) * TIME_STEP  # 30.00 s: the last time token
 _TIME_TOKEN = re.compile(r"<\|(\d+(?:\.\d+)?)\|>")
 _ANY_TAG = re.compile(r"<\|[^|<>]*\|>")
 # The generation stops here; anything after is not part of the answer.
 _STOP_TOKENS = ("<|endoftext|>", "<|im_end|>")
-
-
-@dataclass(frozen=True)
-class Word:
-    """One word (or the text between two time tokens) with times in seconds."""
-
-    word: str
-    start: float
-    end: float
 
 
 @dataclass(frozen=True)

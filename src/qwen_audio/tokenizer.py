@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizer
 
 from qwen_audio.audio import audio_span
 from qwen_audio.errors import TagFormatError, TokenizerError
+from qwen_audio.timestamps import N_TIME_TOKENS, TIME_STEP, time_token_text  # noqa: F401  (re-exported)
 
 VOCAB_FILE = "qwen.tiktoken"
 # Qwen's pre-tokenisation regex (spec §Tokenizer): digits split one by one, contractions kept.
@@ -42,13 +43,6 @@ STARTOFTRANSCRIPT = "<|startoftranscript|>"
 STARTOFTRANSCRIPT_ALIAS = "<|startoftranscription|>"
 LANGUAGES: tuple[str, ...] = ("en", "zh", "de", "es", "ko", "fr", "ja", "it")
 N_EXTRA_TOKENS = 205
-N_TIME_TOKENS = 3001  # <|0.00|> … <|30.00|>
-TIME_STEP = 0.01
-
-
-def time_token_text(index: int) -> str:
-    """The time token for ``index`` steps of 10 ms, formatted exactly like the official list."""
-    return f"<|{index * TIME_STEP:.2f}|>"
 
 
 def special_tokens() -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from qwen_audio.chatml import AudioItem, ChatTurn, TextItem, render_segments
 from qwen_audio.data.chat_manifest import AudioContent, ChatMessage, ChatRecord
 from qwen_audio.data.manifest import ManifestRecord, tag_task
 from qwen_audio.errors import ManifestError
-from qwen_audio.srwt import Word, build_srwt_target
+from qwen_audio.srwt import build_srwt_target
 from qwen_audio.tags import TASKS, Output, Task, build_prompt
 from qwen_audio.tokenizer import QwenAudioTokenizer
 
@@ -73,7 +73,7 @@ def target_text(record: ManifestRecord) -> str:
         if not record.words:
             raise ManifestError(f"{record.id}: an SRWT example needs word alignments")
         separator = "" if (record.text_language or record.audio_language) in UNSPACED_LANGUAGES else " "
-        return build_srwt_target([Word(w.word, w.start, w.end) for w in record.words], separator=separator)
+        return build_srwt_target(record.words, separator=separator)
     if output is Output.LANGUAGE:
         return f"<|{record.text or record.audio_language}|>"
     if task is Task.NOTE_PITCH:

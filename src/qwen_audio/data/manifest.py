@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from qwen_audio.errors import ManifestError
+from qwen_audio.timestamps import Word  # noqa: F401  (records' word alignments)
 
 # Task names shared with the tag registry (tags.py). Extend with `register_task` for new tasks.
 KNOWN_TASKS: set[str] = {
@@ -74,15 +75,6 @@ def register_language(code: str) -> None:
     if not code or not code.replace("_", "").isalpha():
         raise ManifestError(f"language code {code!r} must be letters, e.g. 'ca' or 'zh_tr'")
     KNOWN_LANGUAGES.add(code)
-
-
-@dataclass(frozen=True)
-class Word:
-    """One aligned word; times in seconds from the start of the record's slice."""
-
-    word: str
-    start: float
-    end: float
 
 
 @dataclass(frozen=True)
