@@ -11,6 +11,7 @@ mkdir -p runs/default-model
 qwen-audio train configs/default-model-pretrain.yaml
 qwen-audio train configs/default-model-chat.yaml
 python -m qwen_audio.train.package runs/default-model/stage2/final src/qwen_audio/assets/default-model
+python scripts/bundle_samples.py --corpus corpus  # the demo's samples: held-out test audio
 qwen-audio eval --suite default --model src/qwen_audio/assets/default-model --corpus corpus \
     --output runs/default-model/eval
 python -m qwen_audio.train.package card src/qwen_audio/assets/default-model corpus/corpus.json \
