@@ -16,7 +16,7 @@ def test_package_then_card(tiny_model_dir: Path, tmp_path: Path) -> None:
         assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}
     assert (out / "qwen.tiktoken").is_file()
     corpus = {"counts": {"train": {"speech": {"asr": 10}}}, "audio_seconds": {"train": 7200.0},
-              "info": {"size": "small", "seed": 0, "versions": {"espeak_ng": "1.51", "fluidsynth": "2.3.1"}}}
+              "size": "small", "seed": 0, "versions": {"espeak_ng": "1.51", "fluidsynth": "2.3.1"}}  # corpus.json's layout
     rows = [{"benchmark": "synthetic-asr-en", "value": 12.5, "gate": "≤ 10", "passed": False, "examples": 40}]
     (tmp_path / "corpus.json").write_text(json.dumps(corpus))
     (tmp_path / "suite.json").write_text(json.dumps(rows))

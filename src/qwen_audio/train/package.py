@@ -58,12 +58,12 @@ def model_card(model_dir: Path, corpus_summary: dict, suite_rows: list[dict], *,
         f"- weights: fp16 safetensors, {weights / 2**20:.1f} MiB",
         "",
         "## Data",
-        f"`qwen-audio make-corpus corpus --size {corpus_summary['info']['size']} --seed {corpus_summary['info']['seed']}` "
+        f"`qwen-audio make-corpus corpus --size {corpus_summary['size']} --seed {corpus_summary['seed']}` "
         f"({corpus_summary['audio_seconds']['train'] / 3600:.1f} h of training audio):",
     ]
     for manifest, tasks in train.items():
         lines.append(f"- {manifest}: " + ", ".join(f"{task} {n}" for task, n in tasks.items()))
-    versions = corpus_summary["info"].get("versions", {})
+    versions = corpus_summary.get("versions", {})
     lines += [
         f"- engines: espeak-ng {versions.get('espeak_ng', '?')}, fluidsynth {versions.get('fluidsynth', '?')}, TimGM6mb soundfont",
         "- the test split shares no sentence, voice variant, instrument program or sound source with training",
