@@ -59,7 +59,7 @@ def load_engine(args: argparse.Namespace) -> tuple[Engine, str]:
         from qwen_audio.api import QwenAudio  # type: ignore[import-not-found]
     except ModuleNotFoundError:
         raise SystemExit("qwen_audio.api is not available: pass --fake to measure the server on a simulated engine") from None
-    engine = QwenAudio.from_pretrained(args.model) if args.model else QwenAudio.from_pretrained()
+    engine = (QwenAudio.from_pretrained(args.model) if args.model else QwenAudio.from_pretrained()).engine()
     return engine, f"model {engine.model_id} ({args.model or 'default'})"
 
 
