@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -59,11 +58,9 @@ class EncoderCtc(nn.Module):
     def ctc_loss(self, frames: Tensor, frame_lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
         """Mean per-byte CTC over the audios that have a transcript."""
         keep = target_lengths.to(frames.device) > 0
-        starts = torch.cumsum(target_lengths, 0) - target_lengths
-        flat = torch.cat([targets[s : s + n] for s, n, k in zip(starts.tolist(), target_lengths.tolist(), keep.tolist()) if k])
         log_probs = F.log_softmax(self.ctc_head(frames[keep]).float(), dim=-1).transpose(0, 1)
-        return F.ctc_loss(
-            log_probs, flat.to(frames.device), frame_lengths[keep], target_lengths.to(frames.device)[keep],
+        return F.ctc_loss(  # audios without a transcript add no bytes to ``targets``: it needs no filtering
+            log_probs, targets.to(frames.device), frame_lengths[keep], target_lengths.to(frames.device)[keep],
             blank=0, reduction="mean", zero_infinity=True,
         )
 

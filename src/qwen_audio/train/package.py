@@ -33,8 +33,6 @@ def package_model(source: Path, destination: Path, dtype: torch.dtype = torch.fl
     return destination
 
 
-
-
 def model_card(model_dir: Path, corpus_summary: dict, suite_rows: list[dict], *, training_notes: str) -> str:
     """The model card's Markdown: what it was trained on, how, its sizes, and its held-out scores."""
     import json
@@ -48,8 +46,10 @@ def model_card(model_dir: Path, corpus_summary: dict, suite_rows: list[dict], *,
         "",
         "A small Qwen-Audio (Whisper-style encoder → Qwen2 decoder, the paper's architecture) trained",
         "from scratch by this project's own recipes on its own synthetic corpus; nothing was downloaded.",
-        "It is good at what it was trained on (the synthetic tasks below) and is a demonstration, not a",
-        "general speech model: real recordings differ from espeak-ng speech and soundfont notes.",
+        "It is a demonstration, not a general speech model: real recordings differ from espeak-ng speech",
+        "and soundfont notes. Its quality gates: "
+        + (", ".join(f"{r['benchmark']} {'passed' if r['passed'] else 'missed'}" for r in suite_rows) or "not measured")
+        + " (scores below).",
         "",
         "## Sizes",
         f"- encoder: {audio['n_layer']} layers, width {audio['n_state']}, {audio['n_head']} heads; pooling to 40 ms frames",
