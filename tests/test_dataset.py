@@ -80,6 +80,20 @@ def test_index_reads_lines_on_demand_and_durations(corpus: Path) -> None:
     assert chat.is_chat and chat.durations == pytest.approx([3.5])
 
 
+def test_index_keeps_only_the_asked_tasks_and_languages(corpus: Path) -> None:
+    english_asr = ManifestIndex(corpus / "tasks.jsonl", tasks=("asr", "srwt"), languages=("en",))
+    assert [english_asr.line(i)["id"] for i in range(len(english_asr))] == ["asr1", "srwt1"]
+    assert english_asr.durations == pytest.approx([1.0, 2.5])
+    non_speech = ManifestIndex(corpus / "tasks.jsonl", languages=("unknown",))
+    assert [non_speech.line(i)["id"] for i in range(len(non_speech))] == ["scene1", "pitch1"]
+    pitch = ManifestIndex(corpus / "tasks.jsonl", tasks=["pitch"])
+    assert len(pitch) == 1 and pitch.example(0).pieces[-1] == ("<|midi_pitch_57|><|endoftext|>", True)
+    with pytest.raises(ManifestError, match=r"no examples with tasks \['asr'\] and languages \['de'\]"):
+        ManifestIndex(corpus / "tasks.jsonl", tasks=("asr",), languages=("de",))
+    with pytest.raises(ManifestError, match="not chat"):
+        ManifestIndex(corpus / "chat.jsonl", tasks=("asr",))
+
+
 def test_index_errors(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="not found"):
         ManifestIndex(tmp_path / "none.jsonl")

@@ -146,6 +146,40 @@ def test_tiny_model_overfits_three_tasks_until_greedy_decoding_is_exact(data_dir
         assert generated[: len(target)] == target, (tokenizer.decode(generated), tokenizer.decode(target))
 
 
+def test_filtered_sources_draw_only_their_slice(data_dir: Path) -> None:
+    from qwen_audio.errors import ConfigError
+    from qwen_audio.train.distributed import DistributedContext
+    from qwen_audio.train.recipe import DataSource, make_batch_source
+
+    path = write_recipe(data_dir / "pre.yaml", data_dir, "pretrain", "s1", "preset:tiny", 4)
+    text = path.read_text().replace(f"    - manifest: {data_dir / 'tasks.jsonl'}\n", f"""\
+    - manifest: {data_dir / 'tasks.jsonl'}
+      name: english_asr
+      tasks: [asr]
+      languages: [en]
+      weight: 0.5
+    - manifest: {data_dir / 'tasks.jsonl'}
+      name: pitch
+      tasks: [pitch]
+      weight: 0.5
+""")
+    path.write_text(text)
+    recipe = Recipe.load(path)
+    tokenizer = load_tokenizer(recipe.tokenizer)
+    context = DistributedContext(0, 1, 0, torch.device("cpu"))
+    batches = make_batch_source(recipe, tokenizer, context)(0)
+    seen = set()
+    for _ in range(6):
+        batch = next(batches)
+        for row, labels in zip(batch["input_ids"], batch["labels"]):
+            seen.add(tokenizer.decode(row[labels != -100].tolist()))
+    pitches = {f"<|midi_pitch_{40 + 12 * i}|><|endoftext|>" for i in range(4)}
+    assert seen <= pitches | {"hello world<|endoftext|>", "the quick fox<|endoftext|>"}
+    assert seen & pitches and seen - pitches  # both slices drawn, nothing else
+    with pytest.raises(ConfigError, match="filters apply to manifests"):
+        DataSource(shards="shards", tasks=("asr",))
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_load(path: Path) -> None:
     recipe = Recipe.load(path)

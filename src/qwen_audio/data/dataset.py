@@ -39,7 +39,11 @@ class ExampleKey(NamedTuple):
 class ManifestIndex:
     """Random access to the lines of one task or chat manifest (.jsonl or .jsonl.gz)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, tasks: Sequence[str] | None = None, languages: Sequence[str] | None = None
+    ) -> None:
+        """``tasks`` / ``languages`` keep only task records of those tasks / audio languages, so a
+        recipe can weight a slice of a manifest (say English ASR) without rewriting the corpus."""
         self.path = Path(path)
         if not self.path.is_file():
             raise ManifestError(f"manifest not found: {self.path}")
@@ -47,13 +51,22 @@ class ManifestIndex:
         self.offsets: list[int] = []
         self.durations: list[float] = []
         self.is_chat = False
+        filtered = tasks is not None or languages is not None
         for offset, line in self._lines():
             obj = json.loads(line)
             self.is_chat = self.is_chat or "messages" in obj
+            if filtered:
+                if self.is_chat:
+                    raise ManifestError(f"{self.path}: task/language filters apply to task manifests, not chat")
+                if (tasks is not None and obj.get("task") not in tasks) or (
+                    languages is not None and obj.get("audio_language") not in languages
+                ):
+                    continue
             self.offsets.append(offset)
             self.durations.append(self._duration(obj))
         if not self.offsets:
-            raise ManifestError(f"{self.path}: the manifest has no examples")
+            which = f" with tasks {list(tasks or [])} and languages {list(languages or [])}" if filtered else ""
+            raise ManifestError(f"{self.path}: the manifest has no examples{which}")
 
     def _lines(self):  # noqa: ANN202
         if self._data is not None:

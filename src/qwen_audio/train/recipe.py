@@ -32,10 +32,14 @@ class DataSource:
     shards: str | None = None  # a folder with shards.json (`qwen-audio make-shards`), streamed
     name: str | None = None  # defaults to the file (or shard folder) name
     weight: float | None = None  # fixed mixture weight; None: temperature sampling by size
+    tasks: tuple[str, ...] | None = None  # keep only these tasks of the manifest
+    languages: tuple[str, ...] | None = None  # keep only audios in these languages
 
     def __post_init__(self) -> None:
         if (self.manifest is None) == (self.shards is None):
             raise ConfigError("a data source names either a `manifest` or a `shards` folder, not both or neither")
+        if self.shards is not None and (self.tasks is not None or self.languages is not None):
+            raise ConfigError("`tasks` / `languages` filters apply to manifests; shard folders are streamed whole")
 
     @property
     def default_name(self) -> str:
@@ -128,7 +132,7 @@ def make_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: Di
         name = source.default_name
         if name in indexes:
             raise ConfigError(f"two data sources are named {name!r}; give them distinct `name`s")
-        indexes[name] = ManifestIndex(source.manifest)
+        indexes[name] = ManifestIndex(source.manifest, source.tasks, source.languages)
         if source.weight is not None:
             weights[name] = source.weight
     if weights and len(weights) != len(indexes):
