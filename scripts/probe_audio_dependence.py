@@ -9,6 +9,7 @@ on every training checkpoint (20 pitch notes and 20 language-ID utterances of th
 CHECKPOINT_DIR is a trainer checkpoint (model.safetensors state dict) or a from_pretrained folder.
 For a checkpoint trained with an auxiliary CTC head (recipe ``ctc_weight``), it also prints the
 head's greedy character error rate on 20 English test utterances: the encoder's own read-out.
+With ``--asr`` it also prints the decoder's greedy WER on those utterances (slower: it generates).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from safetensors.torch import load_file
 from qwen_audio.audio import batch_log_mel, load_audio
 from qwen_audio.data.manifest import read_manifest
 from qwen_audio.encoder import conv_lengths
-from qwen_audio.eval.metrics import character_error_rate
+from qwen_audio.eval.metrics import character_error_rate, word_error_rate
 from qwen_audio.tags import Task, build_prompt
 from qwen_audio.train.ctc import EncoderCtc, greedy_decode
 from qwen_audio.train.recipe import Recipe, build_model, load_tokenizer
@@ -30,7 +31,7 @@ from qwen_audio.train.recipe import Recipe, build_model, load_tokenizer
 
 @torch.no_grad()
 def ctc_cer(wrapper: EncoderCtc, split: Path) -> float:
-    records = [r for r in read_manifest(split / "speech.jsonl") if r.task == "asr" and r.audio_language == "en"][:20]
+    records = english_test_asr(split)
     waves = [load_audio(str(split / r.audio)) for r in records]
     mels = batch_log_mel(waves)
     frames, _ = wrapper.model.audio.hidden_states(mels.features, mels.mel_lengths)
@@ -38,11 +39,31 @@ def ctc_cer(wrapper: EncoderCtc, split: Path) -> float:
     return character_error_rate([r.text for r in records], hypotheses).value
 
 
+def english_test_asr(split: Path, count: int = 20) -> list:
+    return [r for r in read_manifest(split / "speech.jsonl") if r.task == "asr" and r.audio_language == "en"][:count]
+
+
+@torch.no_grad()
+def decoder_wer(model: torch.nn.Module, tokenizer, split: Path) -> tuple[float, str, str]:  # noqa: ANN001
+    """Greedy transcripts of the English test utterances: WER and the first (reference, hypothesis)."""
+    records = english_test_asr(split)
+    hypotheses = []
+    for record in records:
+        wave = load_audio(str(split / record.audio))
+        ids = tokenizer.encode_prompt(build_prompt(Task.ASR, audio="a", audio_language="en"), [wave.size]).ids
+        mels = batch_log_mel([wave])
+        out = model.generate(torch.tensor([ids]), audio_features=mels.features, audio_lengths=mels.mel_lengths,
+                             max_new_tokens=48, do_sample=False, eos_token_id=tokenizer.eod_id)
+        hypotheses.append(tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True).strip())
+    return word_error_rate([r.text for r in records], hypotheses).value, records[0].text, hypotheses[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe", type=Path)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--corpus", type=Path, default=Path("corpus"))
+    parser.add_argument("--asr", action="store_true", help="also the decoder's greedy WER (generates)")
     args = parser.parse_args()
     recipe = Recipe.load(args.recipe)
     if (args.checkpoint / "config.json").is_file():
@@ -77,6 +98,9 @@ def main() -> None:
         stacked = torch.stack(logits)
         print(f"{task:12} logit spread across audios {stacked.std(0).mean():.3f} | across vocabulary "
               f"{stacked.std(1).mean():.3f} | encoder frame std {torch.cat([f.flatten() for f in frames]).std():.2f}")
+    if args.asr:
+        wer, reference, hypothesis = decoder_wer(model, tokenizer, split)
+        print(f"decoder ASR   greedy WER on English test speech {wer:.3f} ('{reference}' → '{hypothesis}')")
 
 
 if __name__ == "__main__":
