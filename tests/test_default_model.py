@@ -60,12 +60,28 @@ def test_identifies_the_language_of_fresh_held_out_speech(api) -> None:
     """It hears speech: two new test-split utterances per language, far above chance (2 of 16).
 
     The quality gates (LID ≥ 95 %, English WER ≤ 10 %) are not met by this release; the model
-    card and `qwen-audio eval --suite default` report them. This guards what it does today."""
+    card and `qwen-audio eval --suite default` report them. This guards what it does today
+    (11 of 16 right on these clean utterances, 0.90 on the noisier held-out suite)."""
     from qwen_audio.tokenizer import LANGUAGES
 
     results = {lang: [api.detect_language((wave, 16_000)) for _, wave in fresh_test_sentences(2, lang)] for lang in LANGUAGES}
     correct = sum(got == lang for lang, answers in results.items() for got in answers)
-    assert correct >= 6, results
+    assert correct >= 9, results
+
+
+@needs_tts
+def test_transcribes_fresh_held_out_english_partly(api) -> None:
+    """Twelve new test-split sentences: it gets about half the words (WER 0.54; the gate, 10 %,
+    is missed and reported in the model card). A model deaf to the audio scores ≈ 0.8–1.0."""
+    from qwen_audio.eval.metrics import word_error_rate
+
+    items = fresh_test_sentences(12)
+    hypotheses = [api.transcribe((wave, 16_000), language="en").text for _, wave in items]
+    references = [text for text, _ in items]
+    wer = word_error_rate(references, hypotheses).value
+    assert wer <= 0.7, list(zip(references, hypotheses))
+    first_words = sum(h.split()[:1] == r.split()[:1] for r, h in zip(references, hypotheses))
+    assert first_words >= 9, list(zip(references, hypotheses))
 
 
 def test_names_the_bundled_held_out_bell() -> None:
@@ -125,10 +141,11 @@ def test_default_suite_runs_on_the_bundled_model(api, tmp_path) -> None:
     rows = gate_table(run_suite(api, split, tmp_path / "out", EvalSettings(batch_size=8, limit=12, progress=False)))
     assert [r["benchmark"] for r in rows] == [e.benchmark.name for e in SUITE] + ["synthetic-chat"]
     assert all(r["examples"] > 0 for r in rows)
-    # It really hears sounds: held-out events and scenes far above chance (1/10, 1/6); LID above 1/8.
+    # It really hears sounds: held-out events and scenes far above chance (1/10, 1/6); LID far above 1/8.
     by_name = {r["benchmark"]: r["value"] for r in rows}
     assert by_name["synthetic-sound-event"] >= 0.8 and by_name["synthetic-scene"] >= 0.5, rows
-    assert by_name["synthetic-language-id"] >= 0.4, rows
+    assert by_name["synthetic-language-id"] >= 0.6, rows
+    assert by_name["synthetic-asr-en"] <= 75, rows  # WER %, 54.7 on 150 held-out sentences
 
 
 @needs_tts
