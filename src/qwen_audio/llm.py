@@ -52,9 +52,11 @@ def warn_if_past_official_context(config: QwenAudioConfig, total_length: int) ->
         )
 
 
-def _rotate_half(x: Tensor) -> Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
+def _rms_norm(norm: nn.Module, x: Tensor) -> Tensor:
+    """Qwen2RMSNorm as one fused op where that is bit-identical (fp32); the module itself otherwise."""
+    if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
+        return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
+    return norm(x)
 
 
 class StaticKVDecoder:
@@ -80,7 +82,10 @@ class StaticKVDecoder:
         freqs = torch.outer(torch.arange(max_length, dtype=torch.float32, device=weight.device), rotary.inv_freq.float())
         table = torch.cat((freqs, freqs), dim=-1)
         self.cos = (table.cos() * rotary.attention_scaling).to(weight.dtype)
-        self.sin = (table.sin() * rotary.attention_scaling).to(weight.dtype)
+        # rotate_half(x) * sin == roll(x, d/2) * (sin with its first half negated), exactly: one op, not five
+        sin = table.sin() * rotary.attention_scaling
+        half = self.head_dim // 2
+        self.sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1).to(weight.dtype)
         self.key_mask = torch.zeros((batch, max_length), dtype=weight.dtype, device=weight.device)
         self.length = 0
         self.padded = False
@@ -99,23 +104,24 @@ class StaticKVDecoder:
             causal = torch.zeros(new, end, dtype=embeds.dtype, device=embeds.device).masked_fill(keys > queries, float("-inf"))
             mask = causal if mask is None else (mask + causal).masked_fill(keys == queries, 0.0)
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
+        half = self.head_dim // 2
         x = embeds
         for i, layer in enumerate(self.decoder.layers):
             attn = layer.self_attn
-            h = layer.input_layernorm(x)
+            h = _rms_norm(layer.input_layernorm, x)
             q = attn.q_proj(h).view(batch, new, self.heads, self.head_dim).transpose(1, 2)
             k = attn.k_proj(h).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
             self.values[i][:, :, start:end] = attn.v_proj(h).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
-            self.keys[i][:, :, start:end] = k * cos + _rotate_half(k) * sin
-            q = q * cos + _rotate_half(q) * sin
+            self.keys[i][:, :, start:end] = k * cos + k.roll(half, -1) * sin
+            q = q * cos + q.roll(half, -1) * sin
             context = F.scaled_dot_product_attention(
                 q, self.keys[i][:, :, :end], self.values[i][:, :, :end], attn_mask=mask,
                 enable_gqa=self.kv_heads != self.heads,
             )
             x = x + attn.o_proj(context.transpose(1, 2).reshape(batch, new, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = x + layer.mlp(_rms_norm(layer.post_attention_layernorm, x))
         self.length = end
-        return self.lm_head(self.decoder.norm(x[:, -1]))
+        return self.lm_head(_rms_norm(self.decoder.norm, x[:, -1]))
 
 
 __all__ = [
