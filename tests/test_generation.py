@@ -156,3 +156,24 @@ def test_fast_generate_sampling_and_streaming() -> None:
     streamed = model.fast_generate(ids, streamer=TokenStreamer(on_token=lambda t: seen.extend(t.tolist())),
                                    generator=torch.Generator().manual_seed(0), **options)
     assert seen == streamed[0, ids.shape[1]:].tolist() == a[0, ids.shape[1]:].tolist()
+
+
+def test_static_kv_decoder_logits_equal_the_forward_at_every_step() -> None:
+    """The lean loop (fused RMSNorm, rolled rotary) gives the Qwen2 forward's logits, prefill and steps."""
+    from qwen_audio.llm import StaticKVDecoder
+
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids = torch.tensor([rows[1]])
+    tokens = [5, 17, 3, 250]
+    with torch.no_grad():
+        full = torch.cat([ids, torch.tensor([tokens])], dim=1)
+        reference = model(input_ids=full, audio_features=mel[1:2], audio_lengths=lengths[1:2]).logits[0]
+        embeds = model.embed_inputs(ids, mel[1:2], lengths[1:2])
+        decoder = StaticKVDecoder(model.model, model.lm_head, 1, full.shape[1])
+        width = ids.shape[1]
+        got = [decoder(embeds, torch.arange(width)[None], torch.ones(1, width, dtype=torch.bool))]
+        for step, token in enumerate(tokens[:-1]):
+            got.append(decoder(model.model.embed_tokens(torch.tensor([[token]])), torch.tensor([[width + step]]),
+                               torch.ones(1, 1, dtype=torch.bool)))
+    torch.testing.assert_close(torch.cat(got), reference[width - 1 : width - 1 + len(tokens)], rtol=0, atol=1e-5)
