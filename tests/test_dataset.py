@@ -90,6 +90,8 @@ def test_index_keeps_only_the_asked_tasks_and_languages(corpus: Path) -> None:
     assert len(pitch) == 1 and pitch.example(0).pieces[-1] == ("<|midi_pitch_57|><|endoftext|>", True)
     with pytest.raises(ManifestError, match=r"no examples with tasks \['asr'\] and languages \['de'\]"):
         ManifestIndex(corpus / "tasks.jsonl", tasks=("asr",), languages=("de",))
+    with pytest.raises(ManifestError, match=r"no examples with languages \['de'\]$"):
+        ManifestIndex(corpus / "tasks.jsonl", languages=("de",))
     with pytest.raises(ManifestError, match="not chat"):
         ManifestIndex(corpus / "chat.jsonl", tasks=("asr",))
 

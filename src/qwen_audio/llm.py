@@ -84,8 +84,8 @@ class StaticKVDecoder:
         self.cos = (table.cos() * rotary.attention_scaling).to(weight.dtype)
         # rotate_half(x) * sin == roll(x, d/2) * (sin with its first half negated), exactly: one op, not five
         sin = table.sin() * rotary.attention_scaling
-        half = self.head_dim // 2
-        self.sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1).to(weight.dtype)
+        self.half = self.head_dim // 2
+        self.sin = torch.cat((-sin[:, : self.half], sin[:, self.half :]), dim=-1).to(weight.dtype)
         self.key_mask = torch.zeros((batch, max_length), dtype=weight.dtype, device=weight.device)
         self.length = 0
         self.padded = False
@@ -103,8 +103,7 @@ class StaticKVDecoder:
             keys = torch.arange(end, device=embeds.device)[None, :]
             causal = torch.zeros(new, end, dtype=embeds.dtype, device=embeds.device).masked_fill(keys > queries, float("-inf"))
             mask = causal if mask is None else (mask + causal).masked_fill(keys == queries, 0.0)
-        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
-        half = self.head_dim // 2
+        cos, sin, half = self.cos[positions][:, None], self.sin[positions][:, None], self.half
         x = embeds
         for i, layer in enumerate(self.decoder.layers):
             attn = layer.self_attn

@@ -65,8 +65,10 @@ class ManifestIndex:
             self.offsets.append(offset)
             self.durations.append(self._duration(obj))
         if not self.offsets:
-            which = f" with tasks {list(tasks or [])} and languages {list(languages or [])}" if filtered else ""
-            raise ManifestError(f"{self.path}: the manifest has no examples{which}")
+            asked = " and ".join(
+                f"{name} {list(values)}" for name, values in (("tasks", tasks), ("languages", languages)) if values is not None
+            )
+            raise ManifestError(f"{self.path}: the manifest has no examples" + (f" with {asked}" if asked else ""))
 
     def _lines(self):  # noqa: ANN202
         if self._data is not None:
