@@ -328,3 +328,35 @@ def test_clicking_events_never_overrun_their_buffer() -> None:
     for seed in range(300):
         event = sounds.render_event("clicking", seed % 40, seed)
         assert np.isfinite(event.samples).all() and event.samples.size > 0
+
+
+def test_config_can_limit_families_and_speech_languages() -> None:
+    from qwen_audio.data.synth.plan import plan_split
+    from qwen_audio.data.synth.render import SpeechJob
+    from qwen_audio.errors import ConfigError
+
+    config = CorpusConfig(size="small", splits=("train",), families=("speech",), languages=("en",))
+    jobs = plan_split(config, "train")
+    assert jobs and all(isinstance(job, SpeechJob) for job in jobs)
+    assert {job.spec.sentence.language for job in jobs} == {"en"}
+    everything = plan_split(CorpusConfig(size="small", splits=("train",)), "train")
+    # the English speech of a full plan is the same draw: a subset adds nothing and shifts nothing
+    english = [j for j in everything if isinstance(j, SpeechJob) and j.spec.sentence.language == "en"]
+    assert [j.id for j in english] == [j.id for j in jobs]
+    assert [j.spec for j in english] == [j.spec for j in jobs]
+    for bad in ({"families": ("video",)}, {"languages": ("xx",)}, {"families": ()}):
+        with pytest.raises(ConfigError):
+            CorpusConfig(**bad)  # type: ignore[arg-type]
+
+
+@needs_tools
+def test_a_speech_only_corpus_has_no_other_family_and_no_chats(tmp_path: Path) -> None:
+    make_corpus(tmp_path, CorpusConfig(size="tiny", seed=5, splits=("train",), families=("speech",),
+                                       languages=("en", "de")), progress=False)
+    summary = json.loads((tmp_path / "corpus.json").read_text())
+    counts = summary["counts"]["train"]
+    assert counts["speech"]["asr"] > 0 and counts["music"] == counts["sounds"] == {}
+    assert counts["chat"] == {"chat": 0}
+    languages = {r.audio_language for r in read_manifest(tmp_path / "train" / "speech.jsonl")}
+    assert languages == {"en", "de"}
+    assert summary["families"] == ["speech"] and summary["languages"] == ["en", "de"]

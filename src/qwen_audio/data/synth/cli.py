@@ -9,8 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from qwen_audio.data.synth.config import SIZES, SYSTEM_PACKAGES, CorpusConfig
+from qwen_audio.data.synth.config import (FAMILIES, SIZES, SPEECH_LANGUAGES, SPLITS,
+                                          SYSTEM_PACKAGES, CorpusConfig)
 from qwen_audio.data.synth.corpus import make_corpus, missing_system_tools
+from qwen_audio.errors import ConfigError
 
 
 def make_corpus_command(
@@ -21,6 +23,12 @@ def make_corpus_command(
         min(4, os.cpu_count() or 1), help="Worker processes rendering audio in parallel."),
     augment: bool = typer.Option(True, help="Noise, reverberation and level changes on speech."),
     scale: float = typer.Option(1.0, help="Multiply every item count of the size preset."),
+    split: list[str] = typer.Option(
+        list(SPLITS), "--split", help="Split(s) to generate (repeat the option)."),
+    family: list[str] = typer.Option(
+        list(FAMILIES), "--family", help=f"Families to generate: {', '.join(FAMILIES)}."),
+    language: list[str] = typer.Option(
+        list(SPEECH_LANGUAGES), "--language", help="Speech languages to generate."),
 ) -> None:
     """Generate the offline multi-task training corpus (speech, notes, sounds, scenes, chat)."""
     console = Console(stderr=True)
@@ -32,7 +40,13 @@ def make_corpus_command(
     if size not in SIZES:
         console.print(f"[red]unknown size {size!r}; choose one of {', '.join(SIZES)}[/red]")
         raise typer.Exit(code=2)
-    config = CorpusConfig(size=size, seed=seed, workers=workers, augment=augment, scale=scale)
+    try:
+        config = CorpusConfig(size=size, seed=seed, workers=workers, augment=augment, scale=scale,
+                              splits=tuple(split), families=tuple(family),
+                              languages=tuple(language))
+    except ConfigError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(code=2) from error
     summary = make_corpus(out_dir, config)
     table = Table(title=f"corpus in {out_dir} ({summary.elapsed_seconds:.0f} s)")
     for column in ("split", "manifest", "records by task", "audio files", "hours"):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qwen_audio.data.synth.lexicon import LANGUAGES
 from qwen_audio.errors import ConfigError
 
 # Debian packages the generator runs (the lead installs them in .ci/run and documents them).
@@ -13,6 +14,9 @@ from qwen_audio.errors import ConfigError
 SYSTEM_PACKAGES: tuple[str, ...] = ("espeak-ng", "fluidsynth", "timgm6mb-soundfont")
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
+# What the generator can render; a config may ask for a subset (e.g. more English speech alone).
+FAMILIES: tuple[str, ...] = ("speech", "music", "sounds", "chat")
+SPEECH_LANGUAGES: tuple[str, ...] = LANGUAGES
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,15 @@ class CorpusConfig:
     augment: bool = True  # noise, reverberation and level changes on speech
     scale: float = 1.0  # multiplies every item count of the preset (not the source counts)
     splits: tuple[str, ...] = SPLITS  # e.g. ("test",) for the evaluation suite alone
+    families: tuple[str, ...] = FAMILIES  # e.g. ("speech",) to add speech to a corpus
+    languages: tuple[str, ...] = SPEECH_LANGUAGES  # speech languages rendered
 
     def __post_init__(self) -> None:
-        unknown = set(self.splits) - set(SPLITS)
-        if unknown or not self.splits:
-            raise ConfigError(f"splits must be a non-empty subset of {SPLITS}, got {self.splits}")
+        for name, value, allowed in (("splits", self.splits, SPLITS),
+                                     ("families", self.families, FAMILIES),
+                                     ("languages", self.languages, SPEECH_LANGUAGES)):
+            if set(value) - set(allowed) or not value:
+                raise ConfigError(f"{name} must be a non-empty subset of {allowed}, got {value}")
         if self.size not in SIZES:
             raise ConfigError(f"unknown corpus size {self.size!r}; use one of {', '.join(SIZES)}")
         if self.workers < 1:

@@ -119,7 +119,7 @@ def make_corpus(out_dir: Path, config: CorpusConfig, progress: bool = True) -> C
             records = [r for item in items if item.manifest == name for r in item.records]
             write_manifest(records, split_dir / f"{name}.jsonl")
             counts[split][name] = dict(sorted(Counter(r.task for r in records).items()))
-        n_chats = config.count(config.preset.chats, split)
+        n_chats = config.count(config.preset.chats, split) if "chat" in config.families else 0
         chats = build_chats([item.facts for item in items], n_chats, split,
                             splits.derive_seed(config.seed, split, "chat"))
         write_chat_manifest(chats, split_dir / "chat.jsonl")
@@ -128,6 +128,7 @@ def make_corpus(out_dir: Path, config: CorpusConfig, progress: bool = True) -> C
         seconds[split] = round(sum(item.seconds for item in items), 1)
     info = {
         "seed": config.seed, "size": config.size, "scale": config.scale,
+        "families": list(config.families), "languages": list(config.languages),
         "workers": config.workers,
         "augment": config.augment, "sample_rate": 16_000,
         "versions": _versions(), "splits": held_out_material(),

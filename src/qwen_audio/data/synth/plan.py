@@ -46,6 +46,8 @@ def _voice(language: str, split: str, rng: random.Random) -> Voice:
 def speech_jobs(config: CorpusConfig, split: str) -> list[Job]:
     preset, jobs = config.preset, []
     for language in lx.LANGUAGES:
+        if language not in config.languages:
+            continue
         rng = random.Random(splits.derive_seed(config.seed, split, "speech", language))
         factor = preset.english_factor if language == "en" else 1
         seen: set[str] = set()
@@ -116,5 +118,7 @@ def sound_jobs(config: CorpusConfig, split: str) -> list[Job]:
 
 
 def plan_split(config: CorpusConfig, split: str) -> list[Job]:
-    """Every job of ``split``, in a fixed order."""
-    return speech_jobs(config, split) + music_jobs(config, split) + sound_jobs(config, split)
+    """Every job of ``split`` for the asked families, in a fixed order."""
+    planners = (("speech", speech_jobs), ("music", music_jobs), ("sounds", sound_jobs))
+    return [job for family, plan in planners if family in config.families
+            for job in plan(config, split)]
