@@ -71,3 +71,10 @@ def test_plan_validation_and_mismatch() -> None:
         WindowPlan(overlap_seconds=2, margin_seconds=1.5)
     with pytest.raises(ValueError):
         stitch_words([Window(0, 0, 10, 0.0, 1.0)], [])
+
+
+def test_stitched_times_never_pass_the_end_of_their_window() -> None:
+    """A time token past the audio (the model emits one now and then) is clamped to the window's end."""
+    windows = [Window(0, 0, 10 * SAMPLE_RATE, 0.0, 8.0), Window(1, 6 * SAMPLE_RATE, 12 * SAMPLE_RATE, 8.0, float("inf"))]
+    words = [[Word("a", 1.0, 1.5)], [Word("b", 3.0, 5.8), Word("c", 5.9, 6.4)]]
+    assert stitch_words(windows, words) == [Word("a", 1.0, 1.5), Word("b", 9.0, 11.8), Word("c", 11.9, 12.0)]

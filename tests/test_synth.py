@@ -360,3 +360,18 @@ def test_a_speech_only_corpus_has_no_other_family_and_no_chats(tmp_path: Path) -
     languages = {r.audio_language for r in read_manifest(tmp_path / "train" / "speech.jsonl")}
     assert languages == {"en", "de"}
     assert summary["families"] == ["speech"] and summary["languages"] == ["en", "de"]
+
+
+@pytest.mark.parametrize("args, message", [(["--size", "huge"], "unknown corpus size 'huge'"),
+                                           (["--family", "video"], "families must be a non-empty subset")])
+def test_cli_refuses_a_bad_size_or_family_before_writing_anything(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from qwen_audio.data.synth import cli
+
+    monkeypatch.setattr(cli, "missing_system_tools", lambda: [])
+    result = CliRunner().invoke(cli.app, [str(tmp_path / "c"), *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split())
+    assert not (tmp_path / "c").exists()

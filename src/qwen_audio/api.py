@@ -8,7 +8,7 @@ batch size 1. Audio over 30 s is windowed (``infer.longform``) and stitched with
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Union
@@ -191,8 +191,6 @@ class QwenAudio:
             prompts = [build_prompt(Task.SRWT, audio="a", audio_language=lang)] * len(windows)
             outs = self.generate(prompts, [[wave[w.start:w.end]] for w in windows], options)
             words = stitch_words(windows, [parse_srwt_result(o.text).words for o in outs])
-            duration = wave.size / SAMPLE_RATE  # a time token may point past the end: never report it
-            words = [replace(w, start=min(w.start, duration), end=min(w.end, duration)) for w in words]
             separator = "" if lang in UNSPACED else " "
             text = separator.join(w.word for w in words)
             results.append(Transcript(text, lang, wave.size / SAMPLE_RATE, tuple(words) if word_timestamps else ()))

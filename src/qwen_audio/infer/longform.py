@@ -86,9 +86,10 @@ def stitch_words(windows: Sequence[Window], words_per_window: Sequence[Sequence[
         raise ValueError(f"{len(windows)} windows but {len(words_per_window)} word lists")
     stitched: list[Word] = []
     for window, words in zip(windows, words_per_window):
-        offset = window.offset_seconds
+        offset, audio_end = window.offset_seconds, window.end / SAMPLE_RATE
         for word in words:
             start, end = word.start + offset, word.end + offset
             if window.keep_from <= (start + end) / 2 < window.keep_until:
-                stitched.append(Word(word.word, round(start, 2), round(end, 2)))
+                # a time token may point past the window's audio: never report a time it does not hold
+                stitched.append(Word(word.word, round(min(start, audio_end), 2), round(min(end, audio_end), 2)))
     return sorted(stitched, key=lambda w: (w.start, w.end))

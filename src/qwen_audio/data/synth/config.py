@@ -16,7 +16,6 @@ SYSTEM_PACKAGES: tuple[str, ...] = ("espeak-ng", "fluidsynth", "timgm6mb-soundfo
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 # What the generator can render; a config may ask for a subset (e.g. more English speech alone).
 FAMILIES: tuple[str, ...] = ("speech", "music", "sounds", "chat")
-SPEECH_LANGUAGES: tuple[str, ...] = LANGUAGES
 
 
 @dataclass(frozen=True)
@@ -53,12 +52,12 @@ class CorpusConfig:
     scale: float = 1.0  # multiplies every item count of the preset (not the source counts)
     splits: tuple[str, ...] = SPLITS  # e.g. ("test",) for the evaluation suite alone
     families: tuple[str, ...] = FAMILIES  # e.g. ("speech",) to add speech to a corpus
-    languages: tuple[str, ...] = SPEECH_LANGUAGES  # speech languages rendered
+    languages: tuple[str, ...] = LANGUAGES  # speech languages rendered
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("splits", self.splits, SPLITS),
                                      ("families", self.families, FAMILIES),
-                                     ("languages", self.languages, SPEECH_LANGUAGES)):
+                                     ("languages", self.languages, LANGUAGES)):
             if set(value) - set(allowed) or not value:
                 raise ConfigError(f"{name} must be a non-empty subset of {allowed}, got {value}")
         if self.size not in SIZES:
