@@ -83,12 +83,20 @@ def test_eval_cli_needs_exactly_one_mode() -> None:
     assert result.exit_code == 1 and "unknown benchmark" in result.output
 
 
-def test_limit_takes_an_evenly_spaced_subset() -> None:
-    from qwen_audio.eval.runner import evenly_spaced
+def test_limit_takes_a_spread_subset_that_does_not_alias_periodic_data() -> None:
+    from collections import Counter
 
-    assert evenly_spaced(list(range(10)), 5) == [0, 2, 4, 6, 8]
-    assert evenly_spaced(list(range(3)), 5) == [0, 1, 2]
-    assert evenly_spaced(list(range(7)), None) == list(range(7))
+    from qwen_audio.eval.runner import spread_sample
+
+    picked = spread_sample(list(range(100)), 10)
+    assert len(picked) == 10 and picked == sorted(picked)
+    assert [p // 10 for p in picked] == list(range(10))  # one from each tenth of the list
+    assert picked == spread_sample(list(range(100)), 10)  # the same items every run
+    assert spread_sample(list(range(3)), 5) == [0, 1, 2]
+    assert spread_sample(list(range(7)), None) == list(range(7))
+    # A generator cycling through 4 kinds: a stride of 2 would see only 2 of them.
+    kinds = Counter(k % 4 for k in spread_sample(list(range(300)), 150))
+    assert set(kinds) == {0, 1, 2, 3} and min(kinds.values()) >= 20
 
 
 def test_chat_accuracy_scores_the_last_reply_with_sliced_audio(api, tmp_path: Path) -> None:
@@ -102,5 +110,8 @@ def test_chat_accuracy_scores_the_last_reply_with_sliced_audio(api, tmp_path: Pa
                                      {"type": "text", "text": "what is it?"}]},
         {"role": "assistant", "content": "a tone"}]}
     (tmp_path / "chat.jsonl").write_text(json.dumps(conversation) + "\n")
-    result = chat_accuracy(api, tmp_path / "chat.jsonl", EvalSettings(batch_size=2, progress=False))
+    result = chat_accuracy(api, tmp_path / "chat.jsonl", EvalSettings(batch_size=2, progress=False), tmp_path / "out")
     assert result.name == "synthetic-chat" and result.examples == 1 and result.value in (0.0, 1.0)
+    [row] = [json.loads(line) for line in (tmp_path / "out" / "synthetic-chat.predictions.jsonl").read_text().splitlines()]
+    assert row["id"] == "c0" and row["reference"] == "a tone" and row["kind"] is None
+    assert result.value == float(row["prediction"].strip().lower() == "a tone")

@@ -7,6 +7,7 @@ interrupted evaluation resumes where it stopped and the raw outputs stay inspect
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,17 +64,21 @@ def prediction_text(task: Task, raw: str) -> str:
 @dataclass(frozen=True)
 class EvalSettings:
     batch_size: int = 8
-    limit: int | None = None  # an evenly spaced subset of this many examples
+    limit: int | None = None  # a subset of this many examples spread over the data (spread_sample)
     progress: bool = True
     max_new_tokens: int | None = None  # None: the official limits (30 for captions, 256 otherwise)
 
 
-def evenly_spaced(items: list[Any], limit: int | None) -> list[Any]:
-    """At most ``limit`` items spread over the whole list: datasets are often sorted (by
-    language, speaker, class), so the first N would be a biased sample."""
+def spread_sample(items: list[Any], limit: int | None, seed: int = 0) -> list[Any]:
+    """At most ``limit`` items spread over the whole list, in their order: one random item from
+    each of ``limit`` equal strata. Datasets are often sorted (by language, speaker, class), so the
+    first N would be biased; and many are periodic (a generator cycling through kinds), which a
+    fixed stride aliases to a few kinds. Seeded, so every run scores the same items."""
     if not limit or len(items) <= limit:
         return items
-    return [items[i * len(items) // limit] for i in range(limit)]
+    rng = random.Random(seed)
+    bounds = [i * len(items) // limit for i in range(limit + 1)]
+    return [items[rng.randrange(lo, hi)] for lo, hi in zip(bounds, bounds[1:])]
 
 
 def _load_done(path: Path) -> dict[str, str]:
@@ -100,7 +105,7 @@ def run_benchmark(
     """Decode every record (skipping those already in the predictions file) and score them.
 
     ``root`` resolves relative audio paths (a manifest's folder)."""
-    records = evenly_spaced(list(records), settings.limit)
+    records = spread_sample(list(records), settings.limit)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions_path = out_dir / f"{benchmark.name}.predictions.jsonl"
     done = _load_done(predictions_path)

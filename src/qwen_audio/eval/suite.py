@@ -7,6 +7,7 @@ of the corpus seed, and it shares no sentence, voice, instrument or sound source
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from qwen_audio.data.chat_manifest import read_chat_manifest
 from qwen_audio.data.manifest import ManifestRecord, read_manifest
 from qwen_audio.eval import metrics
 from qwen_audio.eval.benchmarks import Benchmark, BenchmarkScore
-from qwen_audio.eval.runner import EvalSettings, evenly_spaced, run_benchmark
+from qwen_audio.eval.runner import EvalSettings, spread_sample, run_benchmark
 
 SUITE_CORPUS = dict(size="small", seed=0)
 
@@ -84,18 +85,20 @@ def run_suite(api: Any, split: Path, out_dir: Path, settings: EvalSettings = Eva
         score = run_benchmark(api, entry.benchmark, records, out_dir, settings, root=split)
         results.append(GateResult(entry.benchmark.name, entry.value_of(score), entry.gate, entry.higher_is_better,
                                   score.num_examples))
-    results.append(chat_accuracy(api, split / "chat.jsonl", settings))
+    results.append(chat_accuracy(api, split / "chat.jsonl", settings, out_dir))
     return results
 
 
-def chat_accuracy(api: Any, manifest: Path, settings: EvalSettings) -> GateResult:
-    """Qwen-Audio-Chat on held-out conversations: the last reply, given the turns before it."""
+def chat_accuracy(api: Any, manifest: Path, settings: EvalSettings, out_dir: Path | None = None) -> GateResult:
+    """Qwen-Audio-Chat on held-out conversations: the last reply, given the turns before it.
+    With ``out_dir``, every reply is written to ``synthetic-chat.predictions.jsonl`` beside the
+    reference and the conversation's kind, so misses can be read."""
     from qwen_audio.chatml import DEFAULT_SYSTEM
     from qwen_audio.data.examples import chat_turns
     from qwen_audio.infer.engine import ChatRequest, GenerationOptions
 
-    references, requests = [], []
-    for record in evenly_spaced(list(read_chat_manifest(manifest)), settings.limit):
+    references, requests, records = [], [], []
+    for record in spread_sample(list(read_chat_manifest(manifest)), settings.limit):
         *context, last = record.messages
         if last.role != "assistant":
             continue
@@ -103,9 +106,16 @@ def chat_accuracy(api: Any, manifest: Path, settings: EvalSettings) -> GateResul
         waves = {audio.key: audio.load() for audio in audios}
         requests.append(ChatRequest(tuple(turns), waves, system or DEFAULT_SYSTEM, GenerationOptions(max_new_tokens=48)))
         references.append(last.text)
+        records.append(record)
     predictions: list[str] = []
     for start in range(0, len(requests), settings.batch_size):
         predictions += [reply.text for reply in api.chat_batch(requests[start : start + settings.batch_size])]
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        rows = [{"id": r.id, "kind": (r.meta or {}).get("kind"), "reference": ref, "prediction": pred}
+                for r, ref, pred in zip(records, references, predictions)]
+        (out_dir / "synthetic-chat.predictions.jsonl").write_text(
+            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     score = metrics.accuracy(references, predictions)
     return GateResult("synthetic-chat", score.accuracy, CHAT_GATE, True, len(references))
 
