@@ -59,29 +59,29 @@ def test_the_shipped_weights_are_small_and_half_precision() -> None:
 def test_identifies_the_language_of_fresh_held_out_speech(api) -> None:
     """It hears speech: two new test-split utterances per language, far above chance (2 of 16).
 
-    The quality gates (LID ≥ 95 %, English WER ≤ 10 %) are not met by this release; the model
-    card and `qwen-audio eval --suite default` report them. This guards what it does today
-    (11 of 16 right on these clean utterances, 0.90 on the noisier held-out suite)."""
+    14 of 16 for this release (0.93 on the noisier held-out suite; the gate, 95 %, is missed and
+    reported in the model card)."""
     from qwen_audio.tokenizer import LANGUAGES
 
     results = {lang: [api.detect_language((wave, 16_000)) for _, wave in fresh_test_sentences(2, lang)] for lang in LANGUAGES}
     correct = sum(got == lang for lang, answers in results.items() for got in answers)
-    assert correct >= 9, results
+    assert correct >= 12, results
 
 
 @needs_tts
-def test_transcribes_fresh_held_out_english_partly(api) -> None:
-    """Twelve new test-split sentences: it gets about half the words (WER was 0.54 for the previous release; the gate, 10 %,
-    is missed and reported in the model card). A model deaf to the audio scores ≈ 0.8–1.0."""
-    from qwen_audio.eval.metrics import word_error_rate
+def test_transcribes_fresh_held_out_english_sentences(api) -> None:
+    """Twelve new test-split sentences, new utterances by held-out voices, no language given (it
+    detects English itself, as `qwen-audio transcribe FILE` does). Most come out word for word
+    (7 of 12 for this release, WER 0.15: one short sentence is taken for German); a model deaf to
+    the audio has a WER of 0.8–1.0."""
+    from qwen_audio.eval.metrics import normalize_label, word_error_rate
 
     items = fresh_test_sentences(12)
-    hypotheses = [api.transcribe((wave, 16_000), language="en").text for _, wave in items]
+    hypotheses = [api.transcribe((wave, 16_000)).text for _, wave in items]
     references = [text for text, _ in items]
-    wer = word_error_rate(references, hypotheses).value
-    assert wer <= 0.7, list(zip(references, hypotheses))
-    first_words = sum(h.split()[:1] == r.split()[:1] for r, h in zip(references, hypotheses))
-    assert first_words >= 9, list(zip(references, hypotheses))
+    pairs = list(zip(references, hypotheses))
+    assert sum(normalize_label(r) == normalize_label(h) for r, h in pairs) >= 6, pairs
+    assert word_error_rate(references, hypotheses).value <= 0.25, pairs
 
 
 def test_names_the_bundled_held_out_bell() -> None:
@@ -141,11 +141,13 @@ def test_default_suite_runs_on_the_bundled_model(api, tmp_path) -> None:
     rows = gate_table(run_suite(api, split, tmp_path / "out", EvalSettings(batch_size=8, limit=12, progress=False)))
     assert [r["benchmark"] for r in rows] == [e.benchmark.name for e in SUITE] + ["synthetic-chat"]
     assert all(r["examples"] > 0 for r in rows)
-    # It really hears sounds: held-out events and scenes far above chance (1/10, 1/6); LID far above 1/8.
+    # Far above chance on every task (events 1/10, scenes 1/6, LID 1/8, instrument 1/11, pitch ≈ 1/60);
+    # this release on these 12: event 1.0, scene 0.83 (of 6), LID 1.0, instrument 0.5, pitch 0.5, ASR 15 %.
     by_name = {r["benchmark"]: r["value"] for r in rows}
     assert by_name["synthetic-sound-event"] >= 0.8 and by_name["synthetic-scene"] >= 0.5, rows
-    assert by_name["synthetic-language-id"] >= 0.6, rows
-    assert by_name["synthetic-asr-en"] <= 75, rows  # WER %, 16.0 on 150 held-out sentences
+    assert by_name["synthetic-language-id"] >= 0.75, rows
+    assert by_name["synthetic-instrument"] >= 0.25 and by_name["synthetic-pitch"] >= 0.25, rows
+    assert by_name["synthetic-asr-en"] <= 35, rows  # WER %; 9.2 on 150 held-out sentences
 
 
 @needs_tts
