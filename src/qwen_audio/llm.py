@@ -95,8 +95,9 @@ class StaticKVDecoder:
         """Logits [batch, vocab] of the last position; ``key_valid`` [batch, T] marks real new tokens."""
         batch, new, _ = embeds.shape
         start, end = self.length, self.length + new
-        self.key_mask[:, start:end] = torch.where(key_valid, 0.0, float("-inf"))
-        self.padded = self.padded or not bool(key_valid.all())
+        if not bool(key_valid.all()):  # the buffer starts at 0.0 (valid): only padding needs writing
+            self.key_mask[:, start:end] = torch.where(key_valid, 0.0, float("-inf"))
+            self.padded = True
         mask = self.key_mask[:, None, None, :end] if self.padded else None
         if new > 1:  # prefill: causal, and every query may see itself so padded rows stay finite
             queries = torch.arange(new, device=embeds.device)[:, None] + start
