@@ -17,7 +17,7 @@ from qwen_audio.data.chat_manifest import read_chat_manifest
 from qwen_audio.data.manifest import ManifestRecord, read_manifest
 from qwen_audio.eval import metrics
 from qwen_audio.eval.benchmarks import Benchmark, BenchmarkScore
-from qwen_audio.eval.runner import EvalSettings, spread_sample, run_benchmark
+from qwen_audio.eval.runner import EvalSettings, run_benchmark, spread_sample
 
 SUITE_CORPUS = dict(size="small", seed=0)
 
@@ -97,7 +97,7 @@ def chat_accuracy(api: Any, manifest: Path, settings: EvalSettings, out_dir: Pat
     from qwen_audio.data.examples import chat_turns
     from qwen_audio.infer.engine import ChatRequest, GenerationOptions
 
-    references, requests, records = [], [], []
+    requests, records = [], []
     for record in spread_sample(list(read_chat_manifest(manifest)), settings.limit):
         *context, last = record.messages
         if last.role != "assistant":
@@ -105,8 +105,8 @@ def chat_accuracy(api: Any, manifest: Path, settings: EvalSettings, out_dir: Pat
         system, turns, audios = chat_turns(context, manifest.parent)
         waves = {audio.key: audio.load() for audio in audios}
         requests.append(ChatRequest(tuple(turns), waves, system or DEFAULT_SYSTEM, GenerationOptions(max_new_tokens=48)))
-        references.append(last.text)
         records.append(record)
+    references = [record.messages[-1].text for record in records]
     predictions: list[str] = []
     for start in range(0, len(requests), settings.batch_size):
         predictions += [reply.text for reply in api.chat_batch(requests[start : start + settings.batch_size])]
