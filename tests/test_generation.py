@@ -115,17 +115,22 @@ def test_streaming_reraises_generation_errors() -> None:
 # --------------------------------------------------------------------------- fast_generate
 
 
-def test_fast_generate_equals_generate_batched_and_alone() -> None:
-    model = tiny_model()
+@pytest.mark.parametrize("fold", [True, False])
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_fast_generate_equals_generate_batched_and_alone(fold: bool, kv_heads: int) -> None:
+    model = tiny_model(num_key_value_heads=kv_heads)
     rows, mel, lengths = prompts(model)
     ids, mask = left_pad(rows, model.config.endoftext_id)
-    options = dict(audio_features=mel, audio_lengths=lengths, max_new_tokens=12)
+    options = dict(audio_features=mel, audio_lengths=lengths, max_new_tokens=12, fold=fold)
     fast = model.fast_generate(ids, attention_mask=mask, eos_token_id=[], **options)
-    slow = model.generate(ids, attention_mask=mask, do_sample=False, eos_token_id=[], **options)
+    assert (model._folded_weights is not None) == fold
+    slow = model.generate(ids, attention_mask=mask, do_sample=False, eos_token_id=[], max_new_tokens=12,
+                          audio_features=mel, audio_lengths=lengths)
     assert torch.equal(fast, slow)
+    assert not fast.is_inference()  # an ordinary tensor, usable anywhere
     for i, row in enumerate(rows):
         alone = model.fast_generate(torch.tensor([row]), audio_features=mel[i : i + 1], audio_lengths=lengths[i : i + 1],
-                                    max_new_tokens=12, eos_token_id=[])
+                                    max_new_tokens=12, eos_token_id=[], fold=fold)
         assert alone[0, len(row):].tolist() == fast[i, ids.shape[1]:].tolist()
 
 
@@ -158,11 +163,13 @@ def test_fast_generate_sampling_and_streaming() -> None:
     assert seen == streamed[0, ids.shape[1]:].tolist() == a[0, ids.shape[1]:].tolist()
 
 
-def test_static_kv_decoder_logits_equal_the_forward_at_every_step() -> None:
-    """The lean loop (fused RMSNorm, rolled rotary) gives the Qwen2 forward's logits, prefill and steps."""
-    from qwen_audio.llm import StaticKVDecoder
+@pytest.mark.parametrize("folded", [False, True])
+def test_static_kv_decoder_logits_equal_the_forward_at_every_step(folded: bool) -> None:
+    """The lean loop (fused RMSNorm, rolled rotary) gives the Qwen2 forward's logits, prefill and steps;
+    the folded one (fused, norm-folded, complex rotary) gives them to float rounding."""
+    from qwen_audio.llm import FoldedKVDecoder, StaticKVDecoder, fold_weights
 
-    model = tiny_model()
+    model = tiny_model(num_key_value_heads=2)
     rows, mel, lengths = prompts(model)
     ids = torch.tensor([rows[1]])
     tokens = [5, 17, 3, 250]
@@ -170,10 +177,50 @@ def test_static_kv_decoder_logits_equal_the_forward_at_every_step() -> None:
         full = torch.cat([ids, torch.tensor([tokens])], dim=1)
         reference = model(input_ids=full, audio_features=mel[1:2], audio_lengths=lengths[1:2]).logits[0]
         embeds = model.embed_inputs(ids, mel[1:2], lengths[1:2])
-        decoder = StaticKVDecoder(model.model, model.lm_head, 1, full.shape[1])
+        decoder = (FoldedKVDecoder(model.model, model.lm_head, 1, full.shape[1], fold_weights(model.model)) if folded
+                   else StaticKVDecoder(model.model, model.lm_head, 1, full.shape[1]))
         width = ids.shape[1]
         got = [decoder(embeds, torch.arange(width)[None], torch.ones(1, width, dtype=torch.bool))]
         for step, token in enumerate(tokens[:-1]):
             got.append(decoder(model.model.embed_tokens(torch.tensor([[token]])), torch.tensor([[width + step]]),
                                torch.ones(1, 1, dtype=torch.bool)))
     torch.testing.assert_close(torch.cat(got), reference[width - 1 : width - 1 + len(tokens)], rtol=0, atol=1e-5)
+
+
+def test_folded_weights_are_reused_until_a_weight_changes() -> None:
+    from qwen_audio.llm import fold_weights
+
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids = torch.tensor([rows[0]])
+    options = dict(audio_features=mel[:1], audio_lengths=lengths[:1], max_new_tokens=8, eos_token_id=[])
+    before = model.fast_generate(ids, **options)
+    first = model._folded_weights
+    model.fast_generate(ids, **options)
+    assert model._folded_weights is first and fold_weights(model.model, first) is first
+    with torch.no_grad():  # e.g. an optimizer step: in place, same memory
+        model.model.layers[0].mlp.up_proj.weight.mul_(-3.0)
+        model.model.layers[1].input_layernorm.weight.add_(0.5)
+    after = model.fast_generate(ids, **options)
+    assert model._folded_weights is not first
+    assert torch.equal(after, model.generate(ids, do_sample=False, **options))
+    assert not torch.equal(after, before)
+
+
+def test_fold_is_refused_where_a_copy_would_be_wrong_or_too_big() -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from qwen_audio.llm import can_fold
+
+    model = tiny_model()
+    assert can_fold(model.model, model.lm_head, max_bytes=1 << 20)
+    assert not can_fold(model.model, model.lm_head, max_bytes=1_000)  # over the size limit
+    half = tiny_model().half()
+    assert not can_fold(half.model, half.lm_head, max_bytes=1 << 20)  # fp16: folding would round twice
+    lora = get_peft_model(tiny_model(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    base = lora.base_model.model
+    assert not can_fold(base.model, base.lm_head, max_bytes=1 << 20)  # a copy would drop the LoRA deltas
+    rows, mel, lengths = prompts(base)
+    ids = torch.tensor([rows[1]])
+    options = dict(audio_features=mel[1:2], audio_lengths=lengths[1:2], max_new_tokens=6, eos_token_id=[])
+    assert torch.equal(base.fast_generate(ids, **options), base.generate(ids, do_sample=False, **options))

@@ -17,6 +17,7 @@ differ there; it warns once). 30 s of audio is 752 tokens, so the released promp
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,11 @@ def warn_if_past_official_context(config: QwenAudioConfig, total_length: int) ->
         )
 
 
+FOLD_MAX_BYTES = 1 << 30
+"""Largest decoder (folded projections' sources, bytes) that ``fast_generate`` folds: a 1.5B-class
+fp32 model and below. Past it a step is bandwidth-bound, not op-bound, and a copy costs too much."""
+
+
 def _rms_norm(norm: nn.Module, x: Tensor) -> Tensor:
     """Qwen2RMSNorm as one fused op where that is bit-identical (fp32); the module itself otherwise."""
     if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
@@ -66,6 +72,7 @@ class StaticKVDecoder:
     mask builders, logits processors, kwargs plumbing). This keeps preallocated K/V buffers, a
     rotary table and one additive key mask, and calls the decoder's own projections, norms and
     MLPs, so its logits equal the Qwen2 forward's (tests/test_generation.py checks the tokens).
+    ``FoldedKVDecoder`` goes further where the weights allow it.
     """
 
     def __init__(self, decoder: Qwen2Model, lm_head: nn.Linear, batch: int, max_length: int) -> None:
@@ -80,6 +87,7 @@ class StaticKVDecoder:
         self.values = [torch.empty(shape, dtype=weight.dtype, device=weight.device) for _ in decoder.layers]
         rotary = decoder.rotary_emb
         freqs = torch.outer(torch.arange(max_length, dtype=torch.float32, device=weight.device), rotary.inv_freq.float())
+        self.angles = freqs
         table = torch.cat((freqs, freqs), dim=-1)
         self.cos = (table.cos() * rotary.attention_scaling).to(weight.dtype)
         # rotate_half(x) * sin == roll(x, d/2) * (sin with its first half negated), exactly: one op, not five
@@ -91,11 +99,17 @@ class StaticKVDecoder:
         self.padded = False
 
     @torch.no_grad()
-    def __call__(self, embeds: Tensor, positions: Tensor, key_valid: Tensor) -> Tensor:
-        """Logits [batch, vocab] of the last position; ``key_valid`` [batch, T] marks real new tokens."""
-        batch, new, _ = embeds.shape
-        start, end = self.length, self.length + new
-        if not bool(key_valid.all()):  # the buffer starts at 0.0 (valid): only padding needs writing
+    def __call__(self, embeds: Tensor, positions: Tensor, key_valid: Tensor | None = None) -> Tensor:
+        """Logits [batch, vocab] of the last position; ``key_valid`` [batch, T] marks real new tokens (None: all)."""
+        start, end = self.length, self.length + embeds.shape[1]
+        mask = self._attention_mask(start, end, key_valid, embeds)
+        x = self._layers(embeds, positions, mask, start, end)
+        self.length = end
+        return x
+
+    def _attention_mask(self, start: int, end: int, key_valid: Tensor | None, embeds: Tensor) -> Tensor | None:
+        new = end - start
+        if key_valid is not None and not bool(key_valid.all()):  # the buffer starts at 0.0 (valid): only padding needs writing
             self.key_mask[:, start:end] = torch.where(key_valid, 0.0, float("-inf"))
             self.padded = True
         mask = self.key_mask[:, None, None, :end] if self.padded else None
@@ -104,6 +118,20 @@ class StaticKVDecoder:
             keys = torch.arange(end, device=embeds.device)[None, :]
             causal = torch.zeros(new, end, dtype=embeds.dtype, device=embeds.device).masked_fill(keys > queries, float("-inf"))
             mask = causal if mask is None else (mask + causal).masked_fill(keys == queries, 0.0)
+        return mask
+
+    def _attend(self, i: int, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, start: int, end: int) -> Tensor:
+        """Store this step's keys/values ([batch, kv_heads, new, head_dim]) and attend over the cache."""
+        self.keys[i][:, :, start:end] = k
+        self.values[i][:, :, start:end] = v
+        context = F.scaled_dot_product_attention(
+            q, self.keys[i][:, :, :end], self.values[i][:, :, :end], attn_mask=mask, enable_gqa=self.kv_heads != self.heads,
+        )
+        batch, _, new, _ = q.shape
+        return context.transpose(1, 2).reshape(batch * new, -1)
+
+    def _layers(self, embeds: Tensor, positions: Tensor, mask: Tensor | None, start: int, end: int) -> Tensor:
+        batch, new, _ = embeds.shape
         cos, sin, half = self.cos[positions][:, None], self.sin[positions][:, None], self.half
         x = embeds
         for i, layer in enumerate(self.decoder.layers):
@@ -111,19 +139,130 @@ class StaticKVDecoder:
             h = _rms_norm(layer.input_layernorm, x)
             q = attn.q_proj(h).view(batch, new, self.heads, self.head_dim).transpose(1, 2)
             k = attn.k_proj(h).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
-            self.values[i][:, :, start:end] = attn.v_proj(h).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
-            self.keys[i][:, :, start:end] = k * cos + k.roll(half, -1) * sin
-            q = q * cos + q.roll(half, -1) * sin
-            context = F.scaled_dot_product_attention(
-                q, self.keys[i][:, :, :end], self.values[i][:, :, :end], attn_mask=mask,
-                enable_gqa=self.kv_heads != self.heads,
-            )
-            x = x + attn.o_proj(context.transpose(1, 2).reshape(batch, new, -1))
+            v = attn.v_proj(h).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
+            context = self._attend(i, q * cos + q.roll(half, -1) * sin, k * cos + k.roll(half, -1) * sin, v, mask, start, end)
+            x = x + attn.o_proj(context.view(batch, new, -1))
             x = x + layer.mlp(_rms_norm(layer.post_attention_layernorm, x))
-        self.length = end
         return self.lm_head(_rms_norm(self.decoder.norm, x[:, -1]))
 
 
+@dataclass(frozen=True, eq=False)
+class FoldedWeights:
+    """The decoder's projections rearranged for decoding: fewer, larger matrix products per step.
+
+    On a CPU a decode step streams every weight through the caches, which evicts the code and data
+    of the small ops around them, so each further op in a step runs cold (~10 µs, more than the
+    arithmetic of a small model). These copies cut a layer from ~36 ops to ~18: q/k/v and gate/up
+    fused into one matrix each, stored input-major (faster products at batch > 1); the RMSNorm weight
+    that precedes each folded into its columns (the norm's per-row scale is applied after the product,
+    which is linear); q/k rows of each head interleaved as (x0, x_d/2, x1, …) so rotary is one complex
+    multiply. Attention scores are unchanged by that shared permutation of q and k.
+    """
+
+    qkv: tuple[Tensor, ...]  # [hidden, (heads + 2 kv_heads) head_dim] per layer
+    qkv_bias: tuple[Tensor, ...]
+    gate_up: tuple[Tensor, ...]  # [hidden, 2 intermediate] per layer
+    source: tuple[tuple[Tensor, int], ...]  # every weight read (held, so its memory is not reused) and its version
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.qkv, *self.qkv_bias, *self.gate_up))
+
+
+def _interleave_heads(weight: Tensor, heads: int) -> Tensor:
+    """Rows of each head from half-split (x0…x_d/2-1, x_d/2…) to pair order (x0, x_d/2, x1, x_d/2+1, …)."""
+    head_dim = weight.shape[0] // heads
+    return weight.unflatten(0, (heads, 2, head_dim // 2)).transpose(1, 2).reshape(weight.shape)
+
+
+def _folded_sources(decoder: Qwen2Model) -> list[Tensor]:
+    sources = []
+    for layer in decoder.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        sources += [layer.input_layernorm.weight, layer.post_attention_layernorm.weight]
+        sources += [m.weight for m in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj)]
+        sources += [m.bias for m in (attn.q_proj, attn.k_proj, attn.v_proj)]
+    return sources
+
+
+def can_fold(decoder: Qwen2Model, lm_head: nn.Module, max_bytes: int) -> bool:
+    """Folding pays off and is safe: fp32 plain ``nn.Linear`` projections (no LoRA wrappers, whose
+    deltas a copy would miss), biased q/k/v, and copies within ``max_bytes`` (large models are
+    bandwidth-bound, where fusing buys little and a copy would double their memory)."""
+    projections = [lm_head]
+    for layer in decoder.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        projections += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+    if any(type(m) is not nn.Linear or m.weight.dtype != torch.float32 for m in projections):
+        return False
+    if any(layer.self_attn.q_proj.bias is None for layer in decoder.layers):
+        return False
+    size = sum(t.numel() * t.element_size() for t in _folded_sources(decoder))
+    return size <= max_bytes
+
+
+def fold_weights(decoder: Qwen2Model, previous: FoldedWeights | None = None) -> FoldedWeights:
+    """``FoldedWeights`` of the decoder as it is now; ``previous`` is returned if its weights have not changed."""
+    source = tuple((t.detach(), t._version) for t in _folded_sources(decoder))
+    if previous is not None and len(previous.source) == len(source) and all(
+        old.data_ptr() == new.data_ptr() and old_version == new_version  # in-place updates bump the version
+        for (old, old_version), (new, new_version) in zip(previous.source, source)
+    ):
+        return previous
+    heads, kv_heads = decoder.config.num_attention_heads, decoder.config.num_key_value_heads
+    qkv, qkv_bias, gate_up = [], [], []
+    with torch.no_grad():
+        for layer in decoder.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            w = torch.cat((_interleave_heads(attn.q_proj.weight, heads), _interleave_heads(attn.k_proj.weight, kv_heads),
+                           attn.v_proj.weight))
+            qkv.append((w * layer.input_layernorm.weight).t().contiguous())
+            qkv_bias.append(torch.cat((_interleave_heads(attn.q_proj.bias, heads), _interleave_heads(attn.k_proj.bias, kv_heads),
+                                       attn.v_proj.bias)))
+            w = torch.cat((mlp.gate_proj.weight, mlp.up_proj.weight))
+            gate_up.append((w * layer.post_attention_layernorm.weight).t().contiguous())
+    return FoldedWeights(tuple(qkv), tuple(qkv_bias), tuple(gate_up), source)
+
+
+class FoldedKVDecoder(StaticKVDecoder):
+    """``StaticKVDecoder`` over ``FoldedWeights``: the same logits to float rounding (≤ 1e-5 on the
+    tests' models, same tokens), in about half the ops per step."""
+
+    def __init__(self, decoder: Qwen2Model, lm_head: nn.Linear, batch: int, max_length: int, weights: FoldedWeights) -> None:
+        super().__init__(decoder, lm_head, batch, max_length)
+        self.weights = weights
+        scale = decoder.rotary_emb.attention_scaling  # the cos/sin of the module path, to the bit
+        self.rotation = torch.complex(self.angles.cos() * scale, self.angles.sin() * scale)  # fp32 only (can_fold)
+        self.eps = torch.tensor(decoder.config.rms_norm_eps, dtype=torch.float32, device=lm_head.weight.device)
+        self.inverse_width = 1.0 / decoder.config.hidden_size
+        self.intermediate = decoder.config.intermediate_size
+
+    def _inverse_rms(self, x: Tensor) -> Tensor:
+        """1 / sqrt(mean(x²) + eps) of each row of [rows, hidden], as [rows, 1], in two ops."""
+        return torch.baddbmm(self.eps, x[:, None], x[:, :, None], alpha=self.inverse_width).view(-1, 1).rsqrt_()
+
+    def _layers(self, embeds: Tensor, positions: Tensor, mask: Tensor | None, start: int, end: int) -> Tensor:
+        batch, new, hidden = embeds.shape
+        heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
+        rotation = self.rotation[positions][:, :, None]
+        w = self.weights
+        x = embeds.reshape(batch * new, hidden)
+        for i, layer in enumerate(self.decoder.layers):
+            qkv = torch.addcmul(w.qkv_bias[i], x @ w.qkv[i], self._inverse_rms(x)).view(batch, new, -1)
+            split = (heads + kv_heads) * head_dim
+            pairs = torch.view_as_complex(qkv[..., :split].unflatten(-1, (heads + kv_heads, head_dim // 2, 2)))
+            qk = torch.view_as_real(pairs * rotation).flatten(-2).transpose(1, 2)
+            v = qkv[..., split:].unflatten(-1, (kv_heads, head_dim)).transpose(1, 2)
+            context = self._attend(i, qk[:, :heads], qk[:, heads:], v, mask, start, end)
+            x = torch.addmm(x, context, layer.self_attn.o_proj.weight.t())
+            gate_up = (x @ w.gate_up[i]).mul_(self._inverse_rms(x))
+            act = F.silu(gate_up[:, : self.intermediate]).mul_(gate_up[:, self.intermediate :])
+            x = torch.addmm(x, act, layer.mlp.down_proj.weight.t())
+        last = x.view(batch, new, hidden)[:, -1]
+        return self.lm_head(last * self.decoder.norm.weight).mul_(self._inverse_rms(last))
+
+
 __all__ = [
-    "StaticKVDecoder", "build_decoder", "position_ids_from_attention_mask", "warn_if_past_official_context",
+    "FOLD_MAX_BYTES", "FoldedKVDecoder", "FoldedWeights", "StaticKVDecoder", "build_decoder", "can_fold", "fold_weights",
+    "position_ids_from_attention_mask", "warn_if_past_official_context",
 ]

@@ -34,8 +34,12 @@ from qwen_audio.configuration import QwenAudioConfig
 from qwen_audio.encoder import AudioEncoder, EncodedAudio, ResidualAttentionBlock, sinusoids
 from qwen_audio.errors import QwenAudioError
 from qwen_audio.llm import (
+    FOLD_MAX_BYTES,
+    FoldedKVDecoder,
     StaticKVDecoder,
     build_decoder,
+    can_fold,
+    fold_weights,
     position_ids_from_attention_mask,
     warn_if_past_official_context,
 )
@@ -245,43 +249,53 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         eos_token_id: list[int] | None = None,
         streamer: BaseStreamer | None = None,
         generator: torch.Generator | None = None,
+        fold: bool = True,
     ) -> Tensor:
         """Greedy or sampled decoding without ``generate``'s per-step overhead (no beams, no processors).
 
         Same contract as ``generate``: left-padded batches with ``attention_mask`` equal batch size 1,
-        rows that finished are filled with the pad id, returns prompt + new tokens.
+        rows that finished are filled with the pad id, returns prompt + new tokens. ``fold=False``
+        runs the decoder's own modules (``llm.StaticKVDecoder``) even where ``llm.FoldedKVDecoder``
+        could be used; tokens are the same, to float rounding of the logits.
         """
         input_ids = input_ids.to(self.device)
         batch, length = input_ids.shape
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
-        eos = torch.tensor(self.generation_config.eos_token_id if eos_token_id is None else eos_token_id, device=self.device)
+        stops = set(self.generation_config.eos_token_id if eos_token_id is None else eos_token_id)
         pad = self.generation_config.pad_token_id
-        embeds = self.embed_inputs(input_ids, audio_features, audio_lengths)
-        decoder = StaticKVDecoder(self.model, self.lm_head, batch, length + max_new_tokens)
-        positions = position_ids_from_attention_mask(mask, length)
-        logits = decoder(embeds, positions, mask.bool())
-        finished = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        every_row = torch.ones((batch, 1), dtype=torch.bool, device=self.device)
         pieces = [input_ids]
         if streamer is not None:
             streamer.put(input_ids.cpu())
-        for step in range(max_new_tokens):
-            if do_sample:
-                tokens = _sample(logits, temperature, top_k, top_p, generator)
-            else:
-                tokens = logits.float().argmax(-1)
-            tokens = tokens.masked_fill(finished, pad)
-            pieces.append(tokens[:, None])
-            if streamer is not None:
-                streamer.put(tokens.cpu())
-            finished |= torch.isin(tokens, eos)
-            if step == max_new_tokens - 1 or bool(finished.all()):
-                break
-            positions = positions[:, -1:] + 1
-            logits = decoder(self.model.embed_tokens(tokens[:, None]), positions, every_row)
+        # inference mode: no version counters or autograd metadata on the ~100 small ops of a step
+        with torch.inference_mode():
+            embeds = self.embed_inputs(input_ids, audio_features, audio_lengths)
+            decoder = self._kv_decoder(batch, length + max_new_tokens, fold)
+            positions = position_ids_from_attention_mask(mask, length)
+            logits = decoder(embeds, positions, mask.bool())
+            next_positions = positions[:, -1:] + torch.arange(1, max_new_tokens + 1, device=self.device)
+            finished = [False] * batch  # bookkeeping of a few ids in Python: each tensor op costs a cold step
+            for step in range(max_new_tokens):
+                tokens = _sample(logits, temperature, top_k, top_p, generator) if do_sample else logits.argmax(-1)
+                if any(finished):
+                    tokens = tokens.masked_fill(torch.tensor(finished, device=self.device), pad)
+                pieces.append(tokens[:, None])
+                if streamer is not None:
+                    streamer.put(tokens.cpu())
+                finished = [done or token in stops for done, token in zip(finished, tokens.tolist())]
+                if step == max_new_tokens - 1 or all(finished):
+                    break
+                logits = decoder(self.model.embed_tokens(tokens[:, None]), next_positions[:, step : step + 1])
         if streamer is not None:
             streamer.end()
-        return torch.cat(pieces, dim=1)
+        return torch.cat(pieces, dim=1)  # outside inference mode: callers get an ordinary tensor
+
+    def _kv_decoder(self, batch: int, max_length: int, fold: bool) -> StaticKVDecoder:
+        """The folded decoder where ``can_fold`` allows it (weights cached until they change), else the plain one."""
+        if fold and can_fold(self.model, self.lm_head, FOLD_MAX_BYTES):
+            self._folded_weights = fold_weights(self.model, getattr(self, "_folded_weights", None))
+            return FoldedKVDecoder(self.model, self.lm_head, batch, max_length, self._folded_weights)
+        self._folded_weights = None  # e.g. after .half(): do not keep the old weights alive
+        return StaticKVDecoder(self.model, self.lm_head, batch, max_length)
 
     def stream(self, inputs: Tensor, *, on_token: Callable[[Tensor], None] | None = None, **kwargs: Any) -> Iterator[Tensor]:
         """Yield each step's new tokens ([batch] long) while ``generate`` runs in a background thread."""
