@@ -2,7 +2,8 @@
 
 The peer is transformers' ``Qwen2ForCausalLM.generate`` holding our decoder's weights and fed the
 same prompt embeddings (audio already spliced, so it does no encoder work); ours is
-``QwenAudioForCausalLM.fast_generate`` from token ids + mels (the encoder runs inside the timing)
+``QwenAudioForCausalLM.fast_generate`` from token ids + mels (the encoder runs inside the timing),
+also with ``fold=False`` (its loop over the decoder's own modules, without ``llm.FoldedWeights``)
 and, for reference, our ``generate`` (transformers' loop over our model). Greedy, a fixed number of
 new tokens (no early stop), batch 1 and batch 8 (left-padded, mixed lengths). Prints new tokens per
 second, ratios against the peer, and whether every system produced the same tokens.
@@ -108,15 +109,17 @@ def main() -> None:
                 "peer": lambda: peer.generate(inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
                                               eos_token_id=None, pad_token_id=0, **greedy),
                 "fast": lambda: model.fast_generate(**inputs, max_new_tokens=n, eos_token_id=[]),
+                "unfolded": lambda: model.fast_generate(**inputs, max_new_tokens=n, eos_token_id=[], fold=False),
                 "ours": lambda: model.generate(**inputs, eos_token_id=None, **greedy),
             }, args.repeats)
-            (t_peer, out_peer), (t_fast, out_fast), (t_ours, out_ours) = results["peer"], results["fast"], results["ours"]
+            t_peer, out_peer = results["peer"]
             new_peer = out_peer[:, -n:]  # generate with inputs_embeds returns only the new tokens
-            same = torch.equal(new_peer, out_fast[:, width:]) and torch.equal(new_peer, out_ours[:, width:])
+            same = all(torch.equal(new_peer, out[:, width:]) for name, (_, out) in results.items() if name != "peer")
             rate = lambda t: batch * n / t  # noqa: E731
-            print(f"  batch {batch}: transformers Qwen2 generate {rate(t_peer):8.1f} tok/s | "
-                  f"qwen-audio fast_generate {rate(t_fast):8.1f} tok/s ({t_peer / t_fast:.2f}x) | "
-                  f"qwen-audio generate {rate(t_ours):8.1f} tok/s ({t_peer / t_ours:.2f}x) | same tokens: {same}")
+            labels = {"fast": "fast_generate", "unfolded": "fast_generate(fold=False)", "ours": "generate"}
+            figures = " | ".join(f"qwen-audio {label} {rate(results[name][0]):8.1f} tok/s ({t_peer / results[name][0]:.2f}x)"
+                                 for name, label in labels.items())
+            print(f"  batch {batch}: transformers Qwen2 generate {rate(t_peer):8.1f} tok/s | {figures} | same tokens: {same}")
 
 
 if __name__ == "__main__":

@@ -54,8 +54,8 @@ def warn_if_past_official_context(config: QwenAudioConfig, total_length: int) ->
 
 
 FOLD_MAX_BYTES = 1 << 30
-"""Largest decoder (folded projections' sources, bytes) that ``fast_generate`` folds: a 1.5B-class
-fp32 model and below. Past it a step is bandwidth-bound, not op-bound, and a copy costs too much."""
+"""Largest decoder that ``fast_generate`` folds (bytes of the weights ``FoldedWeights`` copies: about
+270 M fp32 parameters). Past it a step is bandwidth-bound, not op-bound, and the copy costs too much."""
 
 
 def _rms_norm(norm: nn.Module, x: Tensor) -> Tensor:
@@ -153,7 +153,7 @@ class FoldedWeights:
     On a CPU a decode step streams every weight through the caches, which evicts the code and data
     of the small ops around them, so each further op in a step runs cold (~10 µs, more than the
     arithmetic of a small model). These copies cut a layer from ~36 ops to ~18: q/k/v and gate/up
-    fused into one matrix each, stored input-major (faster products at batch > 1); the RMSNorm weight
+    fused into one matrix each, all stored input-major (faster products at batch > 1); the RMSNorm weight
     that precedes each folded into its columns (the norm's per-row scale is applied after the product,
     which is linear); q/k rows of each head interleaved as (x0, x_d/2, x1, …) so rotary is one complex
     multiply. Attention scores are unchanged by that shared permutation of q and k.
@@ -161,12 +161,10 @@ class FoldedWeights:
 
     qkv: tuple[Tensor, ...]  # [hidden, (heads + 2 kv_heads) head_dim] per layer
     qkv_bias: tuple[Tensor, ...]
+    o: tuple[Tensor, ...]  # [heads head_dim, hidden] per layer
     gate_up: tuple[Tensor, ...]  # [hidden, 2 intermediate] per layer
+    down: tuple[Tensor, ...]  # [intermediate, hidden] per layer
     source: tuple[tuple[Tensor, int], ...]  # every weight read (held, so its memory is not reused) and its version
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.qkv, *self.qkv_bias, *self.gate_up))
 
 
 def _interleave_heads(weight: Tensor, heads: int) -> Tensor:
@@ -180,7 +178,7 @@ def _folded_sources(decoder: Qwen2Model) -> list[Tensor]:
     for layer in decoder.layers:
         attn, mlp = layer.self_attn, layer.mlp
         sources += [layer.input_layernorm.weight, layer.post_attention_layernorm.weight]
-        sources += [m.weight for m in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj)]
+        sources += [m.weight for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)]
         sources += [m.bias for m in (attn.q_proj, attn.k_proj, attn.v_proj)]
     return sources
 
@@ -210,7 +208,7 @@ def fold_weights(decoder: Qwen2Model, previous: FoldedWeights | None = None) -> 
     ):
         return previous
     heads, kv_heads = decoder.config.num_attention_heads, decoder.config.num_key_value_heads
-    qkv, qkv_bias, gate_up = [], [], []
+    qkv, qkv_bias, o, gate_up, down = [], [], [], [], []
     with torch.no_grad():
         for layer in decoder.layers:
             attn, mlp = layer.self_attn, layer.mlp
@@ -219,9 +217,11 @@ def fold_weights(decoder: Qwen2Model, previous: FoldedWeights | None = None) -> 
             qkv.append((w * layer.input_layernorm.weight).t().contiguous())
             qkv_bias.append(torch.cat((_interleave_heads(attn.q_proj.bias, heads), _interleave_heads(attn.k_proj.bias, kv_heads),
                                        attn.v_proj.bias)))
+            o.append(attn.o_proj.weight.t().contiguous())
             w = torch.cat((mlp.gate_proj.weight, mlp.up_proj.weight))
             gate_up.append((w * layer.post_attention_layernorm.weight).t().contiguous())
-    return FoldedWeights(tuple(qkv), tuple(qkv_bias), tuple(gate_up), source)
+            down.append(mlp.down_proj.weight.t().contiguous())
+    return FoldedWeights(tuple(qkv), tuple(qkv_bias), tuple(o), tuple(gate_up), tuple(down), source)
 
 
 class FoldedKVDecoder(StaticKVDecoder):
@@ -254,10 +254,10 @@ class FoldedKVDecoder(StaticKVDecoder):
             qk = torch.view_as_real(pairs * rotation).flatten(-2).transpose(1, 2)
             v = qkv[..., split:].unflatten(-1, (kv_heads, head_dim)).transpose(1, 2)
             context = self._attend(i, qk[:, :heads], qk[:, heads:], v, mask, start, end)
-            x = torch.addmm(x, context, layer.self_attn.o_proj.weight.t())
+            x = torch.addmm(x, context, w.o[i])
             gate_up = (x @ w.gate_up[i]).mul_(self._inverse_rms(x))
             act = F.silu(gate_up[:, : self.intermediate]).mul_(gate_up[:, self.intermediate :])
-            x = torch.addmm(x, act, layer.mlp.down_proj.weight.t())
+            x = torch.addmm(x, act, w.down[i])
         last = x.view(batch, new, hidden)[:, -1]
         return self.lm_head(last * self.decoder.norm.weight).mul_(self._inverse_rms(last))
 
