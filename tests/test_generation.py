@@ -177,7 +177,7 @@ def test_static_kv_decoder_logits_equal_the_forward_at_every_step(folded: bool) 
         full = torch.cat([ids, torch.tensor([tokens])], dim=1)
         reference = model(input_ids=full, audio_features=mel[1:2], audio_lengths=lengths[1:2]).logits[0]
         embeds = model.embed_inputs(ids, mel[1:2], lengths[1:2])
-        decoder = (FoldedKVDecoder(model.model, model.lm_head, 1, full.shape[1], fold_weights(model.model)) if folded
+        decoder = (FoldedKVDecoder(model.model, model.lm_head, 1, full.shape[1], fold_weights(model.model, model.lm_head)) if folded
                    else StaticKVDecoder(model.model, model.lm_head, 1, full.shape[1]))
         width = ids.shape[1]
         got = [decoder(embeds, torch.arange(width)[None], torch.ones(1, width, dtype=torch.bool))]
@@ -197,10 +197,11 @@ def test_folded_weights_are_reused_until_a_weight_changes() -> None:
     before = model.fast_generate(ids, **options)
     first = model._folded_weights
     model.fast_generate(ids, **options)
-    assert model._folded_weights is first and fold_weights(model.model, first) is first
+    assert model._folded_weights is first and fold_weights(model.model, model.lm_head, first) is first
     with torch.no_grad():  # e.g. an optimizer step: in place, same memory
         model.model.layers[0].mlp.up_proj.weight.mul_(-3.0)
         model.model.layers[1].input_layernorm.weight.add_(0.5)
+        model.model.norm.weight.add_(0.5)
     after = model.fast_generate(ids, **options)
     assert model._folded_weights is not first
     assert torch.equal(after, model.generate(ids, do_sample=False, **options))
