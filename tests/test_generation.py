@@ -123,7 +123,7 @@ def test_fast_generate_equals_generate_batched_and_alone(fold: bool, kv_heads: i
     ids, mask = left_pad(rows, model.config.endoftext_id)
     options = dict(audio_features=mel, audio_lengths=lengths, max_new_tokens=12, fold=fold)
     fast = model.fast_generate(ids, attention_mask=mask, eos_token_id=[], **options)
-    assert (model._folded_weights is not None) == fold
+    assert (getattr(model, "_folded_weights", None) is not None) == fold
     slow = model.generate(ids, attention_mask=mask, do_sample=False, eos_token_id=[], max_new_tokens=12,
                           audio_features=mel, audio_lengths=lengths)
     assert torch.equal(fast, slow)
@@ -202,6 +202,8 @@ def test_folded_weights_are_reused_until_a_weight_changes() -> None:
         model.model.layers[0].mlp.up_proj.weight.mul_(-3.0)
         model.model.layers[1].input_layernorm.weight.add_(0.5)
         model.model.norm.weight.add_(0.5)
+    model.fast_generate(ids, fold=False, **options)  # the unfolded loop leaves the cache alone
+    assert model._folded_weights is first
     after = model.fast_generate(ids, **options)
     assert model._folded_weights is not first
     assert torch.equal(after, model.generate(ids, do_sample=False, **options))

@@ -291,10 +291,11 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
 
     def _kv_decoder(self, batch: int, max_length: int, fold: bool) -> StaticKVDecoder:
         """The folded decoder where ``can_fold`` allows it (weights cached until they change), else the plain one."""
-        if fold and can_fold(self.model, self.lm_head, FOLD_MAX_BYTES):
+        if not can_fold(self.model, self.lm_head, FOLD_MAX_BYTES):
+            self._folded_weights = None  # e.g. after .half(): do not keep the old weights alive
+        elif fold:
             self._folded_weights = fold_weights(self.model, self.lm_head, getattr(self, "_folded_weights", None))
             return FoldedKVDecoder(self.model, self.lm_head, batch, max_length, self._folded_weights)
-        self._folded_weights = None  # e.g. after .half(): do not keep the old weights alive
         return StaticKVDecoder(self.model, self.lm_head, batch, max_length)
 
     def stream(self, inputs: Tensor, *, on_token: Callable[[Tensor], None] | None = None, **kwargs: Any) -> Iterator[Tensor]:
