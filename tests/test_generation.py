@@ -145,6 +145,8 @@ def test_fast_generate_stops_rows_independently_and_pads_them() -> None:
                          do_sample=False, eos_token_id=[stop])
     assert torch.equal(out, ref)
     assert out[0, ids.shape[1] + 2:].eq(model.config.endoftext_id).all()
+    single = model.fast_generate(ids, attention_mask=mask, audio_features=mel, audio_lengths=lengths, max_new_tokens=6, eos_token_id=stop)
+    assert torch.equal(single, out)  # one id, as transformers also accepts it
 
 
 def test_fast_generate_sampling_and_streaming() -> None:

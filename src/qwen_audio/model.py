@@ -246,7 +246,7 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
-        eos_token_id: list[int] | None = None,
+        eos_token_id: int | list[int] | None = None,
         streamer: BaseStreamer | None = None,
         generator: torch.Generator | None = None,
         fold: bool = True,
@@ -261,7 +261,8 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         input_ids = input_ids.to(self.device)
         batch, length = input_ids.shape
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
-        stops = set(self.generation_config.eos_token_id if eos_token_id is None else eos_token_id)
+        stops = self.generation_config.eos_token_id if eos_token_id is None else eos_token_id
+        stops = {stops} if isinstance(stops, int) else set(stops or ())
         pad = self.generation_config.pad_token_id
         pieces = [input_ids]
         if streamer is not None:
