@@ -86,26 +86,29 @@ class StaticKVDecoder:
         self.keys = [torch.empty(shape, dtype=weight.dtype, device=weight.device) for _ in decoder.layers]
         self.values = [torch.empty(shape, dtype=weight.dtype, device=weight.device) for _ in decoder.layers]
         rotary = decoder.rotary_emb
-        freqs = torch.outer(torch.arange(max_length, dtype=torch.float32, device=weight.device), rotary.inv_freq.float())
-        self.angles = freqs
-        table = torch.cat((freqs, freqs), dim=-1)
-        self.cos = (table.cos() * rotary.attention_scaling).to(weight.dtype)
-        # rotate_half(x) * sin == roll(x, d/2) * (sin with its first half negated), exactly: one op, not five
-        sin = table.sin() * rotary.attention_scaling
-        self.half = self.head_dim // 2
-        self.sin = torch.cat((-sin[:, : self.half], sin[:, self.half :]), dim=-1).to(weight.dtype)
+        angles = torch.outer(torch.arange(max_length, dtype=torch.float32, device=weight.device), rotary.inv_freq.float())
+        self._build_rotary(angles, rotary.attention_scaling, weight.dtype)
         self.key_mask = torch.zeros((batch, max_length), dtype=weight.dtype, device=weight.device)
         self.length = 0
         self.padded = False
+
+    def _build_rotary(self, angles: Tensor, scale: float, dtype: torch.dtype) -> None:
+        """cos/sin tables over ``angles`` [max_length, head_dim / 2], in the layout ``_layers`` applies."""
+        table = torch.cat((angles, angles), dim=-1)
+        self.cos = (table.cos() * scale).to(dtype)
+        # rotate_half(x) * sin == roll(x, d/2) * (sin with its first half negated), exactly: one op, not five
+        sin = table.sin() * scale
+        self.half = self.head_dim // 2
+        self.sin = torch.cat((-sin[:, : self.half], sin[:, self.half :]), dim=-1).to(dtype)
 
     @torch.no_grad()
     def __call__(self, embeds: Tensor, positions: Tensor, key_valid: Tensor | None = None) -> Tensor:
         """Logits [batch, vocab] of the last position; ``key_valid`` [batch, T] marks real new tokens (None: all)."""
         start, end = self.length, self.length + embeds.shape[1]
         mask = self._attention_mask(start, end, key_valid, embeds)
-        x = self._layers(embeds, positions, mask, start, end)
+        logits = self._layers(embeds, positions, mask, start, end)
         self.length = end
-        return x
+        return logits
 
     def _attention_mask(self, start: int, end: int, key_valid: Tensor | None, embeds: Tensor) -> Tensor | None:
         new = end - start
@@ -174,13 +177,18 @@ def _interleave_heads(weight: Tensor, heads: int) -> Tensor:
     return weight.unflatten(0, (heads, 2, head_dim // 2)).transpose(1, 2).reshape(weight.shape)
 
 
+def _projections(layer: nn.Module) -> tuple[nn.Module, ...]:
+    """A decoder layer's seven projections: q, k, v, o, gate, up, down."""
+    attn, mlp = layer.self_attn, layer.mlp
+    return attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj
+
+
 def _folded_sources(decoder: Qwen2Model, lm_head: nn.Linear) -> list[Tensor]:
     sources = [decoder.norm.weight, lm_head.weight]
     for layer in decoder.layers:
-        attn, mlp = layer.self_attn, layer.mlp
+        projections = _projections(layer)
         sources += [layer.input_layernorm.weight, layer.post_attention_layernorm.weight]
-        sources += [m.weight for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)]
-        sources += [m.bias for m in (attn.q_proj, attn.k_proj, attn.v_proj)]
+        sources += [m.weight for m in projections] + [m.bias for m in projections[:3]]
     return sources
 
 
@@ -188,10 +196,7 @@ def can_fold(decoder: Qwen2Model, lm_head: nn.Module, max_bytes: int) -> bool:
     """Folding pays off and is safe: fp32 plain ``nn.Linear`` projections (no LoRA wrappers, whose
     deltas a copy would miss) on CPU or CUDA, biased q/k/v, and copies within ``max_bytes`` (large models are
     bandwidth-bound, where fusing buys little and a copy would double their memory)."""
-    projections = [lm_head]
-    for layer in decoder.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        projections += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+    projections = [lm_head, *(m for layer in decoder.layers for m in _projections(layer))]
     if any(type(m) is not nn.Linear or m.weight.dtype != torch.float32 for m in projections):
         return False
     if lm_head.weight.device.type not in ("cpu", "cuda"):  # complex rotary is not on every backend
@@ -235,11 +240,13 @@ class FoldedKVDecoder(StaticKVDecoder):
     def __init__(self, decoder: Qwen2Model, lm_head: nn.Linear, batch: int, max_length: int, weights: FoldedWeights) -> None:
         super().__init__(decoder, lm_head, batch, max_length)
         self.weights = weights
-        scale = decoder.rotary_emb.attention_scaling  # the cos/sin of the module path, to the bit
-        self.rotation = torch.complex(self.angles.cos() * scale, self.angles.sin() * scale)  # fp32 only (can_fold)
         self.eps = torch.tensor(decoder.config.rms_norm_eps, dtype=torch.float32, device=lm_head.weight.device)
         self.inverse_width = 1.0 / decoder.config.hidden_size
         self.intermediate = decoder.config.intermediate_size
+
+    def _build_rotary(self, angles: Tensor, scale: float, dtype: torch.dtype) -> None:
+        """One complex table, cos + i·sin (the module path's values, to the bit); fp32 only (``can_fold``)."""
+        self.rotation = torch.complex(angles.cos() * scale, angles.sin() * scale)
 
     def _inverse_rms(self, x: Tensor) -> Tensor:
         """1 / sqrt(mean(x²) + eps) of each row of [rows, hidden], as [rows, 1], in two ops."""
