@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -242,11 +243,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 stream = await run_in_threadpool(_locked_call, state.engine_lock, engine.stream_chat, chat_request)
                 streaming = True
-                return StreamingResponse(
-                    _sse_events(state, stream, include_usage),
-                    media_type="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                )
+                return AdmittedStream(state, stream, include_usage)
             reply = await state.run(state.chat, chat_request)
         finally:
             if not streaming:  # a stream releases its slot when it ends
@@ -345,9 +342,33 @@ async def _sse_events(state: ServerState, stream: Any, include_usage: bool) -> A
         log.exception("streamed chat failed")
         kind = "invalid_request_error" if isinstance(error, QwenAudioError) else "server_error"
         yield _sse({"error": ErrorDetail(message=f"{type(error).__name__}: {error}", type=kind).model_dump()})
-    finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            await run_in_threadpool(_locked_call, state.engine_lock, close)
-        state.admission.release()
     yield _sse("[DONE]")
+
+
+class AdmittedStream(StreamingResponse):
+    """A streamed chat that gives back its admission slot and closes the engine's stream however
+    it ends: finished, failed, cut by a client that hung up, or cut by shutdown.
+
+    The cleanup lives here, around the whole response, not in the event generator's ``finally``:
+    on a disconnect Starlette cancels the response task, which cancels any ``await`` in that
+    ``finally`` (the slot was never released), and a generator cancelled before its first chunk
+    never runs its ``finally`` at all.
+    """
+
+    def __init__(self, state: ServerState, stream: Any, include_usage: bool) -> None:
+        super().__init__(
+            _sse_events(state, stream, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._state, self._stream = state, stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._state.admission.release()  # synchronous: nothing can cancel it
+            close = getattr(self._stream, "close", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):  # the engine lock may be busy: wait, uncancelled
+                    await run_in_threadpool(_locked_call, self._state.engine_lock, close)
