@@ -1,0 +1,194 @@
+"""Build the world-like data from a seed: ``python -m qwen_audio.data.world.build --out DIR``.
+
+Stages (each resumable; rerunning skips what is already on disk):
+
+- ``asterisk``: real prompts → ``DIR/asterisk/<lang>/*.flac``, ``DIR/asterisk/{train,validation}.jsonl``
+- ``texts``: cleaned sentences → ``DIR/texts/<lang>/{train,test}.tsv`` and ``DIR/texts/stats.json``
+- ``tts``: rendered sentences → ``DIR/tts/audio/...``, ``DIR/tts/{train,test}.jsonl``
+
+Everything random is drawn from streams derived from (seed, stage, language, split), so the same
+seed rebuilds the same files, and changing one language's count leaves the others alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qwen_audio.data.manifest import ManifestRecord, check_manifest, write_manifest
+from qwen_audio.data.synth.splits import derive_seed
+from qwen_audio.data.world import asterisk, texts, voices
+from qwen_audio.data.world.render import TtsJob, render_job
+
+STAGES = ("asterisk", "texts", "tts")
+
+
+@dataclass(frozen=True)
+class TtsCounts:
+    """Utterances per (language, split): espeak-ng word-by-word and flite whole-sentence."""
+
+    espeak: int
+    flite: int = 0
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    out: Path
+    seed: int = 0
+    stages: tuple[str, ...] = STAGES
+    asterisk_languages: tuple[str, ...] = asterisk.LANGUAGES
+    tts: dict[tuple[str, str], TtsCounts] = field(default_factory=lambda: {
+        ("en", "train"): TtsCounts(2200, 800), ("en", "test"): TtsCounts(200, 100),
+        **{(lang, "train"): TtsCounts(800) for lang in ("de", "es", "it")},
+        **{(lang, "test"): TtsCounts(100) for lang in ("de", "es", "it")},
+    })
+
+    def __post_init__(self) -> None:
+        unknown = set(self.stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {sorted(unknown)}; choose from {STAGES}")
+
+    @property
+    def tts_languages(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(lang for lang, _ in self.tts))
+
+
+def build_asterisk_stage(config: BuildConfig, log=print) -> dict[str, Counter]:
+    folder = config.out / "asterisk"
+    by_split = asterisk.build_asterisk(folder, config.asterisk_languages, log=log)
+    counts: dict[str, Counter] = {}
+    for split, records in by_split.items():
+        path = folder / f"{split}.jsonl"
+        write_manifest(records, path)
+        check_manifest(path)
+        counts[split] = Counter(r.audio_language for r in records)
+        log(f"asterisk {split}: {len(records)} records {dict(counts[split])} → {path}")
+    return counts
+
+
+def sentence_sets(config: BuildConfig) -> dict[str, texts.SentenceSet]:
+    return {lang: texts.build_sentence_set(lang) for lang in config.tts_languages}
+
+
+def build_texts_stage(config: BuildConfig, sets: dict[str, texts.SentenceSet], log=print) -> dict:
+    stats = {}
+    for lang, sset in sets.items():
+        folder = config.out / "texts" / lang
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, items in (("train", sset.train), ("test", sset.test)):
+            (folder / f"{split}.tsv").write_text(
+                "".join(f"{s}\t{src}\n" for s, src in items), encoding="utf-8")
+        token_share, type_share = sset.new_word_rate()
+        stats[lang] = {
+            "train_sentences": len(sset.train), "test_sentences": len(sset.test),
+            "train_sources": sorted({src for _, src in sset.train}),
+            "test_sources": sorted({src for _, src in sset.test}),
+            "test_new_word_tokens": round(token_share, 4),
+            "test_new_word_types": round(type_share, 4),
+        }
+        log(f"texts {lang}: {len(sset.train)} train / {len(sset.test)} test sentences; "
+            f"{token_share:.1%} of test words ({type_share:.1%} of distinct ones) never in train")
+    path = config.out / "texts" / "stats.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return stats
+
+
+def plan_tts(config: BuildConfig, sets: dict[str, texts.SentenceSet]) -> list[TtsJob]:
+    """Every TTS job in a fixed order: distinct sentences within a split, split-owned voices."""
+    jobs: list[TtsJob] = []
+    for (lang, split), counts in config.tts.items():
+        pool = sets[lang].train if split == "train" else sets[lang].test
+        chosen = texts.sample(pool, counts.espeak + counts.flite,
+                              derive_seed(config.seed, "world-texts", lang, split))
+        rng = random.Random(derive_seed(config.seed, "world-voices", lang, split))
+        for i, (sentence, source) in enumerate(chosen):
+            use_flite = i >= counts.espeak
+            voice = (voices.draw_flite_voice(split, rng) if use_flite
+                     else voices.draw_espeak_voice(lang, split, rng))
+            engine = "flite" if use_flite else "espeak"
+            jobs.append(TtsJob(split, f"world-{split}-{lang}-{engine}-{i:05d}", lang, sentence,
+                               source, voice, rng.getrandbits(32)))
+    return jobs
+
+
+def build_tts_stage(config: BuildConfig, sets: dict[str, texts.SentenceSet], log=print
+                    ) -> dict[str, Counter]:
+    folder = config.out / "tts"
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = plan_tts(config, sets)
+    # Rendered records are appended here as they finish, so an interrupted build resumes.
+    progress = folder / f"progress-seed{config.seed}.jsonl"
+    done: dict[str, list[ManifestRecord]] = {}
+    if progress.exists():
+        for line in progress.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                obj = json.loads(line)
+                done[obj["job"]] = [ManifestRecord.from_dict(r) for r in obj["records"]]
+    done = {k: v for k, v in done.items() if v and Path(v[0].audio).exists()}
+    started, fresh = time.monotonic(), 0
+    with open(progress, "a", encoding="utf-8") as f:
+        for n, job in enumerate(jobs, start=1):
+            if job.id not in done:
+                records = render_job(job, folder)
+                done[job.id] = list(records)
+                f.write(json.dumps({"job": job.id, "records": [r.to_dict() for r in records]},
+                                   ensure_ascii=False) + "\n")
+                f.flush()
+                fresh += 1
+            if n % 100 == 0 or n == len(jobs):
+                rate = fresh / max(time.monotonic() - started, 1e-9)
+                left = sum(j.id not in done for j in jobs[n:])
+                log(f"tts: {n}/{len(jobs)} jobs ({fresh} rendered now, {rate:.1f}/s, "
+                    f"~{left / rate / 60 if rate else 0:.0f} min left)")
+    counts: dict[str, Counter] = {}
+    for split in ("train", "test"):
+        records = [r for job in jobs if job.split == split for r in done[job.id]]
+        path = folder / f"{split}.jsonl"
+        write_manifest(records, path)
+        check_manifest(path)
+        counts[split] = Counter(f"{r.audio_language}/{r.task}/{(r.meta or {}).get('engine')}"
+                                for r in records)
+        log(f"tts {split}: {len(records)} records → {path}")
+        for key, value in sorted(counts[split].items()):
+            log(f"  {key}: {value}")
+    return counts
+
+
+def build(config: BuildConfig, log=print) -> dict:
+    summary: dict = {}
+    if "asterisk" in config.stages:
+        summary["asterisk"] = build_asterisk_stage(config, log)
+    if "texts" in config.stages or "tts" in config.stages:
+        sets = sentence_sets(config)
+        summary["texts"] = build_texts_stage(config, sets, log)
+        if "tts" in config.stages:
+            summary["tts"] = build_tts_stage(config, sets, log)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="output folder (outside git)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every TTS count (e.g. 0.01 for a smoke run)")
+    args = parser.parse_args(argv)
+    default = BuildConfig(args.out)
+    tts = {key: TtsCounts(round(c.espeak * args.scale), round(c.flite * args.scale))
+           for key, c in default.tts.items()}
+    config = BuildConfig(args.out.resolve(), args.seed, tuple(args.stages.split(",")), tts=tts)
+    build(config, log=lambda message: print(message, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

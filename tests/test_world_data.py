@@ -1,0 +1,256 @@
+"""World-like data (issue 16 §3): the binding Asterisk split, the text cleaner, disjoint test
+texts and voices, and records that validate. Fixtures are made in the test; the parts that need
+Debian packages (ffmpeg, espeak-ng, flite, the Asterisk prompts) skip without them."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from qwen_audio.data.manifest import validate_manifest, write_manifest
+from qwen_audio.data.world import asterisk, texts, voices
+from qwen_audio.data.world.build import BuildConfig, TtsCounts, plan_tts
+from qwen_audio.data.world.render import TtsJob, render_job, spoken_form
+from qwen_audio.data.world.texts import TextSource
+
+HAVE_FFMPEG = shutil.which("ffmpeg") is not None
+needs_ffmpeg = pytest.mark.skipif(not HAVE_FFMPEG, reason="ffmpeg is not installed")
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                  reason="espeak-ng is not installed")
+needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed")
+needs_asterisk = pytest.mark.skipif(
+    not (asterisk.SOUNDS_ROOT.is_dir() and any(asterisk.SOUNDS_ROOT.glob("en_*"))
+         and (asterisk.DOC_ROOT / "asterisk-core-sounds-en").is_dir()),
+    reason="asterisk-core-sounds-en and asterisk-core-sounds-en-g722 are not installed")
+
+
+# ---------------------------------------------------------------- the Asterisk split
+
+
+def test_validation_split_is_md5_of_base_name_starting_c_to_f():
+    for name in ("conf-onlyperson", "vm-intro", "digits/1", "letters/a", "agent-pass", "beep"):
+        base = name.rsplit("/", 1)[-1]
+        first = hashlib.md5(base.encode("utf-8")).hexdigest()[0]
+        assert asterisk.prompt_split(name) == ("validation" if first in "cdef" else "train")
+
+
+def test_split_ignores_folder_and_extension():
+    assert asterisk.prompt_base_name("digits/1.g722") == "1"
+    assert asterisk.prompt_split("digits/1") == asterisk.prompt_split("1.g722")
+    splits = {asterisk.prompt_split(f"p{i}") for i in range(64)}
+    assert splits == {"train", "validation"}
+
+
+def test_prompt_text_cleaning():
+    clean = asterisk.clean_prompt_text
+    assert clean("Thank you.   Please  hold.", "en") == "Thank you. Please hold."
+    assert clean("[ascending tones]", "en") is None
+    assert clean("(beep)", "fr") is None
+    assert clean("<beep ascending>", "en") is None
+    assert clean("dot [.]", "en") == "dot"
+    assert clean("Il [suo] messaggio è stato salvato.", "it") is None  # spoken or not? skip
+    assert clean("Please leave a message. (simple tone sound plays)", "en") is None
+    assert clean("La conferenza ? piena.", "it") == "La conferenza è piena."
+    assert clean("Non pu? essere richiamato.", "it") == "Non può essere richiamato."
+    assert clean("In quale cartella?", "it") == "In quale cartella?"
+
+
+def _g722(path: Path, seconds: float = 0.3) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"sine=frequency=440:duration={seconds}", "-ar", "16000", "-ac", "1",
+                    "-c:a", "g722", "-f", "g722", "-y", str(path)], check=True)
+
+
+@needs_ffmpeg
+def test_prompts_decode_pair_with_text_and_validate(tmp_path):
+    sounds, docs = tmp_path / "sounds", tmp_path / "doc"
+    voice = sounds / "en_US_f_Test"
+    _g722(voice / "hello.g722")
+    for name in ("digits/7", "beep", "untranscribed", "silence/1"):
+        (voice / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(voice / "hello.g722", voice / f"{name}.g722")
+    text_file = docs / "asterisk-core-sounds-en" / "core-sounds-en.txt.gz"
+    text_file.parent.mkdir(parents=True)
+    with gzip.open(text_file, "wt", encoding="utf-8") as f:
+        f.write("; Core sounds\n\nhello: Hello,  world.\ndigits/7: seven\n"
+                "beep: [a beep]\nsilence/1: (1 second of silence)\n")
+    prompts = list(asterisk.iter_prompts("en", sounds, docs))
+    assert [(p.name, p.text) for p in prompts] == [("digits/7", "seven"), ("hello", "Hello, world.")]
+    by_split = asterisk.build_asterisk(tmp_path / "out", ("en",), log=lambda m: None,
+                                       sounds_root=sounds, doc_root=docs)
+    records = by_split["train"] + by_split["validation"]
+    assert len(records) == 2
+    for record in records:
+        assert record.meta["split"] == asterisk.prompt_split(record.meta["prompt"])
+        assert record in by_split[record.meta["split"]]
+        assert Path(record.audio).is_absolute() and record.audio.endswith(".flac")
+        assert record.duration == pytest.approx(0.3, abs=0.05)
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(records, manifest)
+    assert validate_manifest(manifest) == []
+
+
+@needs_asterisk
+def test_installed_prompts_keep_reserved_names_out_of_training():
+    prompts = list(asterisk.iter_prompts("en"))
+    assert len(prompts) > 400
+    for p in prompts:
+        first = hashlib.md5(p.base_name.encode()).hexdigest()[0]
+        assert (p.split == "validation") == (first in "cdef")
+        assert "[" not in p.text and "(" not in p.text
+
+
+# ---------------------------------------------------------------- text cleaning
+
+
+def _clean(text: str, language: str = "en") -> str | None:
+    return texts.clean_sentence(texts.normalise(text, language), language)
+
+
+def test_cleaner_keeps_plain_sentences_and_unifies_punctuation():
+    assert _clean("He said “hello” to me -- twice.") == "He said hello to me, twice."
+    assert _clean("Is it raining again?!") == "Is it raining again?"
+    assert _clean("Wer Bäume pflanzt, liebt sich und andere.", "de") == \
+        "Wer Bäume pflanzt, liebt sich und andere."
+    assert _clean("¿Para qué te preocupas?", "es") == "¿Para qué te preocupas?"
+
+
+def test_cleaner_repairs_italian_ascii_accents():
+    assert _clean("Errare e' umano, perche' lo dico io.", "it") == \
+        "Errare è umano, perché lo dico io."
+    assert _clean("Un po' di piu' caffe'.", "it") == "Un po' di più caffè."
+
+
+@pytest.mark.parametrize("text", [
+    "I have 3 apples and two pears.",  # digits
+    "See http://example.com for more news.",  # URL
+    "The NASA rocket flew to the moon.",  # acronym
+    "Richard III was a king of England.",  # Roman numeral
+    "Too short.",  # < 3 words
+    " ".join(["word"] * 21) + ".",  # > 20 words
+    "Q: Why did the chicken cross the road?",  # dialogue / colon
+    "Call foo(x) with a list of [values].",  # code
+    "lower case start is not a sentence.",
+    "No final punctuation in this one",
+    "Ein Satz mit Ä in Englisch.",  # letters the English voice cannot read
+    "Over-Exposed But Not Under-Developed!",  # title case
+])
+def test_cleaner_rejects_what_a_voice_or_transcript_cannot_state(text):
+    assert _clean(text) is None
+
+
+def test_fortune_entries_drop_attributions(tmp_path):
+    path = tmp_path / "quotes"
+    path.write_text("A classic is something that everyone wants to have read\nand nobody wants"
+                    " to read.\n\t\t-- Mark Twain\n%\nShort one here.\n%\n", encoding="utf-8")
+    assert texts.read_fortunes(path) == [
+        "A classic is something that everyone wants to have read and nobody wants to read.",
+        "Short one here."]
+
+
+# ---------------------------------------------------------------- disjoint test material
+
+
+def _fixture_sources(tmp_path: Path) -> tuple[TextSource, ...]:
+    (tmp_path / "train_a").write_text(
+        "The cat sat on the warm mat.\n%\nRain falls softly on the old roof.\n%\n"
+        "The cat sat on the warm mat!\n%\nBirds sing early in the morning.\n%\n", "utf-8")
+    (tmp_path / "held").write_text(
+        "Rain falls softly on the old roof.\n%\nA quiet harbour hides many boats.\n%\n"
+        "Lanterns glow above the sleepy village.\n%\n", "utf-8")
+    return (TextSource("a", "en", "pkg-a", ("train_a",), "train"),
+            TextSource("b", "en", "pkg-b", ("held",), "test"))
+
+
+def test_test_sentences_never_occur_in_training(tmp_path):
+    sset = texts.build_sentence_set("en", _fixture_sources(tmp_path), tmp_path)
+    train = [s for s, _ in sset.train]
+    assert train == ["The cat sat on the warm mat.", "Rain falls softly on the old roof.",
+                     "Birds sing early in the morning."]  # the "!" copy is a duplicate
+    assert [s for s, _ in sset.test] == ["A quiet harbour hides many boats.",
+                                         "Lanterns glow above the sleepy village."]
+    assert {src for _, src in sset.test} == {"b"}
+    tokens, types = sset.new_word_rate()
+    # test words: a quiet harbour hides many boats lanterns glow above the sleepy village
+    assert tokens == pytest.approx(11 / 12) and types == pytest.approx(11 / 12)
+
+
+def test_every_language_holds_one_source_out_of_training():
+    for language in {s.language for s in texts.SOURCES}:
+        test_sources = [s for s in texts.SOURCES if s.language == language and s.split == "test"]
+        train_files = {f for s in texts.SOURCES if s.language == language and s.split == "train"
+                       for f in s.files}
+        assert len(test_sources) == 1
+        assert not train_files & set(test_sources[0].files)
+    english = {s.split: s.package for s in texts.SOURCES if s.language == "en"}
+    assert english["train"] != english["test"]
+
+
+def test_test_voices_never_read_training_sentences():
+    for gender in ("female", "male"):
+        assert not (set(voices.espeak_variants("train")[gender])
+                    & set(voices.espeak_variants("test")[gender]))
+    assert not set(voices.flite_voices("train")) & set(voices.flite_voices("test"))
+    assert voices.flite_voices("test")
+
+
+def test_plan_draws_distinct_sentences_and_split_owned_voices(tmp_path):
+    sset = texts.SentenceSet("en", tuple((f"Train sentence number {w} here.", "a")
+                                         for w in ("one", "two", "three", "four", "five")),
+                             (("Test sentence stays apart.", "b"), ("Another test line here.", "b")))
+    config = BuildConfig(tmp_path, seed=3, tts={("en", "train"): TtsCounts(3, 2),
+                                                ("en", "test"): TtsCounts(1, 1)})
+    jobs = plan_tts(config, {"en": sset})
+    assert plan_tts(config, {"en": sset}) == jobs  # deterministic from the seed
+    by_split = {s: [j for j in jobs if j.split == s] for s in ("train", "test")}
+    assert len(by_split["train"]) == 5 and len(by_split["test"]) == 2
+    assert len({j.text for j in by_split["train"]}) == 5
+    assert not {j.text for j in by_split["train"]} & {j.text for j in by_split["test"]}
+    for job in jobs:
+        if job.engine == "flite":
+            assert job.voice.name in voices.flite_voices(job.split)
+        else:
+            assert job.voice.variant in voices.espeak_variants(job.split)[job.voice.gender]
+    assert len({j.id for j in jobs}) == len(jobs)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def test_spoken_form_strips_outer_punctuation():
+    assert [spoken_form(t) for t in ("¿Para", "qué?", "don't", "well-known,", "mat.")] == \
+        ["Para", "qué", "don't", "well-known", "mat"]
+
+
+@needs_espeak
+def test_espeak_job_renders_asr_and_srwt_records_that_validate(tmp_path):
+    voice = voices.draw_espeak_voice("en", "test", random.Random(0))
+    job = TtsJob("test", "t-en-0", "en", "Birds sing early.", "b", voice, 7)
+    records = render_job(job, tmp_path)
+    assert [r.task for r in records] == ["asr", "srwt"]
+    srwt = records[1]
+    assert [w.word for w in srwt.words] == ["Birds", "sing", "early."]
+    assert all(0 <= w.start < w.end <= srwt.duration for w in srwt.words)
+    assert srwt.meta["variant"] in voices.espeak_variants("test")[voice.gender]
+    manifest = tmp_path / "test.jsonl"
+    write_manifest(records, manifest)
+    assert validate_manifest(manifest) == []
+
+
+@needs_flite
+def test_flite_job_renders_an_asr_record(tmp_path):
+    voice = voices.draw_flite_voice("train", random.Random(1))
+    records = render_job(TtsJob("train", "t-fl-0", "en", "Birds sing early.", "a", voice, 9),
+                         tmp_path)
+    assert [r.task for r in records] == ["asr"]
+    assert records[0].meta["engine"] == "flite" and records[0].duration > 0.5
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(records, manifest)
+    assert validate_manifest(manifest) == []
