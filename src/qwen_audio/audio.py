@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +80,9 @@ def min_audio_samples() -> int:
 # --------------------------------------------------------------------------- loading
 
 MIN_SAMPLE_RATE = 2_000  # below this nothing in speech or music survives; almost surely a bug
-MAX_SAMPLE_RATE = 768_000  # the highest rate common interfaces record at
+MAX_SAMPLE_RATE = 384_000  # the highest rate common converters record at
 MAX_CHANNELS = 64
+_BLOCK_FRAMES = 65_536  # libsndfile reads this many frames at a time (64 channels: 16 MiB)
 
 AudioSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO, np.ndarray, "torch.Tensor", tuple]
 
@@ -99,13 +100,17 @@ def load_audio(
 
     ``source`` is a path, encoded bytes, a binary file object, an array/tensor (then
     ``source_sr`` is required) or an ``(array, source_sr)`` tuple. ``offset``/``duration`` in
-    seconds select a segment (as manifests do); ``max_duration`` refuses longer audio early.
+    seconds select a segment (as manifests do). ``max_duration`` refuses longer audio before it
+    is decoded when the header tells the length, and stops decoding at the limit otherwise, so a
+    small file that expands to hours costs no more than ``max_duration`` of audio.
     """
     _check_rate(sr, "target sample rate `sr`")
     if isinstance(source, tuple):
         if len(source) != 2:
             raise InvalidAudioError("an audio tuple must be (samples, sample_rate)")
         source, source_sr = source
+    if offset < 0 or (duration is not None and duration <= 0):
+        raise InvalidAudioError(f"offset must be ≥ 0 and duration > 0 (got {offset}, {duration})")
     if isinstance(source, (np.ndarray, torch.Tensor)):
         if source_sr is None:
             raise InvalidAudioError(
@@ -115,7 +120,7 @@ def load_audio(
         samples, rate = _to_mono_float(_as_numpy(source)), int(source_sr)
         name = "array"
     else:
-        samples, rate, name = _decode(source)
+        samples, rate, name = _decode(source, lambda rate: _Budget.at(rate, offset, duration, max_duration))
     samples = _select_segment(samples, rate, offset, duration, name)
     if samples.size == 0:
         raise EmptyAudioError(f"{name}: the audio has no samples (zero length)")
@@ -189,7 +194,62 @@ def _to_mono_float(samples: np.ndarray) -> np.ndarray:
     return samples.mean(axis=channel_axis, dtype=np.float32)
 
 
-def _decode(source: AudioSource) -> tuple[np.ndarray, int, str]:
+@dataclass(frozen=True)
+class _Budget:
+    """The frames of a file worth decoding, at the file's own rate: decoding ends quietly at
+    ``stop`` (the end of the asked segment); audio running past ``limit`` is too long. Both are
+    checked against the header's length before decoding and again while decoding, because a
+    header may lie or say nothing (FLAC streams of unknown length, raw MP3)."""
+
+    start: int
+    stop: int | None
+    limit: float | None
+    max_duration: float | None
+
+    @classmethod
+    def at(cls, rate: int, offset: float, duration: float | None, max_duration: float | None) -> _Budget:
+        start = int(round(offset * rate))
+        stop = None if duration is None else start + int(round(duration * rate))
+        return cls(start, stop, None if max_duration is None else start + max_duration * rate, max_duration)
+
+    def check_length(self, frames: int | None, rate: int) -> None:
+        """Refuse, before decoding, audio whose header says it is too long."""
+        if frames is None or self.limit is None:
+            return
+        if self.stop is not None:
+            frames = min(frames, self.stop)
+        if frames > self.limit:
+            raise AudioTooLongError(
+                f"audio is {(frames - self.start) / rate:.1f} s long; the limit is {self.max_duration:g} s"
+            )
+
+    def collect(self, blocks: Iterator[np.ndarray]) -> np.ndarray:
+        """Concatenate mono ``blocks`` up to ``stop``; refuse them once past ``limit``."""
+        kept, decoded = [], 0
+        for block in blocks:
+            if self.stop is not None and decoded + block.size >= self.stop:
+                kept.append(block[: self.stop - decoded])
+                break
+            if self.limit is not None and decoded + block.size > self.limit:
+                raise AudioTooLongError(
+                    f"audio runs past {self.max_duration:g} s (decoding stopped there); the limit is {self.max_duration:g} s"
+                )
+            kept.append(block)
+            decoded += block.size
+        return np.concatenate(kept) if kept else np.zeros(0, dtype=np.float32)
+
+
+def _check_layout(rate: int, channels: int) -> None:
+    """A file's rate and channel count, checked before a sample is decoded."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InvalidAudioError(
+            f"the file's sample rate {rate:,} Hz is not supported: expected {MIN_SAMPLE_RATE:,}–{MAX_SAMPLE_RATE:,} Hz"
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise InvalidAudioError(f"the file has {channels} audio channels; at most {MAX_CHANNELS} are supported")
+
+
+def _decode(source: AudioSource, budget_at: Callable[[int], _Budget]) -> tuple[np.ndarray, int, str]:
     """Try libsndfile first (fast, exact for wav/flac/ogg), then FFmpeg through PyAV."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
@@ -211,17 +271,19 @@ def _decode(source: AudioSource) -> tuple[np.ndarray, int, str]:
         data = source.read()
         if isinstance(data, str):
             raise InvalidAudioError("the audio file object must be opened in binary mode ('rb')")
-        return _decode(bytes(data)) if data else _raise_empty(getattr(source, "name", "<file object>"))
+        return _decode(bytes(data), budget_at) if data else _raise_empty(getattr(source, "name", "<file object>"))
     else:
         raise InvalidAudioError(f"cannot read audio from a {type(source).__name__}")
 
     try:
-        samples, rate = sf.read(opener(), dtype="float32", always_2d=False)
-        return _to_mono_float(samples), int(rate), name
+        samples, rate = _decode_with_soundfile(opener(), budget_at)
+        return samples, rate, name
+    except AudioError as error:
+        raise type(error)(f"{name}: {error}") from None
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         pass  # not a format libsndfile knows (mp3 on old builds, m4a, opus in mp4, video): try FFmpeg
     try:
-        samples, rate = _decode_with_av(opener())
+        samples, rate = _decode_with_av(opener(), budget_at)
     except AudioError as error:
         raise type(error)(f"{name}: {error}") from None
     except (av.error.FFmpegError, OSError, ValueError, IndexError) as error:
@@ -236,33 +298,52 @@ def _raise_empty(name: str) -> tuple[np.ndarray, int, str]:
     raise EmptyAudioError(f"{name}: the audio file object is empty (0 bytes)")
 
 
-def _decode_with_av(file: object) -> tuple[np.ndarray, int]:
+def _decode_with_soundfile(file: object, budget_at: Callable[[int], _Budget]) -> tuple[np.ndarray, int]:
+    with sf.SoundFile(file) as audio:
+        rate, channels = int(audio.samplerate), int(audio.channels)
+        _check_layout(rate, channels)
+        budget = budget_at(rate)
+        budget.check_length(audio.frames if audio.frames < 2**62 else None, rate)  # 2**63 − 1: length unknown
+
+        def blocks() -> Iterator[np.ndarray]:
+            while len(block := audio.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)):
+                yield block[:, 0] if channels == 1 else block.mean(axis=1, dtype=np.float32)
+
+        return budget.collect(blocks()), rate
+
+
+def _decode_with_av(file: object, budget_at: Callable[[int], _Budget]) -> tuple[np.ndarray, int]:
     with av.open(file, mode="r") as container:
         if not container.streams.audio:
             raise AudioDecodeError("the file has no audio stream")
         stream = container.streams.audio[0]
-        rate = stream.codec_context.sample_rate or stream.rate
+        context = stream.codec_context
+        if context is None:  # FFmpeg found no decoder: e.g. a WAV header saying 0 bits per sample
+            raise AudioDecodeError("the audio stream cannot be decoded (a broken header or an unsupported codec)")
+        rate = context.sample_rate
         if not rate:
             raise AudioDecodeError("the audio stream has no sample rate")
-        # Normalise to planar float at the native rate/layout; soxr does the resampling, not swresample.
-        to_float = av.AudioResampler(format="fltp")
-        chunks: list[np.ndarray] = []
-        for frame in container.decode(stream):
-            for converted in to_float.resample(frame):
-                chunks.append(converted.to_ndarray())
-        for converted in to_float.resample(None):
-            chunks.append(converted.to_ndarray())
-    if not chunks:
-        return np.zeros(0, dtype=np.float32), int(rate)
-    planar = np.concatenate(chunks, axis=1)  # (channels, samples)
-    return planar.mean(axis=0, dtype=np.float32), int(rate)
+        _check_layout(rate, context.channels)
+        budget = budget_at(rate)
+        known = stream.duration is not None and stream.time_base is not None
+        budget.check_length(int(stream.duration * stream.time_base * rate) if known else None, rate)
+
+        def blocks() -> Iterator[np.ndarray]:
+            # Planar float at the native rate, mixed to mono frame by frame (memory: one channel);
+            # soxr does the resampling, not swresample.
+            to_float = av.AudioResampler(format="fltp")
+            for frame in container.decode(stream):
+                for converted in to_float.resample(frame):
+                    yield converted.to_ndarray().mean(axis=0, dtype=np.float32)
+            for converted in to_float.resample(None):
+                yield converted.to_ndarray().mean(axis=0, dtype=np.float32)
+
+        return budget.collect(blocks()), int(rate)
 
 
 def _select_segment(
     samples: np.ndarray, rate: int, offset: float, duration: float | None, name: str
 ) -> np.ndarray:
-    if offset < 0 or (duration is not None and duration <= 0):
-        raise InvalidAudioError(f"{name}: offset must be ≥ 0 and duration > 0 (got {offset}, {duration})")
     if offset == 0 and duration is None:
         return samples
     start = int(round(offset * rate))
