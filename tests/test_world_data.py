@@ -24,6 +24,9 @@ needs_ffmpeg = pytest.mark.skipif(not HAVE_FFMPEG, reason="ffmpeg is not install
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="espeak-ng is not installed")
 needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed")
+needs_festival = pytest.mark.skipif(
+    shutil.which("text2wave") is None or not Path("/usr/share/festival/voices/italian").is_dir(),
+    reason="festival with festvox-italp16k/festvox-itapc16k is not installed")
 needs_asterisk = pytest.mark.skipif(
     not (asterisk.SOUNDS_ROOT.is_dir() and any(asterisk.SOUNDS_ROOT.glob("en_*"))
          and (asterisk.DOC_ROOT / "asterisk-core-sounds-en").is_dir()),
@@ -199,26 +202,43 @@ def test_test_voices_never_read_training_sentences():
                     & set(voices.espeak_variants("test")[gender]))
     assert not set(voices.flite_voices("train")) & set(voices.flite_voices("test"))
     assert voices.flite_voices("test")
+    assert not set(voices.festival_voices("train", "it")) & set(voices.festival_voices("test", "it"))
+    assert voices.festival_voices("test", "it") and voices.festival_voices("train", "it")
 
 
 def test_plan_draws_distinct_sentences_and_split_owned_voices(tmp_path):
-    sset = texts.SentenceSet("en", tuple((f"Train sentence number {w} here.", "a")
-                                         for w in ("one", "two", "three", "four", "five")),
-                             (("Test sentence stays apart.", "b"), ("Another test line here.", "b")))
+    train = tuple((f"Train sentence number {w} here.", "a") for w in ("one", "two", "three",
+                                                                      "four", "five"))
+    test = (("Test sentence stays apart.", "b"), ("Another test line here.", "b"))
+    sets = {lang: texts.SentenceSet(lang, train, test) for lang in ("en", "it")}
     config = BuildConfig(tmp_path, seed=3, tts={("en", "train"): TtsCounts(3, 2),
-                                                ("en", "test"): TtsCounts(1, 1)})
-    jobs = plan_tts(config, {"en": sset})
-    assert plan_tts(config, {"en": sset}) == jobs  # deterministic from the seed
-    by_split = {s: [j for j in jobs if j.split == s] for s in ("train", "test")}
-    assert len(by_split["train"]) == 5 and len(by_split["test"]) == 2
-    assert len({j.text for j in by_split["train"]}) == 5
-    assert not {j.text for j in by_split["train"]} & {j.text for j in by_split["test"]}
+                                                ("en", "test"): TtsCounts(1, 1),
+                                                ("it", "train"): TtsCounts(2, festival=2),
+                                                ("it", "test"): TtsCounts(1, festival=1)})
+    jobs = plan_tts(config, sets)
+    assert plan_tts(config, sets) == jobs  # deterministic from the seed
+    assert {j.engine for j in jobs} == {"espeak-ng", "flite", "festival"}
+    assert len({j.id for j in jobs}) == len(jobs)
+    for lang in ("en", "it"):
+        train_jobs = [j for j in jobs if j.language == lang and j.split == "train"]
+        test_jobs = [j for j in jobs if j.language == lang and j.split == "test"]
+        assert len({j.text for j in train_jobs}) == len(train_jobs)  # no sentence twice
+        assert not {j.text for j in train_jobs} & {j.text for j in test_jobs}
     for job in jobs:
         if job.engine == "flite":
             assert job.voice.name in voices.flite_voices(job.split)
+        elif job.engine == "festival":
+            assert job.voice.name in voices.festival_voices(job.split, job.language)
         else:
             assert job.voice.variant in voices.espeak_variants(job.split)[job.voice.gender]
-    assert len({j.id for j in jobs}) == len(jobs)
+
+
+def test_raising_a_later_engines_count_keeps_earlier_jobs(tmp_path):
+    train = tuple((f"Sentence {w} is here.", "a") for w in ("one", "two", "three", "four"))
+    sets = {"it": texts.SentenceSet("it", train, ())}
+    fewer = plan_tts(BuildConfig(tmp_path, tts={("it", "train"): TtsCounts(2, festival=1)}), sets)
+    more = plan_tts(BuildConfig(tmp_path, tts={("it", "train"): TtsCounts(2, festival=2)}), sets)
+    assert more[:3] == fewer
 
 
 # ---------------------------------------------------------------- rendering
@@ -254,3 +274,12 @@ def test_flite_job_renders_an_asr_record(tmp_path):
     manifest = tmp_path / "train.jsonl"
     write_manifest(records, manifest)
     assert validate_manifest(manifest) == []
+
+
+@needs_festival
+def test_festival_job_reads_italian_accents(tmp_path):
+    voice = voices.draw_festival_voice("it", "test", random.Random(2))
+    records = render_job(TtsJob("test", "t-it-0", "it", "Perché è così?", "b", voice, 4),
+                         tmp_path)
+    assert records[0].meta["engine"] == "festival" and records[0].duration > 0.5
+    assert records[0].meta["voice"] in voices.festival_voices("test", "it")

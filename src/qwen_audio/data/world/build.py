@@ -31,10 +31,15 @@ STAGES = ("asterisk", "texts", "tts")
 
 @dataclass(frozen=True)
 class TtsCounts:
-    """Utterances per (language, split): espeak-ng word-by-word and flite whole-sentence."""
+    """Utterances per (language, split): espeak-ng word by word, flite and festival whole."""
 
     espeak: int
     flite: int = 0
+    festival: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.espeak + self.flite + self.festival
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,9 @@ class BuildConfig:
     asterisk_languages: tuple[str, ...] = asterisk.LANGUAGES
     tts: dict[tuple[str, str], TtsCounts] = field(default_factory=lambda: {
         ("en", "train"): TtsCounts(2200, 800), ("en", "test"): TtsCounts(200, 100),
-        **{(lang, "train"): TtsCounts(800) for lang in ("de", "es", "it")},
-        **{(lang, "test"): TtsCounts(100) for lang in ("de", "es", "it")},
+        **{(lang, "train"): TtsCounts(800) for lang in ("de", "es")},
+        **{(lang, "test"): TtsCounts(100) for lang in ("de", "es")},
+        ("it", "train"): TtsCounts(800, festival=300), ("it", "test"): TtsCounts(100, festival=50),
     })
 
     def __post_init__(self) -> None:
@@ -105,14 +111,18 @@ def plan_tts(config: BuildConfig, sets: dict[str, texts.SentenceSet]) -> list[Tt
     jobs: list[TtsJob] = []
     for (lang, split), counts in config.tts.items():
         pool = sets[lang].train if split == "train" else sets[lang].test
-        chosen = texts.sample(pool, counts.espeak + counts.flite,
+        # Engines take consecutive slices of one shuffle, so raising a later engine's count
+        # leaves the earlier jobs (and their voices) as they were.
+        chosen = texts.sample(pool, counts.total,
                               derive_seed(config.seed, "world-texts", lang, split))
         rng = random.Random(derive_seed(config.seed, "world-voices", lang, split))
         for i, (sentence, source) in enumerate(chosen):
-            use_flite = i >= counts.espeak
-            voice = (voices.draw_flite_voice(split, rng) if use_flite
-                     else voices.draw_espeak_voice(lang, split, rng))
-            engine = "flite" if use_flite else "espeak"
+            if i < counts.espeak:
+                engine, voice = "espeak", voices.draw_espeak_voice(lang, split, rng)
+            elif i < counts.espeak + counts.flite:
+                engine, voice = "flite", voices.draw_flite_voice(split, rng)
+            else:
+                engine, voice = "festival", voices.draw_festival_voice(lang, split, rng)
             jobs.append(TtsJob(split, f"world-{split}-{lang}-{engine}-{i:05d}", lang, sentence,
                                source, voice, rng.getrandbits(32)))
     return jobs
@@ -183,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="multiply every TTS count (e.g. 0.01 for a smoke run)")
     args = parser.parse_args(argv)
     default = BuildConfig(args.out)
-    tts = {key: TtsCounts(round(c.espeak * args.scale), round(c.flite * args.scale))
+    tts = {key: TtsCounts(round(c.espeak * args.scale), round(c.flite * args.scale),
+                          round(c.festival * args.scale))
            for key, c in default.tts.items()}
     config = BuildConfig(args.out.resolve(), args.seed, tuple(args.stages.split(",")), tts=tts)
     build(config, log=lambda message: print(message, flush=True))

@@ -1,5 +1,5 @@
-"""Render open-vocabulary sentences as speech: espeak-ng word by word (exact word times) and
-flite whole sentences (natural prosody, no word times).
+"""Render open-vocabulary sentences as speech: espeak-ng word by word (exact word times), flite
+(English) and festival (Italian) whole sentences (natural prosody, no word times).
 
 A job holds every random choice (voice, speed, pitch, seed), so rendering is a pure function of
 the job. Noise and reverberation follow `synth.speech.render_speech`'s recipe.
@@ -23,7 +23,7 @@ from qwen_audio.data.manifest import ManifestRecord, Word
 from qwen_audio.data.synth import effects
 from qwen_audio.data.synth.sentences import Sentence, SpokenWord
 from qwen_audio.data.synth.speech import SpeechSpec, SynthesisError, Voice, render_speech
-from qwen_audio.data.world.voices import FliteVoice
+from qwen_audio.data.world.voices import FestivalVoice, FliteVoice
 
 SAMPLE_RATE = effects.SAMPLE_RATE
 
@@ -35,12 +35,14 @@ class TtsJob:
     language: str
     text: str
     source: str  # text source name
-    voice: Voice | FliteVoice
+    voice: Voice | FliteVoice | FestivalVoice
     seed: int
 
     @property
     def engine(self) -> str:
-        return "flite" if isinstance(self.voice, FliteVoice) else "espeak-ng"
+        if isinstance(self.voice, FliteVoice):
+            return "flite"
+        return "festival" if isinstance(self.voice, FestivalVoice) else "espeak-ng"
 
 
 def spoken_form(token: str) -> str:
@@ -70,6 +72,29 @@ def flite_samples(text: str, voice: FliteVoice) -> np.ndarray:
     return soxr.resample(x, rate, SAMPLE_RATE).astype(np.float32) if rate != SAMPLE_RATE else x
 
 
+def festival_samples(text: str, voice: FestivalVoice) -> np.ndarray:
+    """Synthesise a whole sentence with festival's text2wave; float32 at 16 kHz.
+
+    festival reads Latin-1 text, which holds every letter the Italian cleaner lets through.
+    """
+    exe = shutil.which("text2wave")
+    if exe is None:
+        raise SynthesisError("festival is not installed; run `apt-get install festival "
+                             "festvox-italp16k festvox-itapc16k`")
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "text.txt", Path(tmp) / "speech.wav"
+        source.write_bytes(text.encode("latin-1"))
+        cmd = [exe, "-eval", f"(voice_{voice.name})", "-eval",
+               f"(Parameter.set 'Duration_Stretch {voice.duration_stretch})",
+               str(source), "-o", str(target)]
+        result = subprocess.run(cmd, capture_output=True, check=False)
+        if result.returncode != 0 or not target.exists():
+            raise SynthesisError(f"festival failed on {text!r} with {voice.name}: "
+                                 f"{result.stderr.decode(errors='replace').strip()}")
+        x, rate = sf.read(str(target), dtype="float32")
+    return soxr.resample(x, rate, SAMPLE_RATE).astype(np.float32) if rate != SAMPLE_RATE else x
+
+
 def augment(audio: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
     """Room and noise as `render_speech` draws them; returns the audio and what was applied."""
     rng, nprng = random.Random(seed), np.random.default_rng(seed)
@@ -86,9 +111,13 @@ def augment(audio: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
     return effects.normalise_peak(audio, rng.uniform(0.15, 0.95)), facts
 
 
-def render_flite(job: TtsJob) -> tuple[np.ndarray, dict]:
+def render_sentence(job: TtsJob) -> tuple[np.ndarray, dict]:
+    """A whole-sentence synthesiser's take, trimmed, padded with silence and augmented."""
     rng = random.Random(job.seed)
-    x = flite_samples(job.text, job.voice)
+    if isinstance(job.voice, FestivalVoice):
+        x = festival_samples(job.text, job.voice)
+    else:
+        x = flite_samples(job.text, job.voice)
     lo, hi = effects.active_bounds(x)
     x = effects.fade(x[lo:hi], 0.003)
     pad = [np.zeros(int(rng.uniform(a, b) * SAMPLE_RATE), np.float32)
@@ -102,10 +131,11 @@ def render_job(job: TtsJob, out_dir: Path) -> tuple[ManifestRecord, ...]:
     path.parent.mkdir(parents=True, exist_ok=True)
     voice = job.voice
     words: tuple[Word, ...] | None = None
-    if isinstance(voice, FliteVoice):
-        audio, facts = render_flite(job)
-        meta = {"engine": "flite", "voice": voice.name, "gender": voice.gender,
-                "duration_stretch": voice.duration_stretch, "f0_mean": voice.f0_mean}
+    if isinstance(voice, (FliteVoice, FestivalVoice)):
+        audio, facts = render_sentence(job)
+        meta = {"engine": job.engine, "voice": voice.name, "gender": voice.gender,
+                "duration_stretch": voice.duration_stretch,
+                "f0_mean": getattr(voice, "f0_mean", None)}
     else:
         rendered = render_speech(SpeechSpec(to_sentence(job.text, job.language), voice, job.seed))
         audio = rendered.samples
