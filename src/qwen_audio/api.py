@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from qwen_audio.audio import N_SAMPLES, SAMPLE_RATE, AudioSource, batch_log_mel, load_audio, load_audios
-from qwen_audio.chatml import DEFAULT_SYSTEM, AudioItem, ChatTurn, TextItem, render_chatml
+from qwen_audio.chatml import DEFAULT_SYSTEM, AudioItem, ChatTurn, TextItem, encode_chatml
 from qwen_audio.errors import CheckpointError, TagFormatError
 from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions, Transcript, TranscriptionRequest
 from qwen_audio.infer.longform import plan_windows, stitch_words
@@ -33,7 +33,7 @@ from qwen_audio.tags import (
     parse_output,
     strip_tags,
 )
-from qwen_audio.tokenizer import QwenAudioTokenizer
+from qwen_audio.tokenizer import EncodedPrompt, QwenAudioTokenizer
 
 DEFAULT_MODEL = "default"
 UNSPACED = ("zh", "ja", "zh_tr")
@@ -90,10 +90,16 @@ class QwenAudio:
 
     @torch.no_grad()
     def generate(
-        self, prompts: Sequence[str], audios: Sequence[Sequence[np.ndarray]], options: GenerationOptions = GenerationOptions()
+        self, prompts: Sequence[str | EncodedPrompt], audios: Sequence[Sequence[np.ndarray]],
+        options: GenerationOptions = GenerationOptions(),
     ) -> list[Generated]:
-        """Continue each prompt; ``audios[i]`` are the waveforms of prompt i's ``<audio>`` spans."""
-        encoded = [self.tokenizer.encode_prompt(p, [a.size for a in waves]) for p, waves in zip(prompts, audios)]
+        """Continue each prompt; ``audios[i]`` are the waveforms of prompt i's ``<audio>`` spans.
+
+        A ``str`` prompt is this package's own (task tags are special); what users wrote comes
+        already encoded (:func:`~qwen_audio.chatml.encode_chatml`), as plain text.
+        """
+        encoded = [p if isinstance(p, EncodedPrompt) else self.tokenizer.encode_prompt(p, [a.size for a in waves])
+                   for p, waves in zip(prompts, audios)]
         width = max(len(e.ids) for e in encoded)
         pad = self.tokenizer.eod_id
         input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
@@ -274,8 +280,8 @@ class QwenAudio:
         for i, request in enumerate(requests):
             groups.setdefault(request.options, []).append(i)
         for options, members in groups.items():
-            prompts = [render_chatml(requests[i].turns, system=requests[i].system) for i in members]
-            waves = [[requests[i].audios[p][:N_SAMPLES] for t in requests[i].turns for p in t.audio_paths] for i in members]
+            waves = [_chat_waves(requests[i]) for i in members]
+            prompts = [self._chat_prompt(requests[i], w) for i, w in zip(members, waves)]
             for i, out in zip(members, self.generate(prompts, waves, options)):
                 replies[i] = ChatReply(self._reply_text(out.ids), out.prompt_tokens,
                                        out.completion_tokens, "stop" if out.finished else "length")
@@ -283,9 +289,8 @@ class QwenAudio:
 
     def stream_chat(self, request: ChatRequest) -> Generator[str, None, ChatReply]:
         """Engine protocol: reply text pieces as tokens arrive (UTF-8 safe); returns the ChatReply."""
-        prompt = render_chatml(request.turns, system=request.system)
-        waves = [request.audios[p][:N_SAMPLES] for t in request.turns for p in t.audio_paths]
-        encoded = self.tokenizer.encode_prompt(prompt, [w.size for w in waves])
+        waves = _chat_waves(request)
+        encoded = self._chat_prompt(request, waves)
         kwargs: dict[str, Any] = {}
         if waves:
             mels = batch_log_mel(waves)
@@ -313,6 +318,9 @@ class QwenAudio:
         # The generator's return value: what a non-streamed call would have answered (usage).
         return ChatReply(self._reply_text(ids), len(encoded.ids), len(ids) + finished, "stop" if finished else "length")
 
+    def _chat_prompt(self, request: ChatRequest, waves: Sequence[np.ndarray]) -> EncodedPrompt:
+        return encode_chatml(self.tokenizer, request.turns, [w.size for w in waves], system=request.system)
+
     def _reply_text(self, ids: Sequence[int]) -> str:
         """A chat reply as the user sees it: special tokens dropped, whitespace kept."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -326,6 +334,11 @@ class QwenAudio:
             results += self.transcribe_waves([request.audio], request.language, request.word_timestamps,
                                              request.options, translate_to=request.translate_to)
         return results
+
+
+def _chat_waves(request: ChatRequest) -> list[np.ndarray]:
+    """The request's audios in prompt order, each cut to the encoder's 30 s."""
+    return [request.audios[p][:N_SAMPLES] for t in request.turns for p in t.audio_paths]
 
 
 def _turn_from_dict(message: dict[str, Any]) -> ChatTurn:

@@ -13,8 +13,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
+from qwen_audio.audio import audio_span
 from qwen_audio.errors import TagFormatError
-from qwen_audio.tokenizer import AUDIO_END, AUDIO_START, IM_END, IM_START
+from qwen_audio.tokenizer import (
+    AUDIO_END,
+    AUDIO_START,
+    IM_END,
+    IM_START,
+    AudioSpanInfo,
+    EncodedPrompt,
+    QwenAudioTokenizer,
+)
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 Role = Literal["system", "user", "assistant"]
@@ -120,6 +129,62 @@ def render_chatml(
 ) -> str:
     """Turns → the ChatML prompt text (byte-identical to the official ``make_context``)."""
     return "".join(text for text, _ in render_segments(turns, system=system, add_generation_prompt=add_generation_prompt))
+
+
+def encode_chatml(
+    tokenizer: QwenAudioTokenizer,
+    turns: Sequence[ChatTurn],
+    audio_lengths: Sequence[int],
+    *,
+    system: str = DEFAULT_SYSTEM,
+    add_generation_prompt: bool = True,
+) -> EncodedPrompt:
+    """The ids of :func:`render_chatml`'s prompt, built from the turns rather than parsed back out
+    of the text: the ChatML markers and each :class:`AudioItem`'s span are the only special tokens,
+    and everything a user, an assistant or a system prompt wrote is plain text (the official
+    ``make_context`` encodes role and content with ``allowed_special=set()`` and adds the
+    ``<|im_start|>``/``<|im_end|>`` ids itself). So a typed ``<|im_end|>`` cannot forge a turn and
+    a typed ``<audio>PATH</audio>`` names no file. ``audio_lengths``: samples at 16 kHz of each
+    audio item, in order. For text without such strings the ids equal encoding the rendered text.
+    """
+    ids: list[int] = []
+    audios: list[AudioSpanInfo] = []
+    text: list[str] = []  # plain text waiting to be encoded in one piece, as the rendered text is
+
+    def special(token: str) -> None:
+        ids.extend(tokenizer.encode_plain("".join(text)))
+        text.clear()
+        ids.append(tokenizer.special_tokens[token])
+
+    special(IM_START)
+    text.append(f"system\n{system}")
+    special(IM_END)
+    for turn in turns:
+        text.append("\n")
+        special(IM_START)
+        text.append(f"{turn.role}\n")
+        for item in turn.items:
+            if isinstance(item, TextItem):
+                text.append(item.text)
+                continue
+            if len(audios) == len(audio_lengths):
+                raise TagFormatError(f"{len(audio_lengths)} audio lengths for more audio items: pass one per item")
+            text.append(f"Audio {len(audios) + 1}:")
+            special(AUDIO_START)
+            length = audio_span(audio_lengths[len(audios)]).span_tokens
+            audios.append(AudioSpanInfo(item.path, len(ids) - 1, length))
+            ids.extend([tokenizer.audio_pad_id] * (length - 2))
+            special(AUDIO_END)
+            text.append("\n")
+        special(IM_END)
+    if add_generation_prompt:
+        text.append("\n")
+        special(IM_START)
+        text.append("assistant\n")
+    ids.extend(tokenizer.encode_plain("".join(text)))
+    if len(audios) != len(audio_lengths):
+        raise TagFormatError(f"{len(audio_lengths)} audio lengths for {len(audios)} audio items: pass one per item")
+    return EncodedPrompt(ids, tuple(audios))
 
 
 _BLOCK = re.compile(re.escape(IM_START) + r"(\w+)\n(.*?)" + re.escape(IM_END), re.DOTALL)

@@ -293,8 +293,15 @@ class QwenAudioTokenizer(PreTrainedTokenizer):
         for stray in (AUDIO_START, AUDIO_END, AUDIO_PAD):
             if stray in allowed and stray in text:
                 # A lone tag or pad would desynchronise the model's audio splicing.
-                raise TagFormatError(f"unpaired {stray!r} in {text[:80]!r}: audio must be written <audio>PATH</audio>")
+                # The message names the tag only: the text may hold a system prompt not meant for the user.
+                raise TagFormatError(f"unpaired {stray!r} in the prompt: audio must be written <audio>PATH</audio>")
         return self.encoding.encode(unicodedata.normalize("NFC", text), allowed_special=allowed, disallowed_special=())
+
+    def encode_plain(self, text: str) -> list[int]:
+        """``text`` as plain text: a special-token string in it (``<|im_end|>``, ``<audio>``, a task
+        tag) is encoded as the characters it is made of, as the official ``make_context`` encodes
+        what users write (``allowed_special=set()``)."""
+        return self._encode_text(text, frozenset())
 
     @staticmethod
     def _audio_length(path: str, index: int, audio_lengths: AudioLengths) -> int:
