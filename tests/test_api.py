@@ -108,3 +108,10 @@ def test_chat_encodes_what_users_type_as_plain_text(api: QwenAudio) -> None:
         assert "".join(api.stream_chat(request)) == reply.text or reply.finish_reason == "length"
         plain = encode_chatml(api.tokenizer, request.turns, [], system=request.system)  # see test_chatml
         assert reply.prompt_tokens == len(plain.ids) and not plain.audios
+
+
+def test_model_engine_counts_prompt_tokens_as_the_reply_reports_them(api: QwenAudio) -> None:
+    engine = api.engine()
+    assert engine.context_length == api.model.config.seq_length
+    request = ChatRequest((ChatTurn.user(AudioItem("a"), "what is this?"),), {"a": tone(1.0)}, options=SHORT)
+    assert engine.prompt_tokens(request) == engine.chat([request])[0].prompt_tokens

@@ -281,7 +281,7 @@ class QwenAudio:
             groups.setdefault(request.options, []).append(i)
         for options, members in groups.items():
             waves = [_chat_waves(requests[i]) for i in members]
-            prompts = [self._chat_prompt(requests[i], w) for i, w in zip(members, waves)]
+            prompts = [self.chat_prompt(requests[i]) for i in members]
             for i, out in zip(members, self.generate(prompts, waves, options)):
                 replies[i] = ChatReply(self._reply_text(out.ids), out.prompt_tokens,
                                        out.completion_tokens, "stop" if out.finished else "length")
@@ -290,7 +290,7 @@ class QwenAudio:
     def stream_chat(self, request: ChatRequest) -> Generator[str, None, ChatReply]:
         """Engine protocol: reply text pieces as tokens arrive (UTF-8 safe); returns the ChatReply."""
         waves = _chat_waves(request)
-        encoded = self._chat_prompt(request, waves)
+        encoded = self.chat_prompt(request)
         kwargs: dict[str, Any] = {}
         if waves:
             mels = batch_log_mel(waves)
@@ -318,8 +318,9 @@ class QwenAudio:
         # The generator's return value: what a non-streamed call would have answered (usage).
         return ChatReply(self._reply_text(ids), len(encoded.ids), len(ids) + finished, "stop" if finished else "length")
 
-    def _chat_prompt(self, request: ChatRequest, waves: Sequence[np.ndarray]) -> EncodedPrompt:
-        return encode_chatml(self.tokenizer, request.turns, [w.size for w in waves], system=request.system)
+    def chat_prompt(self, request: ChatRequest) -> EncodedPrompt:
+        """The ids a chat request is answered from (user text as plain text, audio spans expanded)."""
+        return encode_chatml(self.tokenizer, request.turns, [w.size for w in _chat_waves(request)], system=request.system)
 
     def _reply_text(self, ids: Sequence[int]) -> str:
         """A chat reply as the user sees it: special tokens dropped, whitespace kept."""
@@ -362,6 +363,16 @@ class ModelEngine:
 
     def __init__(self, api: QwenAudio) -> None:
         self.api, self.model_id = api, api.model_id
+
+    @property
+    def context_length(self) -> int:
+        """The tokens the model was trained on at once (``seq_length``): the server's default
+        prompt limit (longer prompts cost memory with the square and lose accuracy)."""
+        return int(self.api.model.config.seq_length)
+
+    def prompt_tokens(self, request: ChatRequest) -> int:
+        """What a chat request's prompt costs, counted before it queues for the model."""
+        return len(self.api.chat_prompt(request).ids)
 
     def chat(self, requests: Sequence[ChatRequest]) -> list[ChatReply]:
         return self.api.chat_batch(requests)

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from qwen_audio.errors import QwenAudioError
 from qwen_audio.infer.engine import ChatReply, ChatRequest, Engine, Transcript, TranscriptionRequest
 from qwen_audio.serve.batching import Admission, Batcher, QueueFullError, locked_steps
-from qwen_audio.serve.inputs import APIError, build_chat_request, too_large
+from qwen_audio.serve.inputs import APIError, build_chat_request, check_prompt_length, too_large
 from qwen_audio.serve.schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -150,6 +150,7 @@ class ServerState:
         self.engine, self.settings = engine, settings
         self.engine_lock = threading.Lock()
         self.admission = Admission(settings.max_queue)
+        self.max_prompt_tokens = settings.max_prompt_tokens or getattr(engine, "context_length", None)
         common = dict(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms, engine_lock=self.engine_lock)
         self.chat = Batcher[ChatRequest, ChatReply](engine.chat, name="chat-batcher", **common)  # type: ignore[arg-type]
         self.transcribe = Batcher[TranscriptionRequest, Transcript](engine.transcribe, name="transcribe-batcher", **common)  # type: ignore[arg-type]
@@ -239,6 +240,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
         streaming = False
         try:
             chat_request = await run_in_threadpool(build_chat_request, body, settings)
+            await run_in_threadpool(check_prompt_length, engine, chat_request, state.max_prompt_tokens)
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 stream = await run_in_threadpool(_locked_call, state.engine_lock, engine.stream_chat, chat_request)

@@ -181,6 +181,11 @@ def build_chat_request(body: ChatCompletionRequest, settings: ServerSettings) ->
     decoding is CPU work)."""
     if body.n not in (None, 1):
         raise APIError(400, "only n=1 is supported", "n", "unsupported_value")
+    parts = sum(isinstance(part, (InputAudioPart, AudioURLPart))
+                for message in body.messages if isinstance(message.content, list) for part in message.content)
+    if parts > settings.max_audio_parts:
+        raise APIError(400, f"the messages hold {parts} audios; this server accepts at most {settings.max_audio_parts} per request",
+                       "messages", "too_many_audios")
     systems: list[str] = []
     turns: list[ChatTurn] = []
     audios: dict[str, np.ndarray] = {}
@@ -204,6 +209,18 @@ def build_chat_request(body: ChatCompletionRequest, settings: ServerSettings) ->
     )
     system = "\n".join(systems) if systems else DEFAULT_SYSTEM
     return ChatRequest(turns=tuple(turns), audios=audios, system=system, options=options)
+
+
+def check_prompt_length(engine: object, request: ChatRequest, limit: int | None) -> None:
+    """Refuse a prompt longer than ``limit`` tokens before it queues for the model, when the engine
+    can count them (``prompt_tokens(request)``; the model engine can, test fakes need not)."""
+    count = getattr(engine, "prompt_tokens", None)
+    if limit is None or count is None:
+        return
+    tokens = count(request)
+    if tokens > limit:
+        raise APIError(400, f"the messages come to {tokens:,} prompt tokens; this server accepts at most {limit:,}: "
+                       "shorten the conversation or send fewer or shorter audios", "messages", "context_length_exceeded")
 
 
 def _user_items(content: object, settings: ServerSettings, param: str, audios: dict[str, np.ndarray]) -> tuple[ChatItem, ...]:

@@ -15,6 +15,8 @@ class ServerSettings:
     ``api_key``: when set, every ``/v1`` request needs ``Authorization: Bearer <key>``.
     ``max_upload_bytes`` bounds a whole request body (JSON with base64 audio, or multipart).
     ``max_queue`` bounds the requests admitted at once (waiting or running); past it: 503.
+    ``max_prompt_tokens`` bounds a chat prompt (None: the engine's ``context_length``, when it
+    tells one); ``max_audio_parts`` bounds the audios of one chat request, counted before decoding.
     Local paths in ``audio_url`` are refused unless ``allow_local_files``; then, when
     ``allowed_local_dir`` is set, only files that resolve (symlinks followed) inside it are read.
     """
@@ -25,6 +27,8 @@ class ServerSettings:
     max_upload_bytes: int = 25 * 1024 * 1024  # OpenAI's audio API limit
     max_audio_seconds: float = 30 * 60.0
     max_new_tokens: int = 512  # the most a request may ask for; also the default
+    max_prompt_tokens: int | None = None
+    max_audio_parts: int = 8
     max_batch_size: int = 8
     batch_wait_ms: float = 10.0
     max_queue: int = 64
@@ -36,8 +40,8 @@ class ServerSettings:
             raise ConfigError(f"port must be 0–65535, got {self.port}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key must not be blank: leave it unset to serve without a key")
-        for name in ("max_upload_bytes", "max_new_tokens", "max_batch_size", "max_queue"):
-            if getattr(self, name) < 1:
+        for name in ("max_upload_bytes", "max_new_tokens", "max_batch_size", "max_queue", "max_prompt_tokens", "max_audio_parts"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.max_audio_seconds <= 0:
             raise ConfigError(f"max_audio_seconds must be > 0, got {self.max_audio_seconds}")
