@@ -111,3 +111,10 @@ def test_too_many_channels_is_named_not_an_ffmpeg_errno() -> None:
 def test_wav_with_zero_bits_per_sample_is_a_decode_error() -> None:
     with pytest.raises(AudioDecodeError, match="cannot be decoded"):
         load_audio(lying_wav(16_000, bits=0))
+
+
+@pytest.mark.parametrize("limit", [float("nan"), float("inf"), 0.0, -1.0])
+def test_a_duration_limit_must_be_finite_and_positive(limit: float) -> None:
+    # NaN switched the limit off (`length > nan` is False): a 31-minute upload was accepted
+    with pytest.raises(InvalidAudioError, match="max_duration"):
+        load_audio(lying_wav(16_000), max_duration=limit)

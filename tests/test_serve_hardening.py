@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
+import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from qwen_audio.errors import ConfigError
 from qwen_audio.infer.engine import ChatRequest
 from qwen_audio.serve import BackgroundServer, ServerSettings
 from tests.serve_fixtures import FakeEngine, wav_bytes
@@ -98,3 +103,82 @@ def test_too_many_audio_parts_are_refused_before_any_is_decoded() -> None:
         response = httpx.post(server.url + CHAT, json={"messages": messages}, timeout=10)
         assert response.status_code == 400 and error_of(response)["code"] == "too_many_audios"
         assert "3 audios" in error_of(response)["message"]
+
+
+# --------------------------------------------------------------------------- odd requests: a named 4xx, never a 500
+
+
+def zero_bit_wav() -> bytes:
+    fmt = struct.pack("<HHIIHH", 1, 1, 16_000, 0, 0, 0)  # 0 bits per sample
+    return b"RIFF" + struct.pack("<I", 36 + 200) + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 200) + bytes(200)
+
+
+def many_channel_wav(channels: int = 65) -> bytes:
+    fmt = struct.pack("<HHIIHH", 1, channels, 16_000, 16_000 * 2 * channels, 2 * channels, 16)
+    data = bytes(2 * channels * 1600)
+    return b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data
+
+
+@pytest.fixture(scope="module")
+def local_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("hostile")
+    (folder / "loop").symlink_to(folder / "loop")
+    os.mkfifo(folder / "fifo")
+    return folder
+
+
+def _json(body: object) -> dict:
+    # ensure_ascii: a lone surrogate travels as the JSON escape \ud800, as a hostile client sends it
+    return {"content": json.dumps(body).encode(), "headers": {"content-type": "application/json"}}
+
+
+def _url(url: str) -> dict:
+    return _json({"messages": [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": url}}]}]})
+
+
+def _odd_cases(folder: Path) -> list[tuple[str, dict, int, str, str]]:
+    """(name, httpx kwargs, status, code, words the message must hold)."""
+    deep = b'{"messages": [{"role": "user", "content": "hi"}], "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    return [
+        ("deeply nested json", {"content": deep, "headers": {"content-type": "application/json"}}, 400, "invalid_json", "nested too deeply"),
+        ("seed of 2**64", _json({"messages": OK_MESSAGES, "seed": 2**64}), 400, "invalid_request", "seed"),
+        ("symlink loop", _url(str(folder / "loop")), 400, "invalid_audio_url", "cannot use the path"),
+        ("5000-character path", _url(f"{folder}/{'a' * 5000}.wav"), 400, "invalid_audio_url", "cannot use the path"),
+        ("lone surrogate", _url(f"{folder}/\ud800.wav"), 400, "invalid_audio_url", "cannot use the path"),
+        ("fifo", _url(str(folder / "fifo")), 400, "invalid_audio_url", "not a regular file"),
+        ("0-bit wav", _json({"messages": [{"role": "user", "content": [audio_part(zero_bit_wav())]}]}), 400, "invalid_audio", "cannot be decoded"),
+        ("65 channels", _json({"messages": [{"role": "user", "content": [audio_part(many_channel_wav())]}]}), 400, "invalid_audio", "65 audio channels"),
+        ("image part", _json({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+         400, "invalid_request", "only text and audio parts are supported"),
+    ]
+
+
+def test_odd_requests_get_a_named_4xx_and_the_server_keeps_serving(local_dir: Path) -> None:
+    settings = ServerSettings(port=0, allow_local_files=True, allowed_local_dir=local_dir)
+    failures = []
+    with BackgroundServer(FakeEngine(), settings) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        for name, kwargs, status, code, words in _odd_cases(local_dir):
+            response = http.post(CHAT, **kwargs)
+            try:
+                error = error_of(response)
+                assert (response.status_code, error["code"]) == (status, code) and words in error["message"]
+                assert len(error["message"]) < 400
+            except (AssertionError, ValueError, KeyError):
+                failures.append(f"{name}: {response.status_code} {response.text[:300]}")
+        assert http.post(CHAT, json={"messages": OK_MESSAGES, "seed": 2**64 - 1}).status_code == 200
+        assert http.post(CHAT, json={"messages": OK_MESSAGES}).status_code == 200
+    assert not failures, "\n".join(failures)
+
+
+def test_a_device_file_is_not_a_regular_file() -> None:
+    with BackgroundServer(FakeEngine(), ServerSettings(port=0, allow_local_files=True)) as server:
+        response = httpx.post(server.url + CHAT, timeout=10, **_url("/dev/zero"))
+        assert response.status_code == 400 and "not a regular file" in error_of(response)["message"]
+
+
+@pytest.mark.parametrize("field", ["max_audio_seconds", "batch_wait_ms"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_limits_must_be_finite_and_positive(field: str, value: float) -> None:
+    # NaN passed `value <= 0` and switched the audio length check off
+    with pytest.raises(ConfigError, match=field):
+        ServerSettings(**{field: value})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -109,8 +110,11 @@ def load_audio(
         if len(source) != 2:
             raise InvalidAudioError("an audio tuple must be (samples, sample_rate)")
         source, source_sr = source
-    if offset < 0 or (duration is not None and duration <= 0):
+    # Written so that NaN fails too: `nan > limit` is False, which would switch the limit off.
+    if not (math.isfinite(offset) and offset >= 0) or (duration is not None and not (math.isfinite(duration) and duration > 0)):
         raise InvalidAudioError(f"offset must be ≥ 0 and duration > 0 (got {offset}, {duration})")
+    if max_duration is not None and not (math.isfinite(max_duration) and max_duration > 0):
+        raise InvalidAudioError(f"max_duration must be a finite number of seconds > 0, got {max_duration}")
     if isinstance(source, (np.ndarray, torch.Tensor)):
         if source_sr is None:
             raise InvalidAudioError(

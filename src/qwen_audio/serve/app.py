@@ -172,10 +172,23 @@ class ServerState:
 
 
 def _validation_message(error: ValidationError | RequestValidationError) -> tuple[str, str | None]:
-    first = error.errors()[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    errors = error.errors()
+    # A content part of an unknown type fails both the string and the list branch of ``content``;
+    # the list branch's error is the one that says what is wrong.
+    first = next((e for e in errors if e["type"] in ("union_tag_invalid", "union_tag_not_found")), errors[0])
+    location = [str(part) for part in first.get("loc", ()) if part != "body" and not _is_union_branch(part)]
     param = ".".join(location) or None
-    return (f"{param}: {first['msg']}" if param else first["msg"]), param
+    message = first["msg"]
+    if first["type"] == "union_tag_invalid":
+        message = f"only text and audio parts are supported (type {first['ctx']['expected_tags']}), not {first['ctx']['tag']!r}"
+    elif first["type"] == "union_tag_not_found":
+        message = "a content part needs a 'type': 'text', 'input_audio' or 'audio_url'"
+    return (f"{param}: {message}" if param else message), param
+
+
+def _is_union_branch(part: object) -> bool:
+    """pydantic names the branch of a union in an error's location ('str', 'list[tagged-union[…]]')."""
+    return isinstance(part, str) and (part == "str" or "[" in part)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -287,6 +300,8 @@ def _parse_chat_body(raw: bytes) -> ChatCompletionRequest:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise APIError(400, f"the request body is not valid JSON ({error})", code="invalid_json") from None
+    except RecursionError:  # the parser recurses once per level: [[[[…]]]] a few thousand deep
+        raise APIError(400, "the request body's JSON is nested too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
     try:

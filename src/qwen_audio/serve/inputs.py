@@ -97,18 +97,33 @@ def local_audio_path(text: str, settings: ServerSettings, param: str) -> Path:
             "local_files_disabled",
             "permission_error",
         )
+    shown = _quoted(text)
     if "\x00" in text or not Path(text).is_absolute():
-        raise APIError(400, f"a local audio path must be absolute, got {text!r}", param, "invalid_audio_url")
-    resolved = Path(text).resolve()  # follows symlinks and "..": what is checked is what is read
-    folder = settings.allowed_local_dir
-    if folder is not None and not resolved.is_relative_to(folder):
-        raise APIError(403, f"{text!r} is outside the folder this server may read", param, "path_not_allowed", "permission_error")
-    if not resolved.is_file():
-        raise APIError(400, f"{text}: no such audio file", param, "audio_not_found")
-    size = resolved.stat().st_size
+        raise APIError(400, f"a local audio path must be absolute, got {shown}", param, "invalid_audio_url")
+    try:
+        # Hostile names fail here in several ways: a symlink loop (RuntimeError), a name too long
+        # (OSError), a lone surrogate that no file system encoding takes (UnicodeEncodeError).
+        resolved = Path(text).resolve()  # follows symlinks and "..": what is checked is what is read
+        folder = settings.allowed_local_dir
+        if folder is not None and not resolved.is_relative_to(folder):
+            raise APIError(403, f"{shown} is outside the folder this server may read", param, "path_not_allowed", "permission_error")
+        if not resolved.exists():
+            raise APIError(400, f"{shown}: no such audio file", param, "audio_not_found")
+        if not resolved.is_file():  # /dev/zero, a folder, a FIFO: never read
+            raise APIError(400, f"{shown} is not a regular file", param, "invalid_audio_url")
+        size = resolved.stat().st_size
+    except (OSError, RuntimeError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise APIError(400, f"cannot use the path {shown} ({reason})", param, "invalid_audio_url") from None
     if size > settings.max_upload_bytes:
         raise too_large(f"the file {text}", size, settings.max_upload_bytes)
     return resolved
+
+
+def _quoted(text: str, limit: int = 100) -> str:
+    """A client's string for an error message: quoted, escaped (a lone surrogate cannot be sent as
+    UTF-8) and cut short (a 5,000-character path need not come back whole)."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def audio_url_source(url: str, settings: ServerSettings, param: str) -> bytes | Path:

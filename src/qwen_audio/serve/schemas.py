@@ -60,7 +60,7 @@ class ChatCompletionRequest(_Request):
     top_p: Optional[float] = Field(default=None, gt=0.0, le=1.0)
     max_tokens: Optional[int] = Field(default=None, ge=1)
     max_completion_tokens: Optional[int] = Field(default=None, ge=1)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(default=None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     n: Optional[int] = Field(default=None, ge=1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +44,11 @@ class ServerSettings:
         for name in ("max_upload_bytes", "max_new_tokens", "max_batch_size", "max_queue", "max_prompt_tokens", "max_audio_parts"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.max_audio_seconds <= 0:
-            raise ConfigError(f"max_audio_seconds must be > 0, got {self.max_audio_seconds}")
-        if self.batch_wait_ms < 0:
-            raise ConfigError(f"batch_wait_ms must be ≥ 0, got {self.batch_wait_ms}")
+        # Written so that NaN fails too (every comparison with NaN is False: `nan <= 0` would pass).
+        if not (math.isfinite(self.max_audio_seconds) and self.max_audio_seconds > 0):
+            raise ConfigError(f"max_audio_seconds must be a finite number > 0, got {self.max_audio_seconds}")
+        if not (math.isfinite(self.batch_wait_ms) and self.batch_wait_ms >= 0):
+            raise ConfigError(f"batch_wait_ms must be a finite number ≥ 0, got {self.batch_wait_ms}")
         if self.allowed_local_dir is not None:
             folder = Path(self.allowed_local_dir).expanduser().resolve()
             if not folder.is_dir():
