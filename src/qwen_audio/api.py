@@ -46,6 +46,7 @@ CAPTION_TASKS = {"plain": Task.CAPTION_PLAIN, "clotho": Task.CAPTION_CLOTHO, "au
                  "music": Task.MUSIC_DESCRIPTION}
 
 Audio = Union[AudioSource, np.ndarray]
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def default_model_path() -> Path:
@@ -74,12 +75,16 @@ class QwenAudio:
         cls, path: str | Path | None = DEFAULT_MODEL, *, device: str | None = None, dtype: torch.dtype | None = None
     ) -> QwenAudio:
         """Load the bundled model (``"default"``), one of ours, or an official Qwen-Audio directory."""
+        from qwen_audio.checkpoints import is_official_checkpoint
         from qwen_audio.model import QwenAudioForCausalLM
 
         location = default_model_path() if path in (None, DEFAULT_MODEL) else Path(path)
         if not (location / "config.json").is_file():
             hint = " (the bundled default model is missing: reinstall qwen-audio)" if path in (None, DEFAULT_MODEL) else ""
             raise CheckpointError(f"no model at {location}: expected a directory with config.json{hint}")
+        if not is_official_checkpoint(location) and not any((location / name).is_file() for name in WEIGHT_FILES):
+            raise CheckpointError(f"no weights in {location}: expected {' or '.join(WEIGHT_FILES[::2])} "
+                                  "(or their .index.json when sharded)")
         model = QwenAudioForCausalLM.from_pretrained(location, dtype=dtype or torch.float32)
         if device:
             model.to(device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
@@ -13,10 +14,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from qwen_audio.errors import QwenAudioError
+from qwen_audio.errors import ConfigError, QwenAudioError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Qwen-Audio: universal audio understanding.")
 console = Console()
@@ -33,15 +35,22 @@ def bundled_samples() -> list[Path]:
     return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".flac"))
 
 
+def print_error(error: object) -> None:
+    """One red line (not wrapped by rich: a long path stays whole); the message is escaped, since
+    file names may hold rich markup such as ``[/]``."""
+    err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
+
+
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Our errors (bad audio, missing model…) become one red line and exit code 1, not a traceback."""
+    """Our errors (bad audio, missing model…) and the file system's (a folder that cannot be
+    written) become one red line and exit code 1, not a traceback."""
 
     @wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (QwenAudioError, FileNotFoundError, ValueError) as error:
-            err_console.print(f"[bold red]error:[/] {error}")
+        except (QwenAudioError, OSError, ValueError) as error:
+            print_error(error)
             raise typer.Exit(code=1) from None
 
     return run
@@ -50,7 +59,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 def _load(model: str):  # noqa: ANN202
     from qwen_audio.api import QwenAudio
 
-    with err_console.status(f"loading model {model}…"):
+    with err_console.status(f"loading model {escape(model)}…"):
         return QwenAudio.from_pretrained(model)
 
 
@@ -74,6 +83,16 @@ def _check_files(files: list[Path]) -> None:
     for path in files:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
+
+
+def _check_output_dir(folder: Path) -> None:
+    """Create ``folder`` and check it can be written, before a model is loaded and audio decoded."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--output-dir {folder}: cannot create it ({error.strerror or error})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output-dir {folder}: the folder is not writable")
 
 
 # --------------------------------------------------------------------------- tasks
@@ -101,6 +120,8 @@ def transcribe(
     # json, srt and vtt carry word times; plain text only when asked (--timestamps word).
     words = timestamps == "word" or output_format != "txt"
     _check_files(files)
+    if output_dir is not None:
+        _check_output_dir(output_dir)
     api = _load(model)
     for path in _each(files):
         result = api.transcribe(str(path), language=language, word_timestamps=words,
@@ -119,7 +140,6 @@ def transcribe(
         if output_dir is None:
             console.print(body, end="", markup=False, highlight=False)
         else:
-            output_dir.mkdir(parents=True, exist_ok=True)
             (output_dir / f"{path.stem}.{output_format}").write_text(body, encoding="utf-8")
 
 
@@ -214,26 +234,28 @@ def chat(model: ModelOption = "default", max_new_tokens: MaxTokens = 256) -> Non
         if line.startswith("/audio"):
             path = Path(line[len("/audio"):].strip()).expanduser()
             if not path.is_file():
-                err_console.print(f"[bold red]error:[/] {path}: no such file")
+                print_error(f"{path}: no such file")
                 continue
             pending.append(AudioItem(str(path)))
-            console.print(f"[dim](attached {path.name} as Audio {sum(len(t.audio_paths) for t in history) + len(pending)})[/]")
+            number = sum(len(t.audio_paths) for t in history) + len(pending)
+            console.print(f"[dim](attached {escape(path.name)} as Audio {number})[/]")
             continue
         turn = ChatTurn("user", (*pending, TextItem(line)))
-        try:
-            request = api.chat_request([*history, turn], options=options)
-        except QwenAudioError as error:
-            err_console.print(f"[bold red]error:[/] {error}")
-            pending = []
-            continue
-        console.print("[bold blue]assistant>[/] ", end="")
+        pending = []
         reply = ""
-        for piece in api.stream_chat(request):
-            reply += piece
-            console.print(piece, end="", markup=False, highlight=False)
+        try:  # one bad audio costs its turn, not the conversation
+            request = api.chat_request([*history, turn], options=options)
+            console.print("[bold blue]assistant>[/] ", end="")
+            for piece in api.stream_chat(request):
+                reply += piece
+                console.print(piece, end="", markup=False, highlight=False)
+        except (QwenAudioError, OSError, ValueError) as error:
+            if reply:
+                console.print()
+            print_error(f"{error} (this turn is dropped; the conversation goes on)")
+            continue
         console.print()
         history += [turn, ChatTurn.assistant(reply)]
-        pending = []
 
 
 # --------------------------------------------------------------------------- data, training, models
@@ -273,7 +295,7 @@ def convert(
     target = to or ("native" if is_official_checkpoint(src) else "official")
     cast = getattr(torch, dtype) if dtype else None
     out = convert_checkpoint(src, dst, target, dtype=cast, max_shard_bytes=int(max_shard_gb * 1024**3))  # type: ignore[arg-type]
-    console.print(f"wrote the {target} layout to {out}")
+    console.print(f"wrote the {target} layout to {out}", markup=False, highlight=False)
 
 
 @app.command(name="make-shards")
@@ -292,7 +314,7 @@ def make_shards(
     index = ShardIndex.load(out_dir)
     hours = sum(sum(s.durations) for s in index.shards) / 3600
     console.print(f"{len(paths)} shards, {len(index)} samples, {hours:.2f} h of audio in {out_dir}; "
-                  f"train on them with `- shards: {out_dir}` under data.train in a recipe")
+                  f"train on them with `- shards: {out_dir}` under data.train in a recipe", markup=False, highlight=False)
 
 
 @app.command(name="build-tokenizer")
@@ -308,7 +330,7 @@ def build_tokenizer(
 
     path = build_corpus_tokenizer(manifests, vocab_size, out)
     tokenizer = QwenAudioTokenizer(path)
-    console.print(f"{path}: {tokenizer.n_ranks} ranks + {len(tokenizer.special_tokens)} special tokens")
+    console.print(f"{path}: {tokenizer.n_ranks} ranks + {len(tokenizer.special_tokens)} special tokens", markup=False)
 
 
 def _register_optional() -> None:
@@ -348,7 +370,7 @@ def info(files: FilesArgument) -> None:
         frames = samples[: samples.size // 400 * 400].reshape(-1, 400)
         loud = (frames**2).mean(axis=1) ** 0.5 > max(rms * 0.3, 1e-4)
         table.add_row(
-            path.name, f"{samples.size / SAMPLE_RATE:.2f}", f"{abs(samples).max():.3f}",
+            escape(path.name), f"{samples.size / SAMPLE_RATE:.2f}", f"{abs(samples).max():.3f}",
             f"{20 * math.log10(max(rms, 1e-10)):.1f}", f"{100 * loud.mean():.0f}",
             f"{tuple(mel.shape)} of which {span.mel_len} real",
             f"{span.span_tokens}" + (" (cut at 30 s)" if samples.size > span.num_samples else ""),

@@ -6,13 +6,16 @@ Wire it with ``app.command("serve")(serve_command)``; the engine is looked up la
 
 from __future__ import annotations
 
+import math
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from qwen_audio.errors import QwenAudioError
+from qwen_audio.errors import ConfigError, QwenAudioError
 
 if TYPE_CHECKING:
     from qwen_audio.infer.engine import Engine
@@ -29,11 +32,17 @@ def load_engine(model: str | None) -> Engine:
     return QwenAudio.from_pretrained(model or "default").engine()
 
 
-def serve(engine: Engine, settings: ServerSettings, log_level: str = "info") -> None:
+def bind(settings: ServerSettings) -> socket.socket:
     """Imported on use: FastAPI and uvicorn stay out of every other command's start-up."""
+    from qwen_audio.serve.runner import bind_socket
+
+    return bind_socket(settings.host, settings.port)
+
+
+def serve(engine: Engine, settings: ServerSettings, log_level: str = "info", sock: socket.socket | None = None) -> None:
     from qwen_audio.serve.runner import serve as run
 
-    run(engine, settings, log_level=log_level)
+    run(engine, settings, log_level=log_level, sock=sock)
 
 
 def serve_command(
@@ -57,11 +66,13 @@ def serve_command(
     from qwen_audio.serve.settings import ServerSettings
 
     try:
+        if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
+            raise ConfigError(f"--max-upload-mb must be a positive number, got {max_upload_mb}")
         settings = ServerSettings(
             host=host,
             port=port,
             api_key=api_key,
-            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            max_upload_bytes=max(int(max_upload_mb * 1024 * 1024), 1),
             max_audio_seconds=max_audio_seconds,
             max_new_tokens=max_new_tokens,
             max_prompt_tokens=max_prompt_tokens,
@@ -72,9 +83,10 @@ def serve_command(
             allow_local_files=allow_local_files,
             allowed_local_dir=allowed_local_dir,
         )
+        sock = bind(settings)  # before the model loads: a busy port is reported at once
         engine = load_engine(model)
     except (QwenAudioError, OSError) as error:
-        err_console.print(f"[bold red]error:[/] {error}")
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(code=1) from None
-    err_console.print(f"serving [bold]{engine.model_id}[/] on http://{host}:{port} (web UI at /)")
-    serve(engine, settings, log_level=log_level)
+    err_console.print(f"serving [bold]{escape(engine.model_id)}[/] on http://{escape(host)}:{port} (web UI at /)")
+    serve(engine, settings, log_level=log_level, sock=sock)

@@ -10,16 +10,45 @@ from types import TracebackType
 
 import uvicorn
 
+from qwen_audio.errors import ConfigError
 from qwen_audio.infer.engine import Engine
 from qwen_audio.serve.app import create_app
 from qwen_audio.serve.settings import ServerSettings
 
 
-def serve(engine: Engine, settings: ServerSettings | None = None, *, log_level: str = "info") -> None:
-    """Serve ``engine`` until interrupted (Ctrl-C). One process: the batcher, not workers, scales."""
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv4 or IPv6, as the host resolves).
+
+    Binding before the server is announced turns a busy port or a wrong host into a ConfigError
+    the command line reports in one line (uvicorn would log it and exit with status 3).
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+        )[0]
+        # proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only
+        # then, and without it Nagle + delayed ACK add 40 ms to every keep-alive response.
+        sock = socket.socket(family, kind, proto)
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error} (is the host name right?)") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error} "
+                          "(is another server using the port, or is the address not this machine's?)") from None
+    return sock
+
+
+def serve(engine: Engine, settings: ServerSettings | None = None, *, log_level: str = "info",
+          sock: socket.socket | None = None) -> None:
+    """Serve ``engine`` until interrupted (Ctrl-C), on ``sock`` or a socket bound to the settings'
+    host and port. One process: the batcher, not workers, scales."""
     settings = settings or ServerSettings()
-    uvicorn.run(create_app(engine, settings), host=settings.host, port=settings.port, log_level=log_level,
-                workers=1, timeout_graceful_shutdown=10)
+    sock = sock or bind_socket(settings.host, settings.port)
+    config = uvicorn.Config(create_app(engine, settings), log_level=log_level, timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 class BackgroundServer:
@@ -33,11 +62,7 @@ class BackgroundServer:
         self.app = create_app(engine, self.settings)
         config = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
         self._server = uvicorn.Server(config)
-        # proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only
-        # then, and without it Nagle + delayed ACK add 40 ms to every keep-alive response.
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((self.settings.host, self.settings.port))
+        self._socket = bind_socket(self.settings.host, self.settings.port)
         self.port: int = self._socket.getsockname()[1]
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self._start_timeout = start_timeout
