@@ -125,7 +125,8 @@ def test_webui_chat_and_word_timestamps_in_chromium(tmp_path: Path) -> None:
 def test_serve_command_builds_settings_and_serves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     served: list[tuple[object, ServerSettings]] = []
     monkeypatch.setattr(serve_cli, "load_engine", lambda model: FakeEngine())
-    monkeypatch.setattr(serve_cli, "serve", lambda engine, settings, log_level: served.append((engine, settings)))
+    monkeypatch.setattr(serve_cli, "bind", lambda settings: None)  # binding is tested in test_cli_hardening
+    monkeypatch.setattr(serve_cli, "serve", lambda engine, settings, log_level, sock: served.append((engine, settings)))
     app = typer.Typer()
     app.command("serve")(serve_cli.serve_command)
     app.command("other")(lambda: None)  # two commands, so "serve" is a subcommand as in qwen-audio
