@@ -182,3 +182,18 @@ def test_limits_must_be_finite_and_positive(field: str, value: float) -> None:
     # NaN passed `value <= 0` and switched the audio length check off
     with pytest.raises(ConfigError, match=field):
         ServerSettings(**{field: value})
+
+
+def test_chat_takes_json_only_and_a_keyed_server_hides_its_docs() -> None:
+    with BackgroundServer(FakeEngine(), ServerSettings(port=0, api_key="k")) as server:
+        headers = {"authorization": "Bearer k"}
+        body = json.dumps({"messages": OK_MESSAGES})
+        for kind in ("text/plain", "application/x-www-form-urlencoded", None):  # what a cross-site form can send
+            sent = {**headers, "content-type": kind} if kind else headers
+            response = httpx.post(server.url + CHAT, content=body, headers=sent, timeout=10)
+            assert response.status_code == 415 and error_of(response)["code"] == "unsupported_media_type"
+        assert httpx.post(server.url + CHAT, content=body, headers={**headers, "content-type": "application/json; charset=utf-8"},
+                          timeout=10).status_code == 200
+        assert [httpx.get(server.url + path).status_code for path in ("/docs", "/redoc", "/openapi.json")] == [404] * 3
+    with BackgroundServer(FakeEngine(), ServerSettings(port=0)) as server:
+        assert httpx.get(server.url + "/docs").status_code == 200

@@ -225,7 +225,9 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
         finally:
             await run_in_threadpool(state.stop)
 
-    app = FastAPI(title="qwen-audio", summary="OpenAI-compatible audio chat and transcription", lifespan=lifespan)
+    # With an API key the interactive docs go too: /docs would show every route to anyone.
+    docs = {} if settings.api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="qwen-audio", summary="OpenAI-compatible audio chat and transcription", lifespan=lifespan, **docs)
     app.state.qwen = state
     app.add_middleware(RequestGuard, settings=settings)
     _install_error_handlers(app)
@@ -248,6 +250,9 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
+        # A browser sends text/plain across sites without asking (no CORS preflight): JSON only.
+        if request.headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
+            raise APIError(415, "send the messages as JSON with 'Content-Type: application/json'", code="unsupported_media_type")
         body = _parse_chat_body(await request.body())
         state.admission.acquire()
         streaming = False
