@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -176,7 +177,7 @@ def test_a_device_file_is_not_a_regular_file() -> None:
         assert response.status_code == 400 and "not a regular file" in error_of(response)["message"]
 
 
-@pytest.mark.parametrize("field", ["max_audio_seconds", "batch_wait_ms"])
+@pytest.mark.parametrize("field", ["max_audio_seconds", "batch_wait_ms", "body_timeout_s"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
 def test_limits_must_be_finite_and_positive(field: str, value: float) -> None:
     # NaN passed `value <= 0` and switched the audio length check off
@@ -197,3 +198,17 @@ def test_chat_takes_json_only_and_a_keyed_server_hides_its_docs() -> None:
         assert [httpx.get(server.url + path).status_code for path in ("/docs", "/redoc", "/openapi.json")] == [404] * 3
     with BackgroundServer(FakeEngine(), ServerSettings(port=0)) as server:
         assert httpx.get(server.url + "/docs").status_code == 200
+
+
+def test_a_body_that_never_finishes_is_answered_408_and_closed() -> None:
+    with BackgroundServer(FakeEngine(), ServerSettings(port=0, body_timeout_s=0.3)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
+            client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 1000\r\n\r\n{\"messages\": ")  # and then nothing
+            started = time.monotonic()
+            answer = b""
+            while chunk := client.recv(4096):
+                answer += chunk
+            assert time.monotonic() - started < 3
+        assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+        assert httpx.post(server.url + CHAT, json={"messages": OK_MESSAGES}, timeout=10).status_code == 200

@@ -85,16 +85,23 @@ class RequestGuard:
             await self._call_app(scope, receive, send)
             return
         limit, body, more = self.settings.max_upload_bytes, bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > limit:
-                await error_response(413, str(too_large("the request body", len(body), limit)),
-                                     code="request_too_large")(scope, receive, send)
-                return
-            more = message.get("more_body", False)
+        try:
+            # A client that never finishes its body would hold its connection and buffer forever.
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    if len(body) > limit:
+                        await error_response(413, str(too_large("the request body", len(body), limit)),
+                                             code="request_too_large")(scope, receive, send)
+                        return
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            message = f"the request body did not arrive within {self.settings.body_timeout_s:g} s"
+            await error_response(408, message, code="request_timeout", headers={"Connection": "close"})(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
