@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -197,6 +198,13 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden = outputs.last_hidden_state
+        if labels is not None and self.training:
+            # Training needs logits only where a target follows: the lm_head over every audio frame
+            # and prompt token was most of a small model's step. Eval mode keeps full logits.
+            targets = labels[:, 1:] != -100
+            logits = self.lm_head(hidden[:, :-1][targets])
+            loss = F.cross_entropy(logits.float(), labels[:, 1:][targets]) if targets.any() else hidden.sum() * 0.0
+            return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden = hidden[:, -logits_to_keep:]
         elif isinstance(logits_to_keep, Tensor):

@@ -21,7 +21,7 @@ from qwen_audio.data.sampling import BucketConfig, TaskMixtureSampler
 from qwen_audio.errors import ConfigError
 from qwen_audio.tokenizer import QwenAudioTokenizer
 from qwen_audio.train.distributed import DistributedContext, cleanup_distributed, init_distributed, wrap_model
-from qwen_audio.train.setup import STAGE_FREEZE, ModelSettings, apply_freezing, apply_lora, config_for_tokenizer
+from qwen_audio.train.setup import STAGE_FREEZE, ModelSettings, apply_freezing, apply_lora, config_for_tokenizer, train_only_new_rows
 from qwen_audio.train.trainer import Trainer, TrainerConfig, TrainResult
 from qwen_audio.yaml_config import load_yaml_config, to_dict
 
@@ -202,6 +202,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = True) -> TrainResult:
     model = build_model(recipe.model, tokenizer)
     freeze = recipe.model.freeze if recipe.model.freeze is not None else STAGE_FREEZE[recipe.stage]
     counts = apply_freezing(model, freeze)
+    if recipe.model.new_token_rows_only:
+        train_only_new_rows(model)
     if recipe.model.lora is not None:
         model = apply_lora(model, recipe.model.lora)
     trained = model

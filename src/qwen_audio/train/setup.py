@@ -45,6 +45,9 @@ class ModelSettings:
     overrides: dict[str, Any] = field(default_factory=dict)  # config fields for a preset
     freeze: tuple[str, ...] | None = None  # parts or name patterns; None: the stage's default
     lora: LoraSettings | None = None
+    # Train only the embedding rows of the tokens appended after the base vocabulary (the spec's
+    # special tokens, ids ≥ endoftext_id): a pretrained LLM's own rows stay exactly as they were.
+    new_token_rows_only: bool = False
 
 
 def config_for_tokenizer(preset: str, tokenizer: QwenAudioTokenizer, **overrides: Any) -> QwenAudioConfig:
@@ -82,6 +85,28 @@ def apply_freezing(model: torch.nn.Module, names: Sequence[str]) -> dict[str, in
     if unused:
         raise ConfigError(f"freeze pattern(s) {sorted(unused)} match no parameter; parts are {sorted(PARTS)}")
     return counts
+
+
+def train_only_new_rows(model: torch.nn.Module) -> int:
+    """Zero the gradient of the input/output embedding rows below ``config.endoftext_id``; return that row count.
+
+    The spec appends its special tokens after the BPE ranks, so every id from ``endoftext_id`` on is
+    new to a pretrained base. A gradient hook (not a second parameter) keeps the tied embedding one
+    tensor; recipes pair it with ``weight_decay: 0``, which would otherwise still shrink the frozen rows.
+    """
+    first_new = int(model.config.endoftext_id)
+    tensors = {id(t): t for t in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}
+    for weight in tensors.values():
+        if not weight.requires_grad:
+            raise ConfigError("new_token_rows_only needs the embeddings trainable: do not freeze `embeddings`/`model.embed_tokens.*`")
+
+        def keep_new_rows(grad: torch.Tensor) -> torch.Tensor:
+            grad = grad.clone()
+            grad[:first_new] = 0
+            return grad
+
+        weight.register_hook(keep_new_rows)
+    return first_new
 
 
 def apply_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
