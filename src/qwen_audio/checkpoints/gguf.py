@@ -25,10 +25,12 @@ from torch import Tensor
 
 from qwen_audio.errors import CheckpointError
 
-# llama.cpp's pre-tokeniser names → the equivalent single regex for tiktoken (checked against the
-# GGUF's own tokenizer by tests/test_pretrained_bases.py). "smollm": digits one by one, then GPT-2's.
+# llama.cpp's pre-tokeniser names → the equivalent single regex for tiktoken (checked against a
+# `tokenizers` BPE with the same pre-tokeniser by tests/test_gguf.py). "smollm": digits split off one
+# by one first, then GPT-2's regex on each piece; so a run of spaces just before a digit ends its
+# piece and stays one token (`\s+(?!\S)` sees the piece's end): hence the lookahead's `\p{N}`.
 PRE_TOKENIZER_PATTERNS = {
-    "smollm": r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+    "smollm": r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+""",
 }
 
 _LAYER = re.compile(r"blk\.(\d+)\.(.+)\.weight")
