@@ -86,6 +86,8 @@ class Ct2Model:
         def string() -> str:
             nonlocal pos
             (length,) = read("H")
+            if pos + length > len(data):  # slicing past the end would quietly return a shorter name
+                raise struct.error(f"a string of {length} bytes runs past the file's end")
             text = bytes(data[pos : pos + length - 1]).decode("utf-8")
             pos += length
             return text
@@ -124,7 +126,10 @@ class Ct2Model:
         return torch.from_numpy(np.array(self.array(name)))  # copied: the map closes with the model
 
     def close(self) -> None:
-        self._map.close()
+        try:
+            self._map.close()
+        except BufferError:  # a view is still alive (e.g. in an error's traceback): the map closes with it
+            pass
 
 
 _LAYER = re.compile(r"encoder/layer_(\d+)/(.+)")
@@ -152,6 +157,10 @@ def whisper_encoder_names(model: Ct2Model) -> dict[str, tuple[str, int | None]]:
     """openai-whisper encoder name (``encoder.blocks.0.attn.query.weight``) → (CTranslate2 variable, q/k/v third)."""
     if not model.spec.startswith("Whisper"):
         raise CheckpointError(f"{model.path}: a CTranslate2 {model.spec}, not a Whisper model")
+    if any(v.endswith("/weight_scale") for v in model.variables):
+        raise CheckpointError(
+            f"{model.path}: a quantised (int8/int16) CTranslate2 model; convert it with --quantization float16 or float32"
+        )
     names: dict[str, tuple[str, int | None]] = {}
     for variable in model.variables:
         if variable in _TOP_NAMES:
