@@ -156,3 +156,36 @@ def test_mel_batch_from_the_front_end_is_accepted() -> None:
         a = model(input_ids=ids, audio_features=mels).logits
         b = model(input_ids=ids, audio_features=mels.features, audio_lengths=mels.mel_lengths).logits
     assert torch.equal(a, b)
+
+
+def test_train_mode_scores_only_targets_with_the_eval_loss_and_gradients() -> None:
+    # In training the lm_head runs only where a target follows (not over audio frames and prompts);
+    # the loss and every gradient must be those of eval mode's full-logit loss.
+    model = tiny_model()
+    ids, mel, lengths, spans = two_row_batch(model)
+    labels = ids.clone()
+    labels[:, :4] = -100
+    for row, start, end in spans:
+        labels[row, start : end + 1] = -100
+    results = []
+    for training in (False, True):
+        model.train(training)
+        model.zero_grad()
+        out = model(input_ids=ids, audio_features=mel, audio_lengths=lengths, labels=labels)
+        out.loss.backward()
+        results.append((out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (full, full_grads), (targets, target_grads) = results
+    n_targets = int((labels[:, 1:] != -100).sum())
+    assert full.logits.shape[:2] == ids.shape and targets.logits.shape == (n_targets, model.config.vocab_size)
+    torch.testing.assert_close(targets.loss, full.loss, atol=1e-6, rtol=1e-6)
+    assert full_grads.keys() == target_grads.keys() and "audio.conv1.weight" in target_grads
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(target_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_train_mode_without_targets_is_a_zero_loss_that_backpropagates() -> None:
+    model = tiny_model().train()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    out = model(input_ids=ids, labels=torch.full_like(ids, -100))
+    assert out.loss.item() == 0.0 and out.logits.shape == (0, model.config.vocab_size)
+    out.loss.backward()  # a batch of prompts only must not break the step (DDP needs the graph)
