@@ -24,7 +24,7 @@ from qwen_audio.audio import batch_log_mel, load_audio
 from qwen_audio.data.manifest import read_manifest
 from qwen_audio.encoder import conv_lengths
 from qwen_audio.eval.metrics import character_error_rate, word_error_rate
-from qwen_audio.tags import Task, build_prompt
+from qwen_audio.formats.tags import Task, build_prompt
 from qwen_audio.train.ctc import EncoderCtc, greedy_decode
 from qwen_audio.train.recipe import Recipe, build_model, load_tokenizer
 

@@ -15,8 +15,8 @@ import numpy as np
 import soundfile as sf
 
 from qwen_audio.errors import TagFormatError
+from qwen_audio.formats.srwt import Word
 from qwen_audio.infer.engine import ChatReply, ChatRequest, Transcript, TranscriptionRequest
-from qwen_audio.srwt import Word
 
 SR = 16_000
 KNOWN_WORDS = ("hello", "world", "from", "qwen")

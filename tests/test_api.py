@@ -9,10 +9,10 @@ import pytest
 import soundfile as sf
 
 from qwen_audio.api import ModelEngine, QwenAudio
-from qwen_audio.chatml import AudioItem, ChatTurn, encode_chatml
 from qwen_audio.errors import AudioFileNotFoundError, CheckpointError, TagFormatError
+from qwen_audio.formats.chatml import AudioItem, ChatTurn, encode_chatml
+from qwen_audio.formats.tags import AnswerResult, LabelResult, NoteResult, TextResult
 from qwen_audio.infer.engine import ChatRequest, Engine, GenerationOptions, Transcript, TranscriptionRequest
-from qwen_audio.tags import AnswerResult, LabelResult, NoteResult, TextResult
 
 SHORT = GenerationOptions(max_new_tokens=6)
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qwen_audio.chatml import (
+from qwen_audio.errors import TagFormatError
+from qwen_audio.formats.chatml import (
     AudioItem,
     ChatTurn,
     Conversation,
@@ -16,7 +17,6 @@ from qwen_audio.chatml import (
     render_chatml,
     render_segments,
 )
-from qwen_audio.errors import TagFormatError
 
 SPEC_EXAMPLE = (
     "<|im_start|>system\n"

@@ -47,7 +47,7 @@ def tiny(tiny_model_dir: Path) -> QwenAudioForCausalLM:
 
 
 def audio_batch(tokenizer, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
-    from qwen_audio.tags import Task, build_prompt
+    from qwen_audio.formats.tags import Task, build_prompt
 
     rows = [tokenizer.encode_prompt(build_prompt(Task.ASR, audio="a", audio_language="en") + "x", [w.size]).ids for w in waves]
     width = max(map(len, rows))

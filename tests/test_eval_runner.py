@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from qwen_audio.data.manifest import ManifestRecord
 from qwen_audio.eval.benchmarks import get_benchmark
 from qwen_audio.eval.runner import EvalSettings, prediction_text, run_benchmark, write_report
-from qwen_audio.tags import Task
+from qwen_audio.formats.tags import Task
 
 
 @pytest.mark.parametrize(

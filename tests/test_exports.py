@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from qwen_audio.formats.srwt import Word, parse_srwt_result
 from qwen_audio.infer import Segment, format_timestamp, segments_from_words, to_json, to_srt, to_vtt, write_result
-from qwen_audio.srwt import Word, parse_srwt_result
 
 WORDS = [Word("hello", 0.52, 0.88), Word("world", 0.95, 1.4), Word("again", 4.0, 4.5)]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from qwen_audio.audio import SAMPLE_RATE
+from qwen_audio.formats.srwt import Word
 from qwen_audio.infer.longform import Window, WindowPlan, plan_windows, stitch_words
-from qwen_audio.srwt import Word
 
 
 def synthetic_speech(seconds: float, seed: int = 0) -> tuple[np.ndarray, list[Word]]:

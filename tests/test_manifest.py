@@ -204,7 +204,7 @@ def test_chat_validator_reports_every_problem(tmp_path: Path) -> None:
 def test_tag_task_maps_manifest_names_onto_the_tag_registry() -> None:
     from qwen_audio.data.manifest import TAG_TASKS, tag_task
 
-    tags = pytest.importorskip("qwen_audio.tags")
+    tags = pytest.importorskip("qwen_audio.formats.tags")
     registry = {t.value for t in tags.Task}
     assert set(TAG_TASKS.values()) <= registry
     clotho = ManifestRecord(id="c", audio="a.wav", task="caption", meta={"caption_style": "clotho"})

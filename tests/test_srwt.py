@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qwen_audio.srwt import (
+from qwen_audio.formats.srwt import (
     SrwtResult,
     Word,
     build_srwt_target,

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from qwen_audio.errors import TagFormatError
-from qwen_audio.srwt import SrwtResult, Word
-from qwen_audio.tags import (
+from qwen_audio.formats.srwt import SrwtResult, Word
+from qwen_audio.formats.tags import (
     TASKS,
     AnswerResult,
     EntitiesResult,

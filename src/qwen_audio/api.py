@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from qwen_audio.audio import N_SAMPLES, SAMPLE_RATE, AudioSource, batch_log_mel, load_audio, load_audios
-from qwen_audio.chatml import DEFAULT_SYSTEM, AudioItem, ChatTurn, TextItem, encode_chatml
 from qwen_audio.errors import CheckpointError, TagFormatError
-from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions, Transcript, TranscriptionRequest
-from qwen_audio.infer.longform import plan_windows, stitch_words
-from qwen_audio.srwt import parse_srwt_result
-from qwen_audio.tags import (
+from qwen_audio.formats.chatml import DEFAULT_SYSTEM, AudioItem, ChatTurn, encode_chatml, turn_from_dict
+from qwen_audio.formats.languages import word_separator
+from qwen_audio.formats.srwt import parse_srwt_result
+from qwen_audio.formats.tags import (
+    CAPTION_STYLES,
     LANGUAGES,
     AnswerResult,
     LabelResult,
@@ -32,18 +32,17 @@ from qwen_audio.tags import (
     build_prompt,
     parse_output,
     strip_tags,
+    task_for,
 )
+from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions, Transcript, TranscriptionRequest
+from qwen_audio.infer.longform import plan_windows, stitch_words
 from qwen_audio.tokenizer import EncodedPrompt, QwenAudioTokenizer
 
 DEFAULT_MODEL = "default"
-UNSPACED = ("zh", "ja", "zh_tr")
-CLASSIFY_TASKS = {
-    "scene": Task.ACOUSTIC_SCENE, "sound_event": Task.SOUND_EVENT, "emotion": Task.SPEECH_EMOTION,
-    "vocal_sound": Task.VOCAL_SOUND, "gender": Task.SPEAKER_META, "speaker_meta": Task.SPEAKER_META,
-    "instrument": Task.NOTE_INSTRUMENT, "keyword": Task.KEYWORD,
-}
-CAPTION_TASKS = {"plain": Task.CAPTION_PLAIN, "clotho": Task.CAPTION_CLOTHO, "audiocaps": Task.CAPTION_AUDIOCAPS,
-                 "music": Task.MUSIC_DESCRIPTION}
+# The task names ``classify`` accepts; caption styles are the registry's.
+CLASSIFY_TASKS = {name: task_for(name) for name in (
+    "scene", "sound_event", "emotion", "vocal_sound", "gender", "speaker_meta", "instrument", "keyword")}
+CAPTION_TASKS = CAPTION_STYLES
 
 Audio = Union[AudioSource, np.ndarray]
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -76,12 +75,16 @@ class QwenAudio:
     ) -> QwenAudio:
         """Load the bundled model (``"default"``), one of ours, or an official Qwen-Audio directory."""
         from qwen_audio.checkpoints import is_official_checkpoint
+        from qwen_audio.checkpoints.bases import assemble, is_delta_model
         from qwen_audio.model import QwenAudioForCausalLM
 
         location = default_model_path() if path in (None, DEFAULT_MODEL) else Path(path)
         if not (location / "config.json").is_file():
             hint = " (the bundled default model is missing: reinstall qwen-audio)" if path in (None, DEFAULT_MODEL) else ""
             raise CheckpointError(f"no model at {location}: expected a directory with config.json{hint}")
+        model_id = location.name if path not in (None, DEFAULT_MODEL) else "qwen-audio-default"
+        if is_delta_model(location):  # trained tensors over pinned pretrained bases: joined once per machine
+            location = assemble(location)
         if not is_official_checkpoint(location) and not any((location / name).is_file() for name in WEIGHT_FILES):
             raise CheckpointError(f"no weights in {location}: expected {' or '.join(WEIGHT_FILES[::2])} "
                                   "(or their .index.json when sharded)")
@@ -89,7 +92,7 @@ class QwenAudio:
         if device:
             model.to(device)
         tokenizer = QwenAudioTokenizer.from_pretrained(str(location))
-        return cls(model, tokenizer, model_id=location.name if path not in (None, DEFAULT_MODEL) else "qwen-audio-default")
+        return cls(model, tokenizer, model_id=model_id)
 
     # ------------------------------------------------------------------ core: batched generation
 
@@ -101,7 +104,7 @@ class QwenAudio:
         """Continue each prompt; ``audios[i]`` are the waveforms of prompt i's ``<audio>`` spans.
 
         A ``str`` prompt is this package's own (task tags are special); what users wrote comes
-        already encoded (:func:`~qwen_audio.chatml.encode_chatml`), as plain text.
+        already encoded (:func:`~qwen_audio.formats.chatml.encode_chatml`), as plain text.
         """
         encoded = [p if isinstance(p, EncodedPrompt) else self.tokenizer.encode_prompt(p, [a.size for a in waves])
                    for p, waves in zip(prompts, audios)]
@@ -202,7 +205,7 @@ class QwenAudio:
             prompts = [build_prompt(Task.SRWT, audio="a", audio_language=lang)] * len(windows)
             outs = self.generate(prompts, [[wave[w.start:w.end]] for w in windows], options)
             words = stitch_words(windows, [parse_srwt_result(o.text).words for o in outs])
-            separator = "" if lang in UNSPACED else " "
+            separator = word_separator(lang)
             text = separator.join(w.word for w in words)
             results.append(Transcript(text, lang, wave.size / SAMPLE_RATE, tuple(words) if word_timestamps else ()))
         return results
@@ -268,7 +271,7 @@ class QwenAudio:
                      options: GenerationOptions = GenerationOptions()) -> ChatRequest:
         turns, audios = [], {}
         for message in messages:
-            turn = message if isinstance(message, ChatTurn) else _turn_from_dict(message)
+            turn = message if isinstance(message, ChatTurn) else turn_from_dict(message)
             if turn.role == "system":
                 system = turn.text
                 continue
@@ -345,22 +348,6 @@ class QwenAudio:
 def _chat_waves(request: ChatRequest) -> list[np.ndarray]:
     """The request's audios in prompt order, each cut to the encoder's 30 s."""
     return [request.audios[p][:N_SAMPLES] for t in request.turns for p in t.audio_paths]
-
-
-def _turn_from_dict(message: dict[str, Any]) -> ChatTurn:
-    """OpenAI-style ``{"role", "content": str | [{"type": "text"|"audio", …}]}`` → ChatTurn."""
-    content = message.get("content", "")
-    if isinstance(content, str):
-        return ChatTurn(message["role"], (TextItem(content),))
-    items = []
-    for part in content:
-        if part.get("type") == "audio":
-            items.append(AudioItem(str(part["audio"])))
-        elif part.get("type") == "text":
-            items.append(TextItem(part["text"]))
-        else:
-            raise TagFormatError(f"unknown content part type {part.get('type')!r}: use 'text' or 'audio'")
-    return ChatTurn(message["role"], tuple(items))
 
 
 class ModelEngine:

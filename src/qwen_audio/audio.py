@@ -31,51 +31,21 @@ from qwen_audio.errors import (
     EmptyAudioError,
     InvalidAudioError,
 )
+from qwen_audio.formats.spans import (  # noqa: F401  (the span arithmetic, re-exported)
+    CHUNK_SECONDS,
+    HOP_LENGTH,
+    N_FRAMES,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    AudioSpan,
+    audio_span,
+    min_audio_samples,
+)
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
-SAMPLE_RATE = 16_000
 N_FFT = 400
-HOP_LENGTH = 160
 N_MELS = 80
-CHUNK_SECONDS = 30
-N_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE  # 480,000: one encoder window
-N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3,000 mel frames
-
-
-@dataclass(frozen=True)
-class AudioSpan:
-    """Lengths of one audio at each stage of the encoder (spec: "Audio in the text")."""
-
-    num_samples: int  # after the 30 s cap
-    mel_len: int  # mel frames (10 ms each)
-    conv_len: int  # after the stride-2 conv2 (20 ms each)
-    pooled_len: int  # after stride-2 average pooling (40 ms each): real audio frames
-    span_tokens: int  # pooled_len + audio begin/end: tokens the audio occupies in the text
-
-
-def audio_span(num_samples: int, max_samples: int = N_SAMPLES) -> AudioSpan:
-    """Token arithmetic of one audio, exactly as the official processor computes it.
-
-    ``max_samples`` defaults to the official 30 s cut; long-audio windowing calls this per window.
-    """
-    if num_samples <= 0:
-        raise ValueError(f"an audio must have at least one sample, got {num_samples}")
-    samples = min(num_samples, max_samples)
-    mel_len = samples // HOP_LENGTH
-    conv_len = (mel_len - 1) // 2 + 1
-    pooled_len = (conv_len - 2) // 2 + 1
-    if pooled_len < 1:
-        raise ValueError(
-            f"audio of {samples} samples ({samples / SAMPLE_RATE * 1000:.0f} ms) is too short: "
-            f"at least {min_audio_samples()} samples are needed for one encoder frame"
-        )
-    return AudioSpan(samples, mel_len, conv_len, pooled_len, pooled_len + 2)
-
-
-def min_audio_samples() -> int:
-    """Smallest input that yields one pooled frame: 3 mel frames → 2 conv frames → 1 pooled."""
-    return 3 * HOP_LENGTH
 
 
 # --------------------------------------------------------------------------- loading

@@ -206,7 +206,7 @@ def ask(
 @friendly_errors
 def chat(model: ModelOption = "default", max_new_tokens: MaxTokens = 256) -> None:
     """Interactive Qwen-Audio-Chat. `/audio PATH` attaches audio, `/reset` forgets, `/quit` leaves."""
-    from qwen_audio.chatml import AudioItem, ChatTurn, TextItem
+    from qwen_audio.formats.chatml import AudioItem, ChatTurn, TextItem
     from qwen_audio.infer.engine import GenerationOptions
 
     api = _load(model)

@@ -1,9 +1,9 @@
 """Qwen-Audio's tokenizer: tiktoken BPE + the special tokens of the spec, in the official id order.
 
 The ids must equal the official checkpoint's (its embedding rows are indexed by them), so the
-special-token list below is the contract: never reorder it, only the spec may change it.
+special-token list (:mod:`qwen_audio.formats.tokens`) is the contract: never reorder it.
 Audio enters the text as ``<audio>PATH</audio>``; encoding expands each span to
-``<audio>`` + (N − 2) pads + ``</audio>``, N from :func:`qwen_audio.audio.audio_span`.
+``<audio>`` + (N − 2) pads + ``</audio>``, N from :func:`qwen_audio.formats.spans.audio_span`.
 Loading audio stays out of here: callers pass lengths (in samples at 16 kHz).
 """
 
@@ -15,64 +15,38 @@ import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import AbstractSet, Literal, Union
 
 import tiktoken
 from transformers import PreTrainedTokenizer
 
-from qwen_audio.audio import audio_span
 from qwen_audio.errors import TagFormatError, TokenizerError
-from qwen_audio.timestamps import N_TIME_TOKENS, TIME_STEP, time_token_text  # noqa: F401  (re-exported)
+from qwen_audio.formats.languages import LANGUAGES  # noqa: F401  (re-exported)
+from qwen_audio.formats.spans import audio_span
+from qwen_audio.formats.timestamps import N_TIME_TOKENS, TIME_STEP, time_token_text  # noqa: F401  (re-exported)
+from qwen_audio.formats.tokens import (  # noqa: F401  (the special tokens live in formats; re-exported)
+    AUDIO_END,
+    AUDIO_PAD,
+    AUDIO_START,
+    ENDOFTEXT,
+    IM_END,
+    IM_START,
+    N_EXTRA_TOKENS,
+    SPECIAL_TOKENS,
+    STARTOFTRANSCRIPT,
+    STARTOFTRANSCRIPT_ALIAS,
+    AudioSpanInfo,
+    EncodedPrompt,
+    special_token_ids,
+    special_tokens,
+)
 
 VOCAB_FILE = "qwen.tiktoken"
 # Qwen's pre-tokenisation regex (spec §Tokenizer): digits split one by one, contractions kept.
 PAT_STR = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
-
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-AUDIO_PAD = "[[[AUDIO:modality]]]"
-AUDIO_START = "<audio>"
-AUDIO_END = "</audio>"
-STARTOFTRANSCRIPT = "<|startoftranscript|>"
-# The official README's spelling; the vocabulary only has the short form.
-STARTOFTRANSCRIPT_ALIAS = "<|startoftranscription|>"
-LANGUAGES: tuple[str, ...] = ("en", "zh", "de", "es", "ko", "fr", "ja", "it")
-N_EXTRA_TOKENS = 205
-
-
-def special_tokens() -> tuple[str, ...]:
-    """All special tokens, in the id order of the official tokenizer (spec §Tokenizer)."""
-    tokens = [ENDOFTEXT, IM_START, IM_END, *(f"<|extra_{i}|>" for i in range(N_EXTRA_TOKENS))]
-    tokens += [AUDIO_PAD, STARTOFTRANSCRIPT, "<|startofanalysis|>"]
-    tokens += ["<|translate|>", "<|transcribe|>", "<|caption|>", "<|keyword|>", "<|unknown|>"]
-    tokens += [f"<|{lang}|>" for lang in LANGUAGES] + ["<|zh_tr|>"]
-    tokens += ["<|notimestamps|>", "<|sil|>", "<|timestamps|>"]
-    tokens += [time_token_text(i) for i in range(N_TIME_TOKENS)]
-    tokens += ["<|caption_audiocaps|>", "<|caption_clotho|>", "<|audioset_ontology|>", "<|caption_plain|>"]
-    tokens += ["<|itn|>", "<|wo_itn|>"]
-    tokens += ["<|startofentityvalue|>", "<|endofentityvalue|>", "<|startofentitytype|>", "<|endofentitytype|>"]
-    tokens += ["<|named_entity_recognition|>", "<|audio_grounding|>", "<|startofword|>", "<|endofword|>"]
-    tokens += ["<|delim|>", "<|emotion_recognition|>", "<|music_description|>", "<|note_analysis|>"]
-    tokens += ["<|pitch|>", *(f"<|midi_pitch_{i}|>" for i in range(128))]
-    tokens += ["<|velocity|>", *(f"<|midi_velocity_{i}|>" for i in range(128))]
-    tokens += ["<|sonic|>", "<|instrument|>", "<|speaker_meta|>", "<|song_meta|>"]
-    tokens += ["<|question|>", "<|answer|>", "<|choice|>", "<|scene|>", "<|event|>", "<|vocal_classification|>"]
-    tokens += ["<|speech_understanding|>", "<|scenario|>", "<|action|>", "<|entities|>", "<|speech_edit|>"]
-    tokens += [AUDIO_START, AUDIO_END]
-    return tuple(tokens)
-
-
-SPECIAL_TOKENS: tuple[str, ...] = special_tokens()
-
-
-def special_token_ids(n_ranks: int) -> dict[str, int]:
-    """Special token → id: they follow the ``n_ranks`` mergeable ranks, consecutively."""
-    return {token: n_ranks + i for i, token in enumerate(SPECIAL_TOKENS)}
 
 
 # --------------------------------------------------------------------------- rank files
@@ -170,25 +144,6 @@ def build_tiktoken_file(
 
 AudioLengths = Union[Sequence[int], Mapping[str, int], Callable[[str], int], None]
 _AUDIO_SPAN = re.compile(re.escape(AUDIO_START) + "(.*?)" + re.escape(AUDIO_END), re.DOTALL)
-
-
-@dataclass(frozen=True)
-class AudioSpanInfo:
-    """Where one audio sits in the ids: ``ids[start]`` is ``<audio>``, ``ids[start+length-1]`` ``</audio>``."""
-
-    path: str
-    start: int
-    length: int  # N: the span's tokens, bos/eos included
-
-
-@dataclass(frozen=True)
-class EncodedPrompt:
-    ids: list[int]
-    audios: tuple[AudioSpanInfo, ...]
-
-    @property
-    def audio_paths(self) -> list[str]:
-        return [audio.path for audio in self.audios]
 
 
 class QwenAudioTokenizer(PreTrainedTokenizer):

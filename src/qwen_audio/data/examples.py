@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from qwen_audio.audio import load_audio
-from qwen_audio.chatml import AudioItem, ChatTurn, TextItem, render_segments
 from qwen_audio.data.chat_manifest import AudioContent, ChatMessage, ChatRecord
 from qwen_audio.data.manifest import ManifestRecord, tag_task
 from qwen_audio.errors import ManifestError
-from qwen_audio.srwt import build_srwt_target
-from qwen_audio.tags import TASKS, Output, Task, build_prompt
+from qwen_audio.formats.chatml import AudioItem, ChatTurn, TextItem, render_segments
+from qwen_audio.formats.languages import word_separator
+from qwen_audio.formats.srwt import build_srwt_target
+from qwen_audio.formats.tags import TASKS, Output, Task, build_prompt
 from qwen_audio.tokenizer import QwenAudioTokenizer
 
 IGNORE_INDEX = -100  # torch's cross-entropy ignore_index
-UNSPACED_LANGUAGES = ("zh", "ja", "zh_tr")  # words are written without spaces between them
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def target_text(record: ManifestRecord) -> str:
     if output is Output.WORDS:
         if not record.words:
             raise ManifestError(f"{record.id}: an SRWT example needs word alignments")
-        separator = "" if (record.text_language or record.audio_language) in UNSPACED_LANGUAGES else " "
+        separator = word_separator(record.text_language or record.audio_language)
         return build_srwt_target(record.words, separator=separator)
     if output is Output.LANGUAGE:
         return f"<|{record.text or record.audio_language}|>"

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from qwen_audio.chatml import DEFAULT_SYSTEM
 from qwen_audio.data.chat_manifest import read_chat_manifest
 from qwen_audio.data.manifest import read_manifest
+from qwen_audio.formats.chatml import DEFAULT_SYSTEM
 from qwen_audio.tokenizer import build_tiktoken_file
 
 # Strings of the prompt formats that are plain text, not special tokens.

@@ -22,8 +22,7 @@ from qwen_audio.audio import load_audio
 from qwen_audio.data.examples import record_prompt
 from qwen_audio.data.manifest import ManifestRecord, tag_task
 from qwen_audio.eval.benchmarks import Benchmark, BenchmarkScore, score_benchmark
-from qwen_audio.infer.engine import GenerationOptions
-from qwen_audio.tags import (
+from qwen_audio.formats.tags import (
     TASKS,
     AnswerResult,
     LabelResult,
@@ -35,6 +34,7 @@ from qwen_audio.tags import (
     parse_output,
     strip_tags,
 )
+from qwen_audio.infer.engine import GenerationOptions
 
 CAPTION_TOKENS = 30  # the official caption evaluation's max_new_tokens
 DEFAULT_TOKENS = 256

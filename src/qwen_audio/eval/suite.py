@@ -93,7 +93,7 @@ def chat_accuracy(api: Any, manifest: Path, settings: EvalSettings, out_dir: Pat
     """Qwen-Audio-Chat on held-out conversations: the last reply, given the turns before it.
     With ``out_dir``, every reply is written to ``synthetic-chat.predictions.jsonl`` beside the
     reference and the conversation's kind, so misses can be read."""
-    from qwen_audio.chatml import DEFAULT_SYSTEM
+    from qwen_audio.formats.chatml import DEFAULT_SYSTEM
     from qwen_audio.data.examples import chat_turns
     from qwen_audio.infer.engine import ChatRequest, GenerationOptions
 

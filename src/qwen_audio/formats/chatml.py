@@ -9,21 +9,13 @@ conversation, so the model can refer to "audio 2" three turns later.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Any, Literal, Protocol, Union
 
-from qwen_audio.audio import audio_span
 from qwen_audio.errors import TagFormatError
-from qwen_audio.tokenizer import (
-    AUDIO_END,
-    AUDIO_START,
-    IM_END,
-    IM_START,
-    AudioSpanInfo,
-    EncodedPrompt,
-    QwenAudioTokenizer,
-)
+from qwen_audio.formats.spans import audio_span
+from qwen_audio.formats.tokens import AUDIO_END, AUDIO_START, IM_END, IM_START, AudioSpanInfo, EncodedPrompt
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 Role = Literal["system", "user", "assistant"]
@@ -70,6 +62,22 @@ class ChatTurn:
     @property
     def audio_paths(self) -> list[str]:
         return [item.path for item in self.items if isinstance(item, AudioItem)]
+
+
+def turn_from_dict(message: Mapping[str, Any]) -> ChatTurn:
+    """OpenAI-style ``{"role", "content": str | [{"type": "text"|"audio", …}]}`` → ChatTurn."""
+    content = message.get("content", "")
+    if isinstance(content, str):
+        return ChatTurn(message["role"], (TextItem(content),))
+    items: list[ChatItem] = []
+    for part in content:
+        if part.get("type") == "audio":
+            items.append(AudioItem(str(part["audio"])))
+        elif part.get("type") == "text":
+            items.append(TextItem(part["text"]))
+        else:
+            raise TagFormatError(f"unknown content part type {part.get('type')!r}: use 'text' or 'audio'")
+    return ChatTurn(message["role"], tuple(items))
 
 
 def _items(items: Iterable[Union[str, ChatItem]]) -> tuple[ChatItem, ...]:
@@ -131,8 +139,19 @@ def render_chatml(
     return "".join(text for text, _ in render_segments(turns, system=system, add_generation_prompt=add_generation_prompt))
 
 
+class PlainTextEncoder(Protocol):
+    """What :func:`encode_chatml` needs of a tokenizer (``QwenAudioTokenizer`` has it)."""
+
+    special_tokens: Mapping[str, int]
+
+    @property
+    def audio_pad_id(self) -> int: ...
+
+    def encode_plain(self, text: str) -> list[int]: ...
+
+
 def encode_chatml(
-    tokenizer: QwenAudioTokenizer,
+    tokenizer: PlainTextEncoder,
     turns: Sequence[ChatTurn],
     audio_lengths: Sequence[int],
     *,

@@ -1,25 +1,34 @@
-"""SRWT (speech recognition with word-level timestamps): target construction and robust parsing.
+"""SRWT (speech recognition with word-level timestamps): targets, references and parsing, once.
 
 Format (spec §tag sequence): each word sits between its start and end time token,
 ``<|0.52|>hello<|0.88|><|0.95|> world<|1.40|>``; the prompt already ends with ``<|0.00|>``.
-Parsing follows the official scorer's reading (split on time tokens, pair the times around each
-text piece) but never raises: generated text can be truncated, unordered or otherwise broken.
+:func:`build_srwt_target` writes training targets, :func:`srwt_reference_text` the references
+the official scorer compares against (a shared token where one word ends as the next starts).
+:func:`parse_srwt_result` follows the official scorer's reading (split on time tokens, pair the
+times around each text piece) but never raises: generated text can be truncated, unordered or
+otherwise broken. :func:`official_segments` is that reading without repairs, which AAS needs.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from qwen_audio.timestamps import N_TIME_TOKENS, TIME_STEP, Word, time_token_text
+from qwen_audio.formats.timestamps import (  # noqa: F401  (quantize_time, time_token: re-exported)
+    MAX_TIME,
+    TAG,
+    TIME_TOKEN,
+    Word,
+    parse_time_token,
+    quantize_time,
+    time_token,
+    time_token_text,
+)
 
-MAX_TIME = (N_TIME_TOKENS - 1) * TIME_STEP  # 30.00 s: the last time token
-_TIME_TOKEN = re.compile(r"<\|(\d+(?:\.\d+)?)\|>")
-_ANY_TAG = re.compile(r"<\|[^|<>]*\|>")
+from qwen_audio.formats.tokens import ENDOFTEXT, IM_END
+
 # The generation stops here; anything after is not part of the answer.
-_STOP_TOKENS = ("<|endoftext|>", "<|im_end|>")
+_STOP_TOKENS = (ENDOFTEXT, IM_END)
 
 
 @dataclass(frozen=True)
@@ -30,24 +39,6 @@ class SrwtResult:
     words: tuple[Word, ...]
     malformed: bool = False
     warnings: tuple[str, ...] = ()
-
-
-def quantize_time(seconds: float) -> int:
-    """Seconds → index of the nearest 10 ms time token, clipped to 0…30 s (NaN → 0)."""
-    if not math.isfinite(seconds):
-        return 0 if math.isnan(seconds) or seconds < 0 else N_TIME_TOKENS - 1
-    return min(max(round(seconds / TIME_STEP), 0), N_TIME_TOKENS - 1)
-
-
-def time_token(seconds: float) -> str:
-    """``1.234`` → ``<|1.23|>``: the time token nearest to ``seconds`` (clipped to 0–30 s)."""
-    return time_token_text(quantize_time(seconds))
-
-
-def parse_time_token(token: str) -> float | None:
-    """``<|1.23|>`` → 1.23; None when ``token`` is not a time token."""
-    match = _TIME_TOKEN.fullmatch(token)
-    return float(match.group(1)) if match else None
 
 
 def build_srwt_target(words: Sequence[Word], *, separator: str = " ") -> str:
@@ -84,7 +75,7 @@ def parse_srwt_result(text: str, *, prompt_time: float = 0.0) -> SrwtResult:
             text = head
     items: list[float | str] = []  # times (float) and text pieces (str), in order
     position = 0
-    for match in _ANY_TAG.finditer(text):
+    for match in TAG.finditer(text):
         if match.start() > position:
             items.append(text[position : match.start()])
         seconds = parse_time_token(match.group(0))
@@ -125,6 +116,34 @@ def parse_srwt_result(text: str, *, prompt_time: float = 0.0) -> SrwtResult:
         previous_end = end
     plain = "".join(item for item in items if isinstance(item, str))
     return SrwtResult(" ".join(plain.split()) if plain.strip() else "", tuple(words), bool(warnings), tuple(warnings))
+
+
+def srwt_reference_text(words: Sequence[Word]) -> str:
+    """Word alignments in the decoded SRWT format the official scorer reads (times to 0.01 s): a
+    leading ``<|0.00|>`` when speech starts later (the prompt's token), one shared token where a
+    word ends as the next starts, a pair of tokens around each pause."""
+    parts: list[str] = []
+    last: str | None = "0.00" if words and words[0].start > 0.005 else None
+    if last:
+        parts.append("<|0.00|>")
+    for w in words:
+        start, end = f"{w.start:.2f}", f"{w.end:.2f}"
+        if start != last:
+            parts.append(f"<|{start}|>")
+        parts.append(f"{w.word}<|{end}|>")
+        last = end
+    return "".join(parts)
+
+
+def official_segments(text: str) -> list[Word] | None:
+    """The official scorer's reading (``eval_audio/evaluate_srwt.py``): every piece between two
+    consecutive time tokens is a segment, ``""`` (or ``<|sil|>``) for a silence; None when the text
+    holds no time token. Unlike :func:`parse_srwt_result` it repairs nothing: AAS is defined on it."""
+    times = [float(t) for t in TIME_TOKEN.findall(text)]
+    if not times:
+        return None
+    pieces = TIME_TOKEN.split(text)[2:-1:2]  # split keeps captured times at odd positions
+    return [Word(piece.strip(), times[i], times[i + 1]) for i, piece in enumerate(pieces)]
 
 
 def parse_srwt_ids(ids: Sequence[int], tokenizer: object) -> SrwtResult:

@@ -17,15 +17,13 @@ from dataclasses import dataclass
 from typing import Union
 
 from qwen_audio.errors import TagFormatError
-from qwen_audio.srwt import SrwtResult, Word, parse_srwt, parse_srwt_result, parse_time_token
-from qwen_audio.tokenizer import AUDIO_END, AUDIO_START, LANGUAGES, STARTOFTRANSCRIPT, time_token_text
-
-__all__ = ["Task", "TaskSpec", "TASKS", "build_prompt", "parse_output", "parse_srwt", "Word", "SrwtResult"]
+from qwen_audio.formats.languages import AUDIO_LANGUAGES, LANGUAGES, TEXT_LANGUAGES
+from qwen_audio.formats.srwt import SrwtResult, Word, parse_srwt, parse_srwt_result  # noqa: F401  (re-exported)
+from qwen_audio.formats.timestamps import TAG, parse_time_token, time_token_text
+from qwen_audio.formats.tokens import AUDIO_END, AUDIO_START, STARTOFANALYSIS, STARTOFTRANSCRIPT
 
 TRANSCRIPT = STARTOFTRANSCRIPT
-ANALYSIS = "<|startofanalysis|>"
-AUDIO_LANGUAGES = (*LANGUAGES, "unknown")  # <|unknown|>: non-speech audio
-TEXT_LANGUAGES = (*LANGUAGES, "zh_tr")
+ANALYSIS = STARTOFANALYSIS
 
 
 class Output(enum.Enum):
@@ -136,6 +134,37 @@ TASKS: dict[Task, TaskSpec] = {
     Task.SPEECH_UNDERSTANDING: TaskSpec(TRANSCRIPT, _KW, ("<|speech_understanding|>",), Output.INTENT, None),
     Task.AUDIO_GROUNDING: TaskSpec(ANALYSIS, _KW, ("<|audio_grounding|>",), Output.SEGMENTS, timestamps=True),
 }
+
+
+# Dataset-level task names (manifests, the API's task arguments) → the registry's task, where they differ.
+TASK_ALIASES: dict[str, Task] = {
+    "scene": Task.ACOUSTIC_SCENE, "emotion": Task.SPEECH_EMOTION, "aqa": Task.AUDIO_QA,
+    "pitch": Task.NOTE_PITCH, "velocity": Task.NOTE_VELOCITY, "instrument": Task.NOTE_INSTRUMENT,
+    "music_caption": Task.MUSIC_DESCRIPTION, "gender": Task.SPEAKER_META, "age": Task.SPEAKER_META,
+    "slu": Task.SPEECH_UNDERSTANDING,
+}
+# A caption's style (a manifest's ``meta["caption_style"]``, ``QwenAudio.caption(style=)``) → its task.
+CAPTION_STYLES: dict[str, Task] = {
+    "plain": Task.CAPTION_PLAIN, "clotho": Task.CAPTION_CLOTHO, "audiocaps": Task.CAPTION_AUDIOCAPS,
+    "music": Task.MUSIC_DESCRIPTION,
+}
+# Dataset tasks without a prompt of their own: "caption" takes its task from the style, "chat" is
+# ChatML, the others have no tag prompt in the registry yet.
+UNPROMPTED_TASKS: tuple[str, ...] = ("caption", "chat", "sqa", "music_qa", "speaker_verification")
+# Every task name a manifest or the API accepts.
+TASK_NAMES: frozenset[str] = frozenset({t.value for t in Task} | set(TASK_ALIASES) | set(UNPROMPTED_TASKS))
+
+
+def task_for(name: str | Task) -> Task:
+    """The registry task of a task name or alias (``"scene"`` → ``Task.ACOUSTIC_SCENE``)."""
+    if isinstance(name, Task):
+        return name
+    if name in TASK_ALIASES:
+        return TASK_ALIASES[name]
+    try:
+        return Task(name)
+    except ValueError:
+        raise TagFormatError(f"unknown task {name!r}: use one of {', '.join(sorted(TASK_NAMES))}") from None
 
 
 def _tag(language: str, allowed: tuple[str, ...], what: str) -> str:
@@ -258,12 +287,9 @@ TaskResult = Union[
     SegmentsResult,
 ]
 
-_TAG = re.compile(r"<\|[^|<>]*\|>")
-
-
 def strip_tags(text: str) -> str:
     """Remove special tokens and fold whitespace, as the official ASR scorer does before WER."""
-    return " ".join(_TAG.sub(" ", text).split())
+    return " ".join(TAG.sub(" ", text).split())
 
 
 def _field(text: str, tag: str) -> str | None:
@@ -310,7 +336,7 @@ def parse_output(task: Task | str, text: str) -> TaskResult:
     if output is Output.INTENT:
         return IntentResult(_field(text, "<|scenario|>") or None, _field(text, "<|action|>") or None, _entities(text))
     if output is Output.SEGMENTS:
-        times = [t for t in (parse_time_token(m) for m in _TAG.findall(text)) if t is not None]
+        times = [t for t in (parse_time_token(m) for m in TAG.findall(text)) if t is not None]
         return SegmentsResult(tuple((a, max(a, b)) for a, b in zip(times[::2], times[1::2])))
     plain = strip_tags(text)
     if output is Output.LABEL:

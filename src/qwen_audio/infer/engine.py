@@ -13,8 +13,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from qwen_audio.chatml import DEFAULT_SYSTEM, ChatTurn
-from qwen_audio.srwt import Word
+from qwen_audio.formats.chatml import DEFAULT_SYSTEM, ChatTurn
+from qwen_audio.formats.srwt import Word
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal, Union
 
 from qwen_audio.errors import ConfigError
-from qwen_audio.srwt import SrwtResult, Word
+from qwen_audio.formats.srwt import SrwtResult, Word
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qwen_audio.audio import HOP_LENGTH, SAMPLE_RATE
-from qwen_audio.srwt import Word
+from qwen_audio.formats.srwt import Word
 
 
 @dataclass(frozen=True)

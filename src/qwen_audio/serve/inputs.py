@@ -15,13 +15,13 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from qwen_audio.audio import SAMPLE_RATE, load_audio, min_audio_samples
-from qwen_audio.chatml import DEFAULT_SYSTEM, AudioItem, ChatItem, ChatTurn, TextItem
 from qwen_audio.errors import (
     AudioError,
     AudioFileNotFoundError,
     AudioTooLongError,
     EmptyAudioError,
 )
+from qwen_audio.formats.chatml import DEFAULT_SYSTEM, AudioItem, ChatItem, ChatTurn, TextItem
 from qwen_audio.infer.engine import ChatRequest, GenerationOptions
 from qwen_audio.serve.schemas import AudioURLPart, ChatCompletionRequest, InputAudioPart, TextPart
 from qwen_audio.serve.settings import ServerSettings

@@ -18,6 +18,7 @@ from qwen_audio.data.manifest import ManifestRecord, Word
 from qwen_audio.data.synth import effects, music, sounds
 from qwen_audio.data.synth.sentences import number_words
 from qwen_audio.data.synth.speech import SpeechSpec, render_speech
+from qwen_audio.formats.languages import UNSPACED_LANGUAGES
 
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "de": "German", "es": "Spanish",
                   "ko": "Korean", "fr": "French", "ja": "Japanese", "it": "Italian"}
@@ -166,7 +167,7 @@ def speech_questions(sentence: Any, gender: str, rng: random.Random
         ("what language is spoken?", LANGUAGE_NAMES[lang],
          _choices(LANGUAGE_NAMES[lang], tuple(LANGUAGE_NAMES.values()), rng)),
     ]
-    if lang not in ("zh", "ja"):
+    if lang not in UNSPACED_LANGUAGES:
         out.append(("how many words does the speaker say?", str(len(sentence.words)), None))
     if len(set(sentence.colours)) == 1:
         out.append(("what colour is mentioned?", sentence.colours[0],

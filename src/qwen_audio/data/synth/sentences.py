@@ -12,8 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 from qwen_audio.data.synth import lexicon as lx
-
-NO_SPACE_LANGUAGES = frozenset({"zh", "ja"})  # words are written without spaces between them
+from qwen_audio.formats.languages import word_separator
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class Sentence:
 
 def join_words(words: list[str], language: str) -> str:
     """Written form of a word sequence: no spaces in Chinese and Japanese."""
-    return ("" if language in NO_SPACE_LANGUAGES else " ").join(words)
+    return word_separator(language).join(words)
 
 
 def _w(entry: str) -> SpokenWord:
