@@ -19,13 +19,9 @@ from qwen_audio.eval.metrics import (
     official_normalize,
     word_error_rate,
 )
-from qwen_audio.eval.srwt_metrics import (
-    TimedWord,
-    align_equal,
-    boundary_f1,
-    parse_timestamped_words,
-    srwt_scores,
-)
+from qwen_audio.eval.srwt_metrics import align_equal, boundary_f1, srwt_scores
+from qwen_audio.formats.srwt import official_segments
+from qwen_audio.formats.timestamps import Word
 
 # ---------------------------------------------------------------- WER / CER
 
@@ -185,11 +181,11 @@ def test_caption_scores_reports_missing_spice_instead_of_inventing_it() -> None:
 # ---------------------------------------------------------------- SRWT
 
 
-def test_parse_timestamped_words_pairs_consecutive_times() -> None:
-    words = parse_timestamped_words("<|0.00|><|0.52|>hello<|0.88|><|0.95|> world<|1.40|>")
-    assert words == [TimedWord("", 0.0, 0.52), TimedWord("hello", 0.52, 0.88),
-                     TimedWord("", 0.88, 0.95), TimedWord("world", 0.95, 1.40)]
-    assert parse_timestamped_words("no times here") is None
+def test_official_segments_pair_consecutive_times() -> None:
+    words = official_segments("<|0.00|><|0.52|>hello<|0.88|><|0.95|> world<|1.40|>")
+    assert words == [Word("", 0.0, 0.52), Word("hello", 0.52, 0.88),
+                     Word("", 0.88, 0.95), Word("world", 0.95, 1.40)]
+    assert official_segments("no times here") is None
 
 
 def test_align_equal_keeps_only_matching_pairs() -> None:
@@ -222,8 +218,8 @@ def test_srwt_aas_hand_computed() -> None:
 
 def test_boundary_f1_counts_shared_boundaries_once_and_skips_unparsable() -> None:
     # 面 0.54–0.86, 条 0.86–1.17: boundaries {0.54, 0.86, 1.17} (0.86 shared) → 3 each side.
-    ref = parse_timestamped_words("<|0.00|><|sil|><|0.54|>面<|0.86|>条<|1.17|>")
-    hyp = parse_timestamped_words("<|0.54|>面<|0.90|>条<|1.17|>")
+    ref = official_segments("<|0.00|><|sil|><|0.54|>面<|0.86|>条<|1.17|>")
+    hyp = official_segments("<|0.54|>面<|0.90|>条<|1.17|>")
     assert ref is not None and hyp is not None
     result = boundary_f1([ref], [hyp], tolerance=0.02)
     # 0.54 ✓, 0.86 vs 0.90 (0.04 > 0.02) ✗, 1.17 ✓ → P = R = 2/3.

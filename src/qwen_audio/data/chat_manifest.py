@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from qwen_audio.data.manifest import (
+from qwen_audio.data.jsonl import (
     ManifestProblem,
     ManifestValidationError,
     iter_json_lines,

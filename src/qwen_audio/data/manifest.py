@@ -17,41 +17,38 @@ problem of every line, so one run fixes a whole file. Chat conversations live in
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from qwen_audio.data.chat_manifest import chat_problems
+from qwen_audio.data.jsonl import (  # noqa: F401  (re-exported)
+    ManifestProblem,
+    ManifestValidationError,
+    iter_json_lines,
+    open_text,
+    validate_lines,
+)
 from qwen_audio.errors import ManifestError
-from qwen_audio.timestamps import Word  # noqa: F401  (records' word alignments)
+from qwen_audio.formats.languages import AUDIO_LANGUAGES, TEXT_LANGUAGES
+from qwen_audio.formats.tags import CAPTION_STYLES as CAPTION_TASK_STYLES
+from qwen_audio.formats.tags import TASK_ALIASES, TASK_NAMES
+from qwen_audio.formats.timestamps import Word  # noqa: F401  (records' word alignments)
 
-# Task names shared with the tag registry (tags.py). Extend with `register_task` for new tasks.
-KNOWN_TASKS: set[str] = {
-    "asr", "srwt", "s2tt", "caption", "scene", "sound_event", "emotion", "vocal_sound", "aqa",
-    "sqa", "note_analysis", "pitch", "velocity", "instrument", "language_id", "gender", "age",
-    "music_caption", "music_qa", "ner", "slu", "audio_grounding", "speaker_verification", "chat",
-}
-# Manifest task → the tag registry's task (`qwen_audio.tags.Task` value) where the names differ;
-# manifests keep the short dataset-level names, the tag layer needs the prompt-level ones.
-# Captions pick their style from ``meta["caption_style"]`` (see `tag_task`).
-TAG_TASKS: dict[str, str] = {
-    "scene": "acoustic_scene", "emotion": "speech_emotion", "aqa": "audio_qa",
-    "pitch": "note_pitch", "velocity": "note_velocity", "instrument": "note_instrument",
-    "music_caption": "music_description", "gender": "speaker_meta", "age": "speaker_meta",
-    "slu": "speech_understanding",
-}
-CAPTION_STYLES = {"clotho": "caption_clotho", "audiocaps": "caption_audiocaps"}
-# The registry's own names are accepted in manifests too.
-KNOWN_TASKS |= set(TAG_TASKS.values()) | set(CAPTION_STYLES.values()) | {
-    "caption_plain", "note_sonic", "song_meta", "keyword", "speech_understanding"}
-# The eight audio languages of the tokenizer, plus "unknown" (non-speech) and "zh_tr"
-# (traditional Chinese, a text language). Extend with `register_language`.
-KNOWN_LANGUAGES: set[str] = {"en", "zh", "de", "es", "ko", "fr", "ja", "it", "unknown", "zh_tr"}
+# Task names come from the tag registry (`qwen_audio.formats.tags`): its tasks, their dataset-level
+# aliases and the tasks without a prompt. Extend with `register_task` for new tasks.
+KNOWN_TASKS: set[str] = set(TASK_NAMES)
+# Manifest task → the tag registry's task where the names differ; captions pick their style from
+# ``meta["caption_style"]`` (see `tag_task`).
+TAG_TASKS: dict[str, str] = {name: task.value for name, task in TASK_ALIASES.items()}
+CAPTION_STYLES: dict[str, str] = {style: task.value for style, task in CAPTION_TASK_STYLES.items()}
+# The tag languages: the eight of the tokenizer, "unknown" (non-speech) and "zh_tr" (traditional
+# Chinese, a text language). Extend with `register_language`.
+KNOWN_LANGUAGES: set[str] = {*AUDIO_LANGUAGES, *TEXT_LANGUAGES}
 URL_SCHEMES = ("http://", "https://", "s3://", "gs://", "hf://", "file://")
 
 
@@ -75,33 +72,6 @@ def register_language(code: str) -> None:
     if not code or not code.replace("_", "").isalpha():
         raise ManifestError(f"language code {code!r} must be letters, e.g. 'ca' or 'zh_tr'")
     KNOWN_LANGUAGES.add(code)
-
-
-@dataclass(frozen=True)
-class ManifestProblem:
-    """One problem of one line: where (line 1-based, field) and what to fix."""
-
-    line: int
-    field: str | None
-    message: str
-    path: str | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.path else f"line {self.line}"
-        return f"{where}: {self.field + ': ' if self.field else ''}{self.message}"
-
-
-class ManifestValidationError(ManifestError):
-    """A manifest has problems; ``.problems`` lists every one of them."""
-
-    def __init__(self, problems: list[ManifestProblem], limit: int = 20) -> None:
-        self.problems = list(problems)
-        shown = "\n  ".join(str(p) for p in self.problems[:limit])
-        more = f"\n  … and {len(self.problems) - limit} more" if len(self.problems) > limit else ""
-        super().__init__(
-            f"{len(self.problems)} manifest problem(s); fix them and re-run "
-            f"`validate_manifest`:\n  {shown}{more}"
-        )
 
 
 @dataclass(frozen=True)
@@ -273,26 +243,6 @@ def _words_problems(words: Any, duration: float | None) -> list[tuple[str | None
 # ---------------------------------------------------------------- I/O
 
 
-def open_text(path: str | Path, mode: str = "r") -> IO[str]:
-    """Open a manifest for text I/O; ``.gz`` files are (de)compressed transparently."""
-    path = Path(path)
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, mode + "b"), encoding="utf-8")
-    return open(path, mode, encoding="utf-8")
-
-
-def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any | None, str | None]]:
-    """Stream (line number, parsed object or None, JSON error or None); blank lines skipped."""
-    with open_text(path) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line), None
-            except json.JSONDecodeError as e:
-                yield number, None, f"not valid JSON: {e.msg} at column {e.colno}"
-
-
 def read_manifest(path: str | Path) -> Iterator[ManifestRecord]:
     """Stream the records of a manifest, never holding the file in memory.
 
@@ -308,26 +258,6 @@ def read_manifest(path: str | Path) -> Iterator[ManifestRecord]:
         yield ManifestRecord(**_record_kwargs(obj))
 
 
-def validate_lines(
-    path: str | Path, problems_of: Callable[[Any], list[tuple[str | None, str]]]
-) -> list[ManifestProblem]:
-    """Run a per-line checker over a JSONL file, adding duplicate ids; streams the file."""
-    problems: list[ManifestProblem] = []
-    seen: dict[str, int] = {}
-    for number, obj, error in iter_json_lines(path):
-        found = [(None, error)] if error else problems_of(obj)
-        problems += [ManifestProblem(number, f, m, str(path)) for f, m in found]
-        record_id = obj.get("id") if isinstance(obj, Mapping) else None
-        if isinstance(record_id, str):
-            if record_id in seen:
-                problems.append(ManifestProblem(
-                    number, "id", f"duplicate id {record_id!r} (first on line {seen[record_id]})",
-                    str(path)))
-            else:
-                seen[record_id] = number
-    return problems
-
-
 def validate_manifest(path: str | Path) -> list[ManifestProblem]:
     """Every problem of every line (and duplicate ids); an empty list means the file is valid.
 
@@ -335,8 +265,6 @@ def validate_manifest(path: str | Path) -> list[ManifestProblem]:
     """
     first = next((obj for _, obj, _ in iter_json_lines(path) if obj is not None), None)
     if isinstance(first, Mapping) and "messages" in first:
-        from qwen_audio.data.chat_manifest import chat_problems  # chat builds on this module
-
         return validate_lines(path, chat_problems)
     return validate_lines(path, _record_problems)
 

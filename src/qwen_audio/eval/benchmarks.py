@@ -5,7 +5,7 @@ Reported numbers: Chu et al. 2023, "Qwen-Audio" (arXiv:2311.07919), main results
 the "Evaluation" section of the official README (github.com/QwenLM/Qwen-Audio). Units as
 published: WER in %, BLEU 0–100, CIDEr-D as the COCO tool prints it, accuracies 0–1. ``None``
 where the paper gives no number for that exact benchmark. Prompts are not here: the tag
-registry (`qwen_audio.tags`) turns ``task`` + languages into the official prompt.
+registry (`qwen_audio.formats.tags`) turns ``task`` + languages into the official prompt.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from qwen_audio.data.converters import get_converter
 from qwen_audio.data.manifest import ManifestRecord, read_manifest
 from qwen_audio.errors import ManifestError
+from qwen_audio.formats.srwt import srwt_reference_text
 
 PAPER = "Chu et al. 2023 (arXiv:2311.07919), results as in the QwenLM/Qwen-Audio README"
 METRICS = ("wer", "bleu", "cider_d", "accuracy", "aqa_accuracy", "srwt")
@@ -128,24 +129,14 @@ def srwt_reference(record: ManifestRecord) -> str:
     ends as the next starts, a pair of tokens around each pause."""
     if not record.words:
         raise ManifestError(f"record {record.id} has no word alignments for SRWT")
-    parts: list[str] = []
-    last: str | None = "0.00" if record.words[0].start > 0.005 else None
-    if last:
-        parts.append("<|0.00|>")
-    for w in record.words:
-        start, end = f"{w.start:.2f}", f"{w.end:.2f}"
-        if start != last:
-            parts.append(f"<|{start}|>")
-        parts.append(f"{w.word}<|{end}|>")
-        last = end
-    return "".join(parts)
+    return srwt_reference_text(record.words)
 
 
 def score_benchmark(
     benchmark: Benchmark, records: Sequence[ManifestRecord], predictions: Sequence[str]
 ) -> BenchmarkScore:
     """Score decoded predictions (special tokens may remain) against the records' targets."""
-    from qwen_audio.eval import metrics
+    from qwen_audio.eval import metrics, srwt_metrics
 
     if len(records) != len(predictions):
         raise ValueError(f"{len(records)} records but {len(predictions)} predictions")
@@ -170,8 +161,8 @@ def score_benchmark(
         details = metrics.accuracy(targets, list(predictions))
         value = details.accuracy
     else:  # srwt
-        details = metrics.srwt_scores([srwt_reference(r) for r in records], predictions,
-                                      language=(records[0].audio_language or "en") if records else "en")
+        details = srwt_metrics.srwt_scores([srwt_reference(r) for r in records], predictions,
+                                           language=(records[0].audio_language or "en") if records else "en")
         value = details.aas
     return BenchmarkScore(benchmark.name, benchmark.metric, value, benchmark.paper_value,
                           len(records), details)

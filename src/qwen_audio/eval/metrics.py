@@ -1,7 +1,7 @@
 """Text metrics as the field computes them: WER/CER (jiwer), BLEU (sacrebleu), accuracy.
 
-Caption metrics (CIDEr-D, SPICE, SPIDEr) live in `caption_metrics`, SRWT timestamp metrics in
-`srwt_metrics`; both are re-exported here so `qwen_audio.eval.metrics` is the one entry point.
+Caption metrics (CIDEr-D, SPICE, SPIDEr) live in `caption_metrics` and are re-exported here; SRWT
+timestamp metrics, which score their text with this module's WER, live in `srwt_metrics`.
 
 Normalisers (applied to references and hypotheses alike):
 - ``"official"``: Qwen-Audio's scorer (``eval_audio/evaluate_asr.py``): special tokens removed,
@@ -27,12 +27,14 @@ from pathlib import Path
 import jiwer
 import sacrebleu
 
+from qwen_audio.formats.languages import UNSPACED_LANGUAGES
+
 
 SPECIAL_TOKEN = re.compile(r"<\|[^|]*\|>")
 _OFFICIAL_PUNCT = "!,.?;:"
 # Languages written without spaces between words: scored by character (the paper does so for
 # Chinese; CER is the norm for Japanese too).
-CHARACTER_LANGUAGES = frozenset({"zh", "zh_tr", "ja"})
+CHARACTER_LANGUAGES = UNSPACED_LANGUAGES
 NORMALIZERS = ("official", "whisper_english", "whisper_basic", "auto", "none")
 
 
@@ -257,18 +259,11 @@ from qwen_audio.eval.caption_metrics import (  # noqa: E402  (re-exported entry 
     cider_d,
     spice,
 )
-from qwen_audio.eval.srwt_metrics import (  # noqa: E402
-    SrwtResult,
-    TimedWord,
-    boundary_f1,
-    parse_timestamped_words,
-    srwt_scores,
-)
 
 __all__ = [
     "AccuracyResult", "BleuResult", "CaptionResult", "ErrorRate", "MetricUnavailableError",
-    "SrwtResult", "TimedWord", "accuracy", "binary_accuracy", "bleu_tokenizer", "boundary_f1",
+    "accuracy", "binary_accuracy", "bleu_tokenizer",
     "caption_scores", "character_error_rate", "cider_d", "corpus_bleu", "english_spelling_mapping",
     "error_rate", "get_normalizer", "normalize_label", "official_normalize",
-    "parse_timestamped_words", "spice", "srwt_scores", "word_error_rate",
+    "spice", "word_error_rate",
 ]

@@ -17,28 +17,14 @@ matched one-to-one within a tolerance.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-TIME_TOKEN = re.compile(r"<\|(\d+(?:\.\d+)?)\|>")
+from qwen_audio.eval.metrics import word_error_rate
+from qwen_audio.formats.srwt import official_segments
+from qwen_audio.formats.timestamps import Word
+
 SILENCE = ("", "<|sil|>")
-
-
-@dataclass(frozen=True)
-class TimedWord:
-    word: str  # "" for a silence segment
-    start: float
-    end: float
-
-
-def parse_timestamped_words(text: str) -> list[TimedWord] | None:
-    """Segments between consecutive time tokens; None when the text holds no time token."""
-    times = [float(t) for t in TIME_TOKEN.findall(text)]
-    if not times:
-        return None
-    pieces = TIME_TOKEN.split(text)[2:-1:2]  # split keeps captured times at odd positions
-    return [TimedWord(piece.strip(), times[i], times[i + 1]) for i, piece in enumerate(pieces)]
 
 
 def align_equal(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[int, int]]:
@@ -68,7 +54,7 @@ def align_equal(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[int, int]]
     return pairs[::-1]
 
 
-def _boundaries(words: Sequence[TimedWord]) -> list[float]:
+def _boundaries(words: Sequence[Word]) -> list[float]:
     times = {round(t, 6) for w in words if w.word not in SILENCE for t in (w.start, w.end)}
     return sorted(times)
 
@@ -99,7 +85,7 @@ class BoundaryF1:
 
 
 def boundary_f1(
-    references: Sequence[Sequence[TimedWord]], hypotheses: Sequence[Sequence[TimedWord]], *,
+    references: Sequence[Sequence[Word]], hypotheses: Sequence[Sequence[Word]], *,
     tolerance: float = 0.05,
 ) -> BoundaryF1:
     """Word-boundary precision/recall/F1 pooled over utterances."""
@@ -115,7 +101,10 @@ def boundary_f1(
 
 
 @dataclass(frozen=True)
-class SrwtResult:
+class SrwtScores:
+    """SRWT timestamp and text scores of a corpus (not one parsed output: that is
+    :class:`qwen_audio.formats.srwt.SrwtResult`)."""
+
     aas: float  # official average shift: mean over aligned words of |Δstart| + |Δend| (s)
     mean_boundary_error: float  # aas / 2: mean absolute error per boundary (s)
     mean_start_error: float
@@ -129,19 +118,17 @@ class SrwtResult:
 def srwt_scores(
     references: Sequence[str], hypotheses: Sequence[str], *, language: str = "en",
     tolerance: float = 0.05,
-) -> SrwtResult:
+) -> SrwtScores:
     """AAS, boundary errors, boundary F1 and WER of decoded SRWT outputs against references
     in the same time-token format."""
-    from qwen_audio.eval.metrics import word_error_rate
-
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     start_err = end_err = 0.0
     aligned = unparsable = 0
-    parsed_refs: list[list[TimedWord]] = []
-    parsed_hyps: list[list[TimedWord]] = []
+    parsed_refs: list[list[Word]] = []
+    parsed_hyps: list[list[Word]] = []
     for ref_text, hyp_text in zip(references, hypotheses):
-        ref, hyp = parse_timestamped_words(ref_text), parse_timestamped_words(hyp_text)
+        ref, hyp = official_segments(ref_text), official_segments(hyp_text)
         if ref is None or hyp is None:
             unparsable += 1
             continue
@@ -153,7 +140,7 @@ def srwt_scores(
             aligned += 1
     wer = word_error_rate(references, hypotheses, language=language, normalizer="official")
     n = aligned or 1
-    return SrwtResult(
+    return SrwtScores(
         aas=(start_err + end_err) / n, mean_boundary_error=(start_err + end_err) / (2 * n),
         mean_start_error=start_err / n, mean_end_error=end_err / n, aligned_words=aligned,
         unparsable=unparsable, wer=wer.value,
