@@ -13,7 +13,7 @@ import numpy as np
 import openai
 import pytest
 
-from qwen_audio.chatml import AudioItem
+from qwen_audio.formats.chatml import AudioItem
 from qwen_audio.serve import BackgroundServer, ServerSettings
 from tests.serve_fixtures import BAD_LANGUAGE, CRASH_TEXT, FakeEngine, encode, tone, wav_bytes
 
