@@ -28,8 +28,7 @@ from qwen_audio.data.jsonl import (
     open_text,
     validate_lines,
 )
-
-ROLES = ("system", "user", "assistant")
+from qwen_audio.formats.chatml import ROLES
 
 
 @dataclass(frozen=True)
