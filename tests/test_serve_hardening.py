@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from qwen_audio.errors import ConfigError
-from qwen_audio.infer.engine import ChatRequest
+from qwen_audio.infer.engine import ChatRequest, GenerationOptions
 from qwen_audio.serve import BackgroundServer, ServerSettings
 from tests.serve_fixtures import FakeEngine, wav_bytes
 
@@ -212,3 +212,28 @@ def test_a_body_that_never_finishes_is_answered_408_and_closed() -> None:
             assert time.monotonic() - started < 3
         assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
         assert httpx.post(server.url + CHAT, json={"messages": OK_MESSAGES}, timeout=10).status_code == 200
+
+
+# --------------------------------------------------------------------------- options checked where they are made
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({"seed": 2**64}, "seed"), ({"seed": -(2**63) - 1}, "seed"), ({"seed": 1.5}, "seed"), ({"seed": True}, "seed"),
+        ({"temperature": float("nan")}, "temperature"), ({"temperature": float("inf")}, "temperature"),
+        ({"temperature": -0.1}, "temperature"), ({"top_p": float("nan")}, "top_p"), ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"), ({"max_new_tokens": 0}, "max_new_tokens"), ({"max_new_tokens": 2.5}, "max_new_tokens"),
+        ({"num_beams": 0}, "num_beams"),
+    ],
+)
+def test_generation_options_refuse_what_would_fail_a_batch(fields: dict, words: str) -> None:
+    # A seed ≥ 2**64 used to reach torch.manual_seed inside the batched call, failing the whole batch.
+    with pytest.raises(ValueError, match=words):
+        GenerationOptions(**fields)
+
+
+def test_generation_options_take_torchs_whole_seed_range() -> None:
+    torch = pytest.importorskip("torch")
+    for seed in (-(2**63), 0, 2**63, 2**64 - 1):
+        torch.manual_seed(GenerationOptions(seed=seed).seed)

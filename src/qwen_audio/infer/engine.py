@@ -7,6 +7,7 @@ tests may implement it with a fake to check a front end alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -17,8 +18,20 @@ from qwen_audio.formats.chatml import DEFAULT_SYSTEM, ChatTurn
 from qwen_audio.formats.srwt import Word
 
 
+# What torch.manual_seed accepts (an int64 or a uint64); a seed outside it raised inside the
+# batched engine call, failing every request of the batch before each was retried alone.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
+    """How to decode; validated here, so no caller (server, CLI, a script) can hand the engine
+    options that fail only once a batch is running."""
+
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
@@ -26,10 +39,18 @@ class GenerationOptions:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be ≥ 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.num_beams < 1:
-            raise ValueError("temperature ≥ 0, 0 < top_p ≤ 1 and num_beams ≥ 1 are required")
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer ≥ 1, got {self.max_new_tokens!r}")
+        if not _is_int(self.num_beams) or self.num_beams < 1:
+            raise ValueError(f"num_beams must be an integer ≥ 1, got {self.num_beams!r}")
+        # Written so that NaN fails too: every comparison with NaN is False.
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number ≥ 0, got {self.temperature!r}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
+        low, high = SEED_RANGE
+        if self.seed is not None and not (_is_int(self.seed) and low <= self.seed <= high):
+            raise ValueError(f"seed must be an integer from -2**63 to 2**64 - 1, got {self.seed!r}")
 
 
 @dataclass(frozen=True)

@@ -170,12 +170,15 @@ def generation_options(
             max_tokens_param,
             "max_tokens_too_large",
         )
-    return GenerationOptions(
-        max_new_tokens=max_tokens or settings.max_new_tokens,
-        temperature=temperature or 0.0,
-        top_p=top_p or 1.0,
-        seed=seed,
-    )
+    try:
+        return GenerationOptions(
+            max_new_tokens=max_tokens or settings.max_new_tokens,
+            temperature=temperature or 0.0,
+            top_p=top_p or 1.0,
+            seed=seed,
+        )
+    except ValueError as error:  # the options' own check, behind the schema's: a 400, never a failed batch
+        raise APIError(400, str(error), code="invalid_request") from None
 
 
 def _text_only(content: object, param: str, role: str) -> str:
