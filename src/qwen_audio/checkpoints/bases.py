@@ -131,8 +131,9 @@ def verified_base_file(base: PretrainedBase) -> Path:
     return joined
 
 
-def build_base_model(encoder_base: PretrainedBase = WHISPER_BASE, llm_base: PretrainedBase = SMOLLM2_135M):  # noqa: ANN201
-    """(QwenAudioForCausalLM, QwenAudioTokenizer) joined from the two verified bases, new rows initialised."""
+def build_base_model(encoder_base: PretrainedBase | None = None, llm_base: PretrainedBase | None = None):  # noqa: ANN201
+    """(QwenAudioForCausalLM, QwenAudioTokenizer) joined from the two verified bases (default: the pinned ones)."""
+    encoder_base, llm_base = encoder_base or WHISPER_BASE, llm_base or SMOLLM2_135M
     from qwen_audio.checkpoints.ctranslate2 import Ct2Model
     from qwen_audio.checkpoints.gguf import GgufModel
     from qwen_audio.checkpoints.towers import load_qwen_llm, load_whisper_encoder
