@@ -65,7 +65,8 @@ def test_model_folder_without_weights(tmp_path: Path, tiny_model_dir: Path) -> N
 
 
 @pytest.mark.parametrize("option", [["--max-upload-mb", "nan"], ["--max-upload-mb", "0"], ["--max-audio-seconds", "nan"],
-                                    ["--max-audio-seconds", "inf"], ["--batch-wait-ms", "nan"]])
+                                    ["--max-audio-seconds", "inf"], ["--batch-wait-ms", "nan"], ["--shutdown-grace", "nan"],
+                                    ["--shutdown-grace", "-1"]])
 def test_serve_refuses_limits_that_are_not_finite_and_positive(option: list[str]) -> None:
     assert option[0].removeprefix("--").replace("-", "_") in one_red_line(runner.invoke(app, ["serve", *option])).replace("-", "_")
 

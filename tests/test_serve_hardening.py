@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
 import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -237,3 +241,71 @@ def test_generation_options_take_torchs_whole_seed_range() -> None:
     torch = pytest.importorskip("torch")
     for seed in (-(2**63), 0, 2**63, 2**64 - 1):
         torch.manual_seed(GenerationOptions(seed=seed).seed)
+
+
+# --------------------------------------------------------------------------- SIGTERM: drain, then exit 0
+
+_SERVE_WITH_A_FAKE = """
+import sys
+from qwen_audio.cli import app
+from qwen_audio.serve import cli as serve_cli
+from tests.serve_fixtures import FakeEngine
+serve_cli.load_engine = lambda model: FakeEngine(delay=float(sys.argv[1]))
+app(sys.argv[2:], prog_name="qwen-audio")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow  # a Python process that imports torch
+def test_sigterm_lets_requests_in_flight_finish_and_exits_0() -> None:
+    port = free_port()
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-c", _SERVE_WITH_A_FAKE, "1.0", "serve", "--port", str(port), "--shutdown-grace", "5",
+               "--log-level", "warning"]
+    process = subprocess.Popen(command, cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_until(lambda: _answers(url + "/health"), timeout=20), process.stdout.read() if process.poll() is not None else ""
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.post, url + CHAT, json={"messages": OK_MESSAGES}, timeout=10)
+            time.sleep(0.3)  # the request is in the engine (1 s) when the signal comes
+            process.send_signal(signal.SIGTERM)
+            assert pending.result().status_code == 200  # drained, not cut
+        assert process.wait(timeout=10) == 0, process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_streams_cut_at_the_end_of_the_grace_release_their_slots() -> None:
+    server = BackgroundServer(SlowStreamEngine(), ServerSettings(port=0, shutdown_grace_s=0.3, batch_wait_ms=0)).start()
+    admission = server.app.state.qwen.admission
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        with http.stream("POST", CHAT, json={"messages": OK_MESSAGES, "stream": True}) as response:
+            next(response.iter_raw())  # a 2 s stream is under way
+            assert admission.in_flight == 1
+            started = time.monotonic()
+            server.stop()
+            assert time.monotonic() - started < 1.5  # the grace, not the stream's 2 s
+    assert admission.in_flight == 0
+
+
+def test_shutdown_grace_must_be_finite_and_not_negative() -> None:
+    for value in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ConfigError, match="shutdown_grace_s"):
+            ServerSettings(shutdown_grace_s=value)
+    assert ServerSettings(shutdown_grace_s=0).shutdown_grace_s == 0

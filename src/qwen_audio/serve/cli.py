@@ -58,6 +58,7 @@ def serve_command(
     max_batch_size: Annotated[int, typer.Option(help="Requests grouped into one model call.")] = 8,
     batch_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.")] = 10.0,
     max_queue: Annotated[int, typer.Option(help="Requests held at once; more get 503.")] = 64,
+    shutdown_grace: Annotated[float, typer.Option(help="On SIGTERM, seconds requests in flight may take to finish.")] = 10.0,
     allow_local_files: Annotated[bool, typer.Option(help="Let audio_url name files on this machine.")] = False,
     allowed_local_dir: Annotated[Optional[Path], typer.Option(help="Only files under this folder (with --allow-local-files).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
@@ -80,6 +81,7 @@ def serve_command(
             max_batch_size=max_batch_size,
             batch_wait_ms=batch_wait_ms,
             max_queue=max_queue,
+            shutdown_grace_s=shutdown_grace,
             allow_local_files=allow_local_files,
             allowed_local_dir=allowed_local_dir,
         )

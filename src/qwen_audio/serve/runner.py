@@ -3,9 +3,12 @@ benchmarks, notebooks)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
 
 import uvicorn
@@ -41,14 +44,35 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but a SIGTERM is the normal way to stop: after the drain the process exits 0.
+
+    uvicorn drains (stops accepting, lets requests in flight finish up to
+    ``timeout_graceful_shutdown``, cancels the rest, runs the lifespan's shutdown) and then
+    raises the signal again, so the process dies of SIGTERM (status 143), which supervisors log
+    as a crash. SIGINT (Ctrl-C) is still re-raised.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+
+
+def uvicorn_config(engine: Engine, settings: ServerSettings, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(create_app(engine, settings), log_level=log_level, lifespan="on",
+                          timeout_graceful_shutdown=settings.shutdown_grace_s)  # type: ignore[arg-type] - a float works
+
+
 def serve(engine: Engine, settings: ServerSettings | None = None, *, log_level: str = "info",
           sock: socket.socket | None = None) -> None:
-    """Serve ``engine`` until interrupted (Ctrl-C), on ``sock`` or a socket bound to the settings'
-    host and port. One process: the batcher, not workers, scales."""
+    """Serve ``engine`` until interrupted (Ctrl-C) or terminated (SIGTERM: requests in flight get
+    ``shutdown_grace_s`` to finish, then the call returns), on ``sock`` or a socket bound to the
+    settings' host and port. One process: the batcher, not workers, scales."""
     settings = settings or ServerSettings()
     sock = sock or bind_socket(settings.host, settings.port)
-    config = uvicorn.Config(create_app(engine, settings), log_level=log_level, timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run(sockets=[sock])
+    DrainingServer(uvicorn_config(engine, settings, log_level)).run(sockets=[sock])
 
 
 class BackgroundServer:
@@ -59,9 +83,9 @@ class BackgroundServer:
 
     def __init__(self, engine: Engine, settings: ServerSettings | None = None, *, start_timeout: float = 10.0) -> None:
         self.settings = settings or ServerSettings(port=0)
-        self.app = create_app(engine, self.settings)
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
-        self._server = uvicorn.Server(config)
+        config = uvicorn_config(engine, self.settings, "warning")
+        self.app = config.app
+        self._server = DrainingServer(config)
         self._socket = bind_socket(self.settings.host, self.settings.port)
         self.port: int = self._socket.getsockname()[1]
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)

@@ -33,6 +33,7 @@ class ServerSettings:
     max_batch_size: int = 8
     batch_wait_ms: float = 10.0
     body_timeout_s: float = 60.0  # a request body must arrive within this
+    shutdown_grace_s: float = 10.0  # on SIGTERM, how long requests in flight may still take
     max_queue: int = 64
     allow_local_files: bool = False
     allowed_local_dir: Path | None = None
@@ -52,6 +53,8 @@ class ServerSettings:
             raise ConfigError(f"batch_wait_ms must be a finite number ≥ 0, got {self.batch_wait_ms}")
         if not (math.isfinite(self.body_timeout_s) and self.body_timeout_s > 0):
             raise ConfigError(f"body_timeout_s must be a finite number > 0, got {self.body_timeout_s}")
+        if not (math.isfinite(self.shutdown_grace_s) and self.shutdown_grace_s >= 0):
+            raise ConfigError(f"shutdown_grace_s must be a finite number ≥ 0, got {self.shutdown_grace_s}")
         if self.allowed_local_dir is not None:
             folder = Path(self.allowed_local_dir).expanduser().resolve()
             if not folder.is_dir():
