@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -49,15 +49,18 @@ class FakeEngine:
     """Implements the Engine protocol without a model, and records the batches it was called with.
 
     ``delay`` seconds per batched call let concurrent requests pile up; ``gate``, when given, holds
-    every call until it is set (to fill the queue on purpose). A user text ``CRASH_TEXT`` makes
-    the call raise RuntimeError (an engine bug); language ``BAD_LANGUAGE`` raises TagFormatError
-    (an input the engine refuses), failing the whole batched call as a real engine would.
+    every call until it is set (to fill the queue on purpose). ``token_delay`` seconds per decoding
+    step (one word of every reply in the batch, as a batched model steps all rows at once) give
+    streams a realistic pace. A user text ``CRASH_TEXT`` makes the call raise RuntimeError (an
+    engine bug); language ``BAD_LANGUAGE`` raises TagFormatError (an input the engine refuses),
+    failing the whole batched call as a real engine would.
     """
 
     model_id = "fake-qwen-audio"
 
-    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None, token_delay: float = 0.0) -> None:
         self.delay = delay
+        self.token_delay = token_delay
         self.gate = gate
         self.calls: list[tuple[str, int]] = []  # (method, batch size)
         self.chat_requests: list[ChatRequest] = []
@@ -80,13 +83,34 @@ class FakeEngine:
         if any(r.turns[-1].text == CRASH_TEXT for r in requests):
             raise RuntimeError("fake engine crashed")
         self.chat_requests.extend(requests)
-        replies = []
-        for request in requests:
-            words = reply_text(request).split(" ")
-            limit = request.options.max_new_tokens
-            text = " ".join(words[:limit])
-            prompt = sum(len(t.text.split()) for t in request.turns) + sum(a.size // 640 for a in request.audios.values())
-            replies.append(ChatReply(text, prompt, min(len(words), limit), "length" if len(words) > limit else "stop"))
+        replies = [self._reply(request) for request in requests]
+        if self.token_delay:
+            time.sleep(self.token_delay * max(r.completion_tokens for r in replies))
+        return replies
+
+    @staticmethod
+    def _reply(request: ChatRequest) -> ChatReply:
+        words = reply_text(request).split(" ")
+        limit = request.options.max_new_tokens
+        text = " ".join(words[:limit])
+        prompt = sum(len(t.text.split()) for t in request.turns) + sum(a.size // 640 for a in request.audios.values())
+        return ChatReply(text, prompt, min(len(words), limit), "length" if len(words) > limit else "stop")
+
+    def chat_streamed(self, requests: Sequence[ChatRequest], on_piece: Callable[[int, str], None]) -> list[ChatReply]:
+        """``chat``, calling ``on_piece(i, word)`` at each step for every reply still growing."""
+        self._enter("chat", len(requests))
+        if any(r.turns[-1].text == CRASH_TEXT for r in requests):
+            on_piece(0, "partial")
+            raise RuntimeError("fake engine crashed mid-stream")
+        self.chat_requests.extend(requests)
+        replies = [self._reply(request) for request in requests]
+        words = [reply.text.split(" ") for reply in replies]
+        for step in range(max(len(w) for w in words)):
+            if self.token_delay:
+                time.sleep(self.token_delay)
+            for index, row in enumerate(words):
+                if step < len(row):
+                    on_piece(index, row[step] if step == 0 else " " + row[step])
         return replies
 
     def stream_chat(self, request: ChatRequest) -> Iterator[str]:
@@ -98,6 +122,8 @@ class FakeEngine:
             raise RuntimeError("fake engine crashed mid-stream")
         words = reply_text(request).split(" ")
         for index, word in enumerate(words):
+            if self.token_delay:
+                time.sleep(self.token_delay)
             yield word if index == 0 else " " + word
         return ChatReply(" ".join(words), len(request.turns), len(words))
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from qwen_audio.errors import ConfigError
-from qwen_audio.serve.batching import Admission, Batcher, QueueFullError, locked_steps
+from qwen_audio.serve.batching import Admission, Batcher, QueueFullError
 from qwen_audio.serve.settings import ServerSettings
 
 
@@ -85,16 +88,6 @@ def test_admission_limit() -> None:
     assert admission.in_flight == 2
 
 
-def test_locked_steps_returns_the_generator_value() -> None:
-    def pieces():
-        yield "a"
-        yield "b"
-        return "done"
-
-    step = locked_steps(pieces(), threading.Lock())
-    assert [step(), step(), step()] == [("a", None), ("b", None), (None, "done")]
-
-
 @pytest.mark.parametrize(
     "fields",
     [{"port": 70000}, {"max_queue": 0}, {"max_batch_size": 0}, {"max_audio_seconds": 0}, {"batch_wait_ms": -1},
@@ -112,3 +105,64 @@ def test_settings_local_dir(tmp_path: Path) -> None:
         ServerSettings(allow_local_files=True, allowed_local_dir=tmp_path / "missing")
     settings = ServerSettings(allow_local_files=True, allowed_local_dir=tmp_path / "." / "")
     assert settings.allowed_local_dir == tmp_path.resolve()
+
+
+# --------------------------------------------------------------------------- streams share the batched path
+
+
+def test_concurrent_streams_take_about_the_time_of_one() -> None:
+    """Streamed chats used to take the engine lock once per piece, one stream at a time: at 32
+    clients a streamed reply took 7x a non-streamed one. Now they are batched like the rest."""
+    import httpx
+
+    from qwen_audio.serve import BackgroundServer
+    from tests.serve_fixtures import FakeEngine
+
+    engine = FakeEngine(token_delay=0.03)  # 12 words a reply: ~0.36 s per stream, alone or in a batch
+    body = {"messages": [{"role": "user", "content": "a b c d e"}], "stream": True}
+
+    def stream() -> tuple[float, str]:
+        started, text = time.monotonic(), ""
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=30) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {") and '"content"' in line:
+                    text += json.loads(line[6:])["choices"][0]["delta"]["content"]
+        return time.monotonic() - started, text
+
+    with BackgroundServer(engine, ServerSettings(port=0, max_batch_size=8, batch_wait_ms=20)) as server:
+        alone, expected = stream()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: stream(), range(8)))
+    assert all(text == expected == "echo: a b c d e | audios=0 [] | turns=1" for _, text in results)
+    slowest = max(seconds for seconds, _ in results)
+    assert slowest < 2.5 * alone, f"8 streams: slowest {slowest:.2f} s, one alone {alone:.2f} s"
+
+
+class StreamOnlyEngine:
+    """An engine without ``chat_streamed``: only the protocol's ``chat`` and ``stream_chat``."""
+
+    def __init__(self, fake) -> None:  # noqa: ANN001 - a FakeEngine
+        self.fake, self.model_id = fake, fake.model_id
+        self.chat, self.stream_chat, self.transcribe = fake.chat, fake.stream_chat, fake.transcribe
+
+
+def test_without_batched_streaming_a_lone_stream_uses_stream_chat_and_company_uses_chat() -> None:
+    import httpx
+
+    from qwen_audio.serve import BackgroundServer
+    from tests.serve_fixtures import FakeEngine
+
+    fake = FakeEngine(token_delay=0.01)
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+    def contents() -> list[str]:
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=30) as response:
+            return [json.loads(line[6:])["choices"][0]["delta"].get("content") for line in response.iter_lines()
+                    if line.startswith("data: {") and '"content"' in line]
+
+    with BackgroundServer(StreamOnlyEngine(fake), ServerSettings(port=0, batch_wait_ms=300)) as server:
+        assert contents() == ["", "echo:", " hi", " |", " audios=0", " []", " |", " turns=1"]  # piece by piece
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            together = list(pool.map(lambda _: contents(), range(3)))
+    assert together == [["", "echo: hi | audios=0 [] | turns=1"]] * 3  # one batched call, one piece each
+    assert fake.calls == [("stream_chat", 1), ("chat", 3)]

@@ -12,14 +12,14 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 
 from qwen_audio.errors import ConfigError
-from qwen_audio.infer.engine import ChatRequest, GenerationOptions
+from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions
 from qwen_audio.serve import BackgroundServer, ServerSettings
 from tests.serve_fixtures import FakeEngine, wav_bytes
 
@@ -28,12 +28,14 @@ OK_MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 class SlowStreamEngine(FakeEngine):
-    """Streams many pieces slowly, so a client can hang up in the middle of a reply."""
+    """Streams many pieces slowly (2 s), so a client can hang up in the middle of a reply."""
 
-    def stream_chat(self, request: ChatRequest) -> Iterator[str]:
+    def chat_streamed(self, requests: Sequence[ChatRequest], on_piece: Callable[[int, str], None]) -> list[ChatReply]:
         for number in range(200):
             time.sleep(0.01)
-            yield f" word{number}"
+            for index in range(len(requests)):
+                on_piece(index, f" word{number}")
+        return [ChatReply("", 1, 200, "length") for _ in requests]
 
 
 def wait_until(condition, timeout: float = 5.0) -> bool:
@@ -296,7 +298,8 @@ def test_streams_cut_at_the_end_of_the_grace_release_their_slots() -> None:
     admission = server.app.state.qwen.admission
     with httpx.Client(base_url=server.url, timeout=10) as http:
         with http.stream("POST", CHAT, json={"messages": OK_MESSAGES, "stream": True}) as response:
-            next(response.iter_raw())  # a 2 s stream is under way
+            chunks = response.iter_raw()  # held: a dropped iterator closes the response (a disconnect)
+            next(chunks)  # a 2 s stream is under way
             assert admission.in_flight == 1
             started = time.monotonic()
             server.stop()

@@ -8,7 +8,7 @@ tests may implement it with a fake to check a front end alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -100,3 +100,17 @@ class Engine(Protocol):
         ...
 
     def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]: ...
+
+
+@runtime_checkable
+class BatchStreamingEngine(Protocol):
+    """An engine that streams a whole batch: the server's streamed chats then run in the same
+    batched calls as the others (one decoding step serves every row) instead of each stream
+    stepping the model alone. Optional: without it the server answers a streamed chat from a
+    batched ``chat`` call, in one piece."""
+
+    def chat_streamed(self, requests: Sequence[ChatRequest], on_piece: Callable[[int, str], None]) -> list[ChatReply]:
+        """``chat``, calling ``on_piece(i, text)`` as reply ``i`` grows; the pieces of reply i
+        concatenate to its text. Called on the engine's thread: ``on_piece`` does not block, and
+        may raise to stop the batch (its clients are gone): let that exception propagate."""
+        ...

@@ -20,28 +20,24 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import anyio
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen_audio.errors import QwenAudioError
-from qwen_audio.infer.engine import ChatReply, ChatRequest, Engine, Transcript, TranscriptionRequest
-from qwen_audio.serve.batching import Admission, Batcher, QueueFullError, locked_steps
+from qwen_audio.infer.engine import ChatReply, Engine, Transcript, TranscriptionRequest
+from qwen_audio.serve.batching import Admission, Batcher, QueueFullError
 from qwen_audio.serve.inputs import APIError, build_chat_request, check_prompt_length, too_large
 from qwen_audio.serve.schemas import (
     AssistantMessage,
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
-    ChunkChoice,
-    Delta,
     ErrorDetail,
     ErrorResponse,
     ModelCard,
@@ -49,6 +45,7 @@ from qwen_audio.serve.schemas import (
     Usage,
 )
 from qwen_audio.serve.settings import ServerSettings
+from qwen_audio.serve.streaming import ChatJob, can_retry, chat_batch_runner, open_stream
 from qwen_audio.serve.transcription import parse_transcription_form, transcription_response
 from qwen_audio.serve.webui import mount_webui
 
@@ -159,7 +156,7 @@ class ServerState:
         self.admission = Admission(settings.max_queue)
         self.max_prompt_tokens = settings.max_prompt_tokens or getattr(engine, "context_length", None)
         common = dict(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms, engine_lock=self.engine_lock)
-        self.chat = Batcher[ChatRequest, ChatReply](engine.chat, name="chat-batcher", **common)  # type: ignore[arg-type]
+        self.chat = Batcher[ChatJob, ChatReply](chat_batch_runner(engine), name="chat-batcher", can_retry=can_retry, **common)  # type: ignore[arg-type]
         self.transcribe = Batcher[TranscriptionRequest, Transcript](engine.transcribe, name="transcribe-batcher", **common)  # type: ignore[arg-type]
 
     def start(self) -> None:
@@ -268,9 +265,10 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
             await run_in_threadpool(check_prompt_length, engine, chat_request, state.max_prompt_tokens)
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                stream = await run_in_threadpool(_locked_call, state.engine_lock, engine.stream_chat, chat_request)
+                response = open_stream(state.chat, chat_request, admission=state.admission,
+                                       model_id=engine.model_id, include_usage=include_usage)
                 streaming = True
-                return AdmittedStream(state, stream, include_usage)
+                return response
             reply = await state.run(state.chat, chat_request)
         finally:
             if not streaming:  # a stream releases its slot when it ends
@@ -332,72 +330,3 @@ async def _read_form(request: Request) -> Any:
     except Exception as error:  # noqa: BLE001 - python-multipart raises several unrelated types
         raise APIError(400, f"cannot parse the multipart body ({error})", code="invalid_request") from None
 
-
-def _locked_call(lock: threading.Lock, function: Callable[..., T], *args: Any) -> T:
-    with lock:
-        return function(*args)
-
-
-def _sse(payload: dict[str, Any] | str) -> str:
-    return f"data: {payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
-async def _sse_events(state: ServerState, stream: Any, include_usage: bool) -> AsyncIterator[str]:
-    """OpenAI's chunk sequence: a role delta, content deltas, a finish delta, [usage], [DONE].
-
-    Token counts come from a ``ChatReply`` that ``stream_chat`` may return when exhausted (the
-    generator's return value); without one, completion tokens are the number of pieces.
-    """
-    base = dict(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=state.engine.model_id)
-    step = locked_steps(iter(stream), state.engine_lock)
-    pieces = 0
-    try:
-        yield _sse(ChatCompletionChunk(**base, choices=[ChunkChoice(delta=Delta(role="assistant", content=""))]).model_dump(exclude_none=True))
-        while True:
-            piece, returned = await run_in_threadpool(step)
-            if piece is None:
-                break
-            pieces += 1
-            if piece:
-                yield _sse(ChatCompletionChunk(**base, choices=[ChunkChoice(delta=Delta(content=piece))]).model_dump(exclude_none=True))
-        reply = returned if isinstance(returned, ChatReply) else None
-        finish = reply.finish_reason if reply else "stop"
-        yield _sse(ChatCompletionChunk(**base, choices=[ChunkChoice(delta=Delta(), finish_reason=finish)]).model_dump(exclude_none=True))
-        if include_usage:
-            prompt, completion = (reply.prompt_tokens, reply.completion_tokens) if reply else (0, pieces)
-            usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-            yield _sse(ChatCompletionChunk(**base, choices=[], usage=usage).model_dump(exclude_none=True))
-    except Exception as error:  # noqa: BLE001 - headers are sent: report in-band, as OpenAI does
-        log.exception("streamed chat failed")
-        kind = "invalid_request_error" if isinstance(error, QwenAudioError) else "server_error"
-        yield _sse({"error": ErrorDetail(message=f"{type(error).__name__}: {error}", type=kind).model_dump()})
-    yield _sse("[DONE]")
-
-
-class AdmittedStream(StreamingResponse):
-    """A streamed chat that gives back its admission slot and closes the engine's stream however
-    it ends: finished, failed, cut by a client that hung up, or cut by shutdown.
-
-    The cleanup lives here, around the whole response, not in the event generator's ``finally``:
-    on a disconnect Starlette cancels the response task, which cancels any ``await`` in that
-    ``finally`` (the slot was never released), and a generator cancelled before its first chunk
-    never runs its ``finally`` at all.
-    """
-
-    def __init__(self, state: ServerState, stream: Any, include_usage: bool) -> None:
-        super().__init__(
-            _sse_events(state, stream, include_usage),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-        self._state, self._stream = state, stream
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._state.admission.release()  # synchronous: nothing can cancel it
-            close = getattr(self._stream, "close", None)
-            if close is not None:
-                with anyio.CancelScope(shield=True):  # the engine lock may be busy: wait, uncancelled
-                    await run_in_threadpool(_locked_call, self._state.engine_lock, close)

@@ -2,8 +2,9 @@
 
 A model answers 8 requests in one forward pass for little more than the cost of one, so the
 server waits up to ``batch_wait_ms`` for company before calling the engine. One worker thread per
-engine method keeps the event loop free; a lock shared by all workers (and by streaming
-requests) serialises access to the model, which is not assumed to be thread-safe.
+engine method keeps the event loop free; a lock shared by all workers serialises access to the
+model, which is not assumed to be thread-safe. Streamed chats are batched too (``streaming.py``):
+a lock taken once per streamed piece let streams starve each other and the batches.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -65,7 +66,9 @@ class Batcher(Generic[RequestT, ResultT]):
     """Collect requests for up to ``wait_ms`` or ``max_batch_size``, then call ``run_batch`` once.
 
     ``run_batch`` maps a list of requests to a list of results in the same order. When a batch
-    raises, each request is retried alone, so that one bad input fails only its own request.
+    raises, each request is retried alone, so that one bad input fails only its own request
+    (unless ``can_retry`` says no: a stream that already sent pieces cannot take them back).
+    A job whose future was cancelled while it queued (its client left) is dropped unrun.
     """
 
     def __init__(
@@ -76,8 +79,10 @@ class Batcher(Generic[RequestT, ResultT]):
         wait_ms: float,
         engine_lock: threading.Lock,
         name: str = "batcher",
+        can_retry: Callable[[RequestT], bool] = lambda request: True,
     ) -> None:
         self._run_batch = run_batch
+        self._can_retry = can_retry
         self.max_batch_size = max_batch_size
         self.wait_s = wait_ms / 1000.0
         self._lock = engine_lock
@@ -124,14 +129,16 @@ class Batcher(Generic[RequestT, ResultT]):
             if first is _STOP:
                 break
             batch, stopping = self._collect(first)  # type: ignore[arg-type]
-            self.batch_sizes.append(len(batch))
-            self._execute(batch)
+            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            if batch:
+                self.batch_sizes.append(len(batch))
+                self._execute(batch)
         while True:  # jobs that raced with the stop: fail them rather than leave clients waiting
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(job, _Job):
+            if isinstance(job, _Job) and job.future.set_running_or_notify_cancel():
                 job.future.set_exception(RuntimeError("the server is shutting down"))
 
     def _call(self, requests: list[RequestT]) -> Sequence[ResultT]:
@@ -150,24 +157,11 @@ class Batcher(Generic[RequestT, ResultT]):
                 return
             log.warning("a batch of %d failed (%s); retrying its requests one by one", len(batch), error)
             for job in batch:
-                self._execute([job])
+                if self._can_retry(job.request):
+                    self._execute([job])
+                else:
+                    job.future.set_exception(error)
             return
         for job, result in zip(batch, results):
             job.future.set_result(result)
 
-
-def locked_steps(stream: Iterator[str], engine_lock: threading.Lock) -> Callable[[], tuple[str | None, object]]:
-    """A function returning the stream's next piece (``(None, return value)`` once exhausted).
-
-    Each step holds the engine lock only while computing one piece, so batched requests can
-    run between the pieces of a long streamed reply.
-    """
-
-    def step() -> tuple[str | None, object]:
-        with engine_lock:
-            try:
-                return next(stream), None
-            except StopIteration as stop:
-                return None, stop.value
-
-    return step
