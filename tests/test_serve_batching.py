@@ -129,13 +129,14 @@ def test_concurrent_streams_take_about_the_time_of_one() -> None:
                     text += json.loads(line[6:])["choices"][0]["delta"]["content"]
         return time.monotonic() - started, text
 
-    with BackgroundServer(engine, ServerSettings(port=0, max_batch_size=8, batch_wait_ms=20)) as server:
+    # a wait long enough that all eight make one batch on a busy machine
+    with BackgroundServer(engine, ServerSettings(port=0, max_batch_size=8, batch_wait_ms=200)) as server:
         alone, expected = stream()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda _: stream(), range(8)))
     assert all(text == expected == "echo: a b c d e | audios=0 [] | turns=1" for _, text in results)
     slowest = max(seconds for seconds, _ in results)
-    assert slowest < 2.5 * alone, f"8 streams: slowest {slowest:.2f} s, one alone {alone:.2f} s"
+    assert slowest < 2 * alone, f"8 streams: slowest {slowest:.2f} s, one alone {alone:.2f} s"
 
 
 class StreamOnlyEngine:

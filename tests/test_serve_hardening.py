@@ -209,7 +209,7 @@ def test_chat_takes_json_only_and_a_keyed_server_hides_its_docs() -> None:
 def test_a_body_that_never_finishes_is_answered_408_and_closed() -> None:
     with BackgroundServer(FakeEngine(), ServerSettings(port=0, body_timeout_s=0.3)) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
-            client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                            b"Content-Length: 1000\r\n\r\n{\"messages\": ")  # and then nothing
             started = time.monotonic()
             answer = b""
@@ -312,3 +312,52 @@ def test_shutdown_grace_must_be_finite_and_not_negative() -> None:
         with pytest.raises(ConfigError, match="shutdown_grace_s"):
             ServerSettings(shutdown_grace_s=value)
     assert ServerSettings(shutdown_grace_s=0).shutdown_grace_s == 0
+
+
+# --------------------------------------------------------------------------- Host header (DNS rebinding)
+
+
+def test_a_locally_bound_server_answers_only_to_local_host_names() -> None:
+    # A page at http://evil.example:8000 whose name is re-pointed at 127.0.0.1 sends Host: evil.example:8000.
+    with BackgroundServer(FakeEngine(), ServerSettings(port=0)) as server:
+        def status(host: str, path: str = CHAT) -> httpx.Response:
+            return httpx.post(server.url + path, json={"messages": OK_MESSAGES}, headers={"host": host}, timeout=10)
+
+        refused = status(f"evil.example:{server.port}")
+        assert refused.status_code == 400 and error_of(refused)["code"] == "host_not_allowed"
+        assert "evil.example" in error_of(refused)["message"] and "--allowed-host" in error_of(refused)["message"]
+        assert httpx.get(server.url + "/", headers={"host": "evil.example"}).status_code == 400  # the web UI too
+        for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "LocalHost.", f"[::1]:{server.port}"):
+            assert status(host).status_code == 200, host
+
+
+def test_allowed_hosts_by_bind_address_and_by_option() -> None:
+    anywhere = ServerSettings(host="0.0.0.0")
+    assert anywhere.host_allowed("evil.example:80") and anywhere.host_allowed("10.0.0.7")
+    named = ServerSettings(host="0.0.0.0", allowed_hosts=("API.example.",))
+    assert named.host_allowed("api.example:443") and not named.host_allowed("localhost") and not named.host_allowed("evil.example")
+    assert ServerSettings(allowed_hosts=("*",)).host_allowed("evil.example")
+    lan = ServerSettings(host="192.168.1.5")
+    assert lan.host_allowed("192.168.1.5:8000") and lan.host_allowed("localhost") and not lan.host_allowed("evil.example")
+    assert ServerSettings().host_allowed(None)  # HTTP/1.0 without Host: not a browser
+    with pytest.raises(ConfigError, match="allowed_hosts"):
+        ServerSettings(allowed_hosts=(" ",))
+
+
+def test_uploads_are_admitted_before_their_bodies_are_buffered() -> None:
+    # 16 stalled 24 MiB uploads used to buffer 388 MB before admission control saw any of them.
+    with BackgroundServer(FakeEngine(), ServerSettings(port=0, max_queue=2)) as server:
+        admission = server.app.state.qwen.admission
+        stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+        try:
+            for client in stalled:
+                client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: 20000000\r\n\r\n" + b" " * 65536)
+            assert wait_until(lambda: admission.in_flight == 2)
+            refused = httpx.post(server.url + CHAT, content=b" " * 1_000_000, headers={"content-type": "application/json"}, timeout=10)
+            assert refused.status_code == 503 and error_of(refused)["code"] == "queue_full"
+        finally:
+            for client in stalled:
+                client.close()
+        assert wait_until(lambda: admission.in_flight == 0)
+        assert httpx.post(server.url + CHAT, json={"messages": OK_MESSAGES}, timeout=10).status_code == 200

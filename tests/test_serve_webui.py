@@ -131,13 +131,15 @@ def test_serve_command_builds_settings_and_serves(monkeypatch: pytest.MonkeyPatc
     app.command("serve")(serve_cli.serve_command)
     app.command("other")(lambda: None)  # two commands, so "serve" is a subcommand as in qwen-audio
     args = ["serve", "--port", "9123", "--api-key", "k", "--max-upload-mb", "1", "--allow-local-files",
-            "--allowed-local-dir", str(tmp_path)]
+            "--allowed-local-dir", str(tmp_path), "--allowed-host", "a.example", "--allowed-host", "b.example:80",
+            "--shutdown-grace", "2.5"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     engine, settings = served[0]
     assert isinstance(engine, FakeEngine)
     assert (settings.port, settings.api_key, settings.max_upload_bytes) == (9123, "k", 1024 * 1024)
     assert settings.allowed_local_dir == tmp_path.resolve()
+    assert settings.allowed_hosts == ("a.example", "b.example") and settings.shutdown_grace_s == 2.5
 
     bad = CliRunner().invoke(app, ["serve", "--port", "70000"])
     assert bad.exit_code == 1 and "port must be 0–65535" in bad.output and len(served) == 1

@@ -60,15 +60,20 @@ def error_response(status: int, message: str, *, type: str = "invalid_request_er
 
 
 class RequestGuard:
-    """API key and body-size checks before any parsing: a refused upload is never decoded.
+    """Host, API key, size and admission checks before any parsing: a refused upload is never
+    decoded, and never even buffered.
 
-    The body is read here, up to ``max_upload_bytes``, and replayed to the app, so a client that
-    lies about (or omits) ``Content-Length`` is still cut off at the limit.
+    A request to the API (a POST under ``/v1``) takes its admission slot before its body is read
+    and gives it back when its response has ended (a stream: on its last byte, its client's hang-up
+    or the end of the shutdown grace): at most ``max_queue`` bodies are buffered at once. The body
+    is read here, up to ``max_upload_bytes``, and replayed to the app, so a client that lies about
+    (or omits) ``Content-Length`` is still cut off at the limit.
     """
 
-    def __init__(self, app: ASGIApp, settings: ServerSettings) -> None:
+    def __init__(self, app: ASGIApp, settings: ServerSettings, admission: Admission) -> None:
         self.app = app
         self.settings = settings
+        self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,6 +86,21 @@ class RequestGuard:
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self._call_app(scope, receive, send)
             return
+        if not scope["path"].startswith("/v1"):
+            await self._read_body_and_call(scope, receive, send)
+            return
+        try:
+            self.admission.acquire()
+        except QueueFullError as error:
+            await error_response(503, str(error), type="server_error", code="queue_full",
+                                 headers={"Retry-After": "1"})(scope, receive, send)
+            return
+        try:
+            await self._read_body_and_call(scope, receive, send)
+        finally:  # synchronous: a cancellation (hang-up, shutdown) cannot skip it
+            self.admission.release()
+
+    async def _read_body_and_call(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit, body, more = self.settings.max_upload_bytes, bytearray(), True
         try:
             # A client that never finishes its body would hold its connection and buffer forever.
@@ -131,6 +151,11 @@ class RequestGuard:
 
     def _refuse_early(self, scope: Scope) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
         headers = Headers(scope=scope)
+        host = headers.get("host")
+        if not self.settings.host_allowed(host):
+            shown = repr(host[:100])
+            return error_response(400, f"this server does not answer to the host name {shown}; start it with "
+                                       f"--allowed-host NAME to allow a name", code="host_not_allowed")
         key = self.settings.api_key
         if key is not None and scope["path"].startswith("/v1"):
             scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -210,9 +235,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = "not_found" if error.status_code == 404 else None
         return error_response(error.status_code, str(error.detail), code=code, headers=error.headers)
 
-    @app.exception_handler(QueueFullError)
-    async def queue_full(_: Request, error: QueueFullError) -> JSONResponse:
-        return error_response(503, str(error), type="server_error", code="queue_full", headers={"Retry-After": "1"})
 
 
 
@@ -233,7 +255,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
     docs = {} if settings.api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="qwen-audio", summary="OpenAI-compatible audio chat and transcription", lifespan=lifespan, **docs)
     app.state.qwen = state
-    app.add_middleware(RequestGuard, settings=settings)
+    app.add_middleware(RequestGuard, settings=settings, admission=state.admission)
     _install_error_handlers(app)
     created = int(time.time())
 
@@ -258,21 +280,12 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
         if request.headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
             raise APIError(415, "send the messages as JSON with 'Content-Type: application/json'", code="unsupported_media_type")
         body = _parse_chat_body(await request.body())
-        state.admission.acquire()
-        streaming = False
-        try:
-            chat_request = await run_in_threadpool(build_chat_request, body, settings)
-            await run_in_threadpool(check_prompt_length, engine, chat_request, state.max_prompt_tokens)
-            if body.stream:
-                include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                response = open_stream(state.chat, chat_request, admission=state.admission,
-                                       model_id=engine.model_id, include_usage=include_usage)
-                streaming = True
-                return response
-            reply = await state.run(state.chat, chat_request)
-        finally:
-            if not streaming:  # a stream releases its slot when it ends
-                state.admission.release()
+        chat_request = await run_in_threadpool(build_chat_request, body, settings)
+        await run_in_threadpool(check_prompt_length, engine, chat_request, state.max_prompt_tokens)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return open_stream(state.chat, chat_request, model_id=engine.model_id, include_usage=include_usage)
+        reply = await state.run(state.chat, chat_request)
         completion = ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
@@ -285,12 +298,8 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
 
     async def audio_endpoint(request: Request, translate: bool) -> Response:
         form = await _read_form(request)
-        state.admission.acquire()
-        try:
-            parsed = await parse_transcription_form(form, settings, translate=translate)
-            transcript = await state.run(state.transcribe, parsed.request)
-        finally:
-            state.admission.release()
+        parsed = await parse_transcription_form(form, settings, translate=translate)
+        transcript = await state.run(state.transcribe, parsed.request)
         return transcription_response(transcript, parsed, translate=translate)
 
     @app.post("/v1/audio/transcriptions")

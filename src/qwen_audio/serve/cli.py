@@ -61,6 +61,8 @@ def serve_command(
     shutdown_grace: Annotated[float, typer.Option(help="On SIGTERM, seconds requests in flight may take to finish.")] = 10.0,
     allow_local_files: Annotated[bool, typer.Option(help="Let audio_url name files on this machine.")] = False,
     allowed_local_dir: Annotated[Optional[Path], typer.Option(help="Only files under this folder (with --allow-local-files).")] = None,
+    allowed_host: Annotated[Optional[list[str]], typer.Option(help="A Host name the server answers to (repeat it; '*': any). "
+                                                              "Default: the bound address and localhost; any on 0.0.0.0.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the OpenAI-compatible API (chat, transcriptions, translations) and the web UI."""
@@ -84,6 +86,7 @@ def serve_command(
             shutdown_grace_s=shutdown_grace,
             allow_local_files=allow_local_files,
             allowed_local_dir=allowed_local_dir,
+            allowed_hosts=tuple(allowed_host) if allowed_host else None,
         )
         sock = bind(settings)  # before the model loads: a busy port is reported at once
         engine = load_engine(model)

@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from qwen_audio.errors import QwenAudioError
 from qwen_audio.infer.engine import BatchStreamingEngine, ChatReply, ChatRequest, Engine
-from qwen_audio.serve.batching import Admission, Batcher
+from qwen_audio.serve.batching import Batcher
 from qwen_audio.serve.schemas import ChatCompletionChunk, ChunkChoice, Delta, ErrorDetail, Usage
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,9 @@ def can_retry(job: ChatJob) -> bool:
     return not (isinstance(job, StreamedChat) and (job.started or job.abandoned))
 
 
-def open_stream(batcher: Batcher[ChatJob, ChatReply], request: ChatRequest, *, admission: Admission,
-                model_id: str, include_usage: bool) -> AdmittedStream:
-    """Queue ``request`` as a streamed job; the response holds its admission slot until it ends."""
+def open_stream(batcher: Batcher[ChatJob, ChatReply], request: ChatRequest, *, model_id: str,
+                include_usage: bool) -> AbandonableStream:
+    """Queue ``request`` as a streamed job, answered as server-sent events."""
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -123,7 +123,7 @@ def open_stream(batcher: Batcher[ChatJob, ChatReply], request: ChatRequest, *, a
     job = StreamedChat(request, emit)
     future = batcher.submit(job)
     future.add_done_callback(lambda _: emit(None))  # after every piece: same thread, same order
-    return AdmittedStream(_sse_events(future, pieces, model_id, include_usage), admission, job, future)
+    return AbandonableStream(_sse_events(future, pieces, model_id, include_usage), job, future)
 
 
 def _sse(payload: dict[str, Any] | str) -> str:
@@ -156,25 +156,23 @@ async def _sse_events(future: Future[ChatReply], pieces: asyncio.Queue[str | Non
     yield _sse("[DONE]")
 
 
-class AdmittedStream(StreamingResponse):
-    """A streamed chat that gives back its admission slot however it ends: finished, failed, cut
-    by a client that hung up, or cut at the end of the shutdown grace.
+class AbandonableStream(StreamingResponse):
+    """A streamed chat that tells its job however it ends: finished, failed, cut by a client that
+    hung up, or cut at the end of the shutdown grace (the admission slot is the RequestGuard's).
 
     The cleanup lives here, around the whole response, not in the event generator's ``finally``:
     on a disconnect Starlette cancels the response task, which cancels any ``await`` in that
     ``finally``, and a generator cancelled before its first chunk never runs its ``finally`` at all.
     """
 
-    def __init__(self, events: AsyncIterator[str], admission: Admission, job: StreamedChat,
-                 future: Future[ChatReply]) -> None:
+    def __init__(self, events: AsyncIterator[str], job: StreamedChat, future: Future[ChatReply]) -> None:
         super().__init__(events, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self._admission, self._job, self._future = admission, job, future
+        self._job, self._future = job, future
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:  # synchronous: nothing can cancel it
-            self._admission.release()
             self._job.abandoned = True
-            self._future.cancel()  # still queued: dropped unrun; running: its batch finishes
+            self._future.cancel()  # still queued: dropped unrun; running: its batch finishes or stops
