@@ -75,6 +75,8 @@ def decode_audio(source: bytes | Path, settings: ServerSettings, param: str) -> 
         raise APIError(400, str(error), param, "audio_not_found") from None
     except AudioError as error:
         raise APIError(400, str(error), param, "invalid_audio") from None
+    if not np.isfinite(samples).all():  # NaN in the features makes every reply garbage, silently
+        raise APIError(400, "the audio holds NaN or infinite samples", param, "invalid_audio")
     if samples.size < min_audio_samples():
         raise APIError(
             400,
