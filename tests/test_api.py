@@ -115,3 +115,79 @@ def test_model_engine_counts_prompt_tokens_as_the_reply_reports_them(api: QwenAu
     assert engine.context_length == api.model.config.seq_length
     request = ChatRequest((ChatTurn.user(AudioItem("a"), "what is this?"),), {"a": tone(1.0)}, options=SHORT)
     assert engine.prompt_tokens(request) == engine.chat([request])[0].prompt_tokens
+
+
+def _three_chats(options: GenerationOptions) -> list[ChatRequest]:
+    """Prompts of different lengths (left padding differs per row), one with an audio."""
+    return [
+        ChatRequest((ChatTurn.user("hi"),), options=options),
+        ChatRequest((ChatTurn.user(AudioItem("a"), "what is this sound? tell me more"),), {"a": tone(1.0)}, options=options),
+        ChatRequest((ChatTurn.user("你好世界 今天天气很好, the quick brown fox"),), options=options),
+    ]
+
+
+@pytest.mark.parametrize("options", [GenerationOptions(max_new_tokens=24),
+                                     GenerationOptions(max_new_tokens=24, temperature=0.9, seed=7)],
+                         ids=["greedy", "sampled"])
+def test_batched_chat_streams_each_row_as_the_reply_it_answers(api: QwenAudio, options: GenerationOptions) -> None:
+    requests = _three_chats(options)
+    pieces: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    streamed = api.engine().chat_streamed(requests, lambda row, piece: pieces[row].append(piece))
+    plain = api.engine().chat(requests)
+    assert streamed == plain
+    for row, reply in enumerate(plain):
+        assert "".join(pieces[row]) == reply.text
+        # a piece never stops inside a character, except a reply's dangling last one
+        assert not any(piece.endswith("\ufffd") for piece in pieces[row][:-1])
+    assert sum(len(p) for p in pieces.values()) > 3  # rows arrive in several pieces, not one each
+
+
+def test_reply_pieces_hold_a_character_split_across_tokens(api: QwenAudio) -> None:
+    from qwen_audio.api import ReplyPieces
+
+    text = "你好世界今天天气很好。 café 🎵 done"
+    ids = api.tokenizer.encode_plain(text)
+    assert any(api._reply_text([token]).endswith("\ufffd") for token in ids)  # the vocabulary does split some
+    pieces = ReplyPieces(api._reply_text)
+    out = [piece for token in ids if (piece := pieces.add(token))] + [pieces.flush()]
+    assert "".join(out) == text and not any("\ufffd" in piece for piece in out)
+
+
+def test_batch_streamer_ends_a_row_at_its_stop_token(api: QwenAudio) -> None:
+    import torch
+
+    from qwen_audio.api import _BatchReplyStreamer
+
+    stop = api.model.generation_config.eos_token_id[0]
+    a, b = api.tokenizer.encode_plain("a")[0], api.tokenizer.encode_plain("b")[0]
+    seen: list[tuple[int, str]] = []
+    streamer = _BatchReplyStreamer(api, 2, lambda row, piece: seen.append((row, piece)))
+    streamer.put(torch.tensor([[7, 7], [7, 7]]))  # the prompts: not reply text
+    for step in ([a, b], [stop, b], [a, b]):  # after its stop, row 0 gets padding (here: anything)
+        streamer.put(torch.tensor(step))
+    streamer.end()
+    assert [piece for row, piece in seen if row == 0] == ["a"]
+    assert [piece for row, piece in seen if row == 1] == ["b", "b", "b"]
+
+
+def test_batched_chat_stream_stops_when_the_listener_raises(api: QwenAudio) -> None:
+    class Gone(RuntimeError):
+        pass
+
+    calls = []
+
+    def on_piece(row: int, piece: str) -> None:
+        calls.append(row)
+        raise Gone
+
+    with pytest.raises(Gone):
+        api.chat_batch(_three_chats(GenerationOptions(max_new_tokens=24, temperature=0.9, seed=7)), on_piece)
+    assert len(calls) == 1
+
+
+def test_beam_search_chat_streams_each_reply_in_one_piece(api: QwenAudio) -> None:
+    requests = _three_chats(GenerationOptions(max_new_tokens=6, num_beams=2))[:2]
+    pieces: dict[int, list[str]] = {0: [], 1: []}
+    replies = api.chat_batch(requests, lambda row, piece: pieces[row].append(piece))
+    assert replies == api.chat_batch(requests)
+    assert all(pieces[row] == ([reply.text] if reply.text else []) for row, reply in enumerate(replies))

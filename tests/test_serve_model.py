@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -42,3 +43,32 @@ def test_chat_and_transcription_through_the_model_engine(server: BackgroundServe
         response_format="verbose_json", timestamp_granularities=["word"],
     )
     assert transcript.language == "en" and transcript.duration == pytest.approx(1.0, abs=0.01)
+
+
+def test_streams_batched_together_each_stream_piece_by_piece(tiny_model_dir) -> None:
+    # A batch closes when two requests are in (or after 10 s), so the two streams share one
+    # batched call; each used to get its whole reply in one chunk there (ModelEngine had no
+    # chat_streamed). Greedy: a reply does not depend on its batch, so the non-streamed pair is
+    # the reference.
+    engine = load_engine(str(tiny_model_dir))
+    settings = ServerSettings(port=0, max_new_tokens=24, max_batch_size=2, batch_wait_ms=10_000)
+    with BackgroundServer(engine, settings) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        texts = ["hi", "你好世界 今天天气很好, the quick brown fox"]
+
+        def ask(text: str, stream: bool):
+            return client.chat.completions.create(model="qwen-audio", max_tokens=24, stream=stream,
+                                                  messages=[{"role": "user", "content": text}])
+
+        def reply(text: str) -> str:
+            return ask(text, False).choices[0].message.content
+
+        def pieces(text: str) -> list[str]:
+            return [c.choices[0].delta.content for c in ask(text, True) if c.choices and c.choices[0].delta.content]
+
+        with ThreadPoolExecutor(2) as pool:
+            replies = list(pool.map(reply, texts))
+            streamed = list(pool.map(pieces, texts))
+        assert server.app.state.qwen.chat.batch_sizes == [2, 2]
+        for got, expected in zip(streamed, replies):
+            assert len(got) > 1 and "".join(got) == expected

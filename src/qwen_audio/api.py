@@ -7,7 +7,7 @@ batch size 1. Audio over 30 s is windowed (``infer.longform``) and stitched with
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Any, Union
 
 import numpy as np
 import torch
+from transformers.generation.streamers import BaseStreamer
 
 from qwen_audio.audio import N_SAMPLES, SAMPLE_RATE, AudioSource, batch_log_mel, load_audio, load_audios
 from qwen_audio.errors import CheckpointError, TagFormatError
@@ -99,12 +100,14 @@ class QwenAudio:
     @torch.no_grad()
     def generate(
         self, prompts: Sequence[str | EncodedPrompt], audios: Sequence[Sequence[np.ndarray]],
-        options: GenerationOptions = GenerationOptions(),
+        options: GenerationOptions = GenerationOptions(), streamer: BaseStreamer | None = None,
     ) -> list[Generated]:
         """Continue each prompt; ``audios[i]`` are the waveforms of prompt i's ``<audio>`` spans.
 
         A ``str`` prompt is this package's own (task tags are special); what users wrote comes
         already encoded (:func:`~qwen_audio.formats.chatml.encode_chatml`), as plain text.
+        ``streamer`` sees the prompts, then each step's tokens (one per row); beam search is not
+        streamed (a step's best beams are not yet the answer), its streamer sees nothing.
         """
         encoded = [p if isinstance(p, EncodedPrompt) else self.tokenizer.encode_prompt(p, [a.size for a in waves])
                    for p, waves in zip(prompts, audios)]
@@ -132,7 +135,7 @@ class QwenAudio:
         else:
             output = self.model.fast_generate(
                 input_ids, attention_mask=mask, max_new_tokens=options.max_new_tokens, do_sample=sample,
-                temperature=options.temperature or 1.0, top_p=options.top_p, **kwargs,
+                temperature=options.temperature or 1.0, top_p=options.top_p, streamer=streamer, **kwargs,
             )
         return [self._result(row[width:].tolist(), len(e.ids)) for row, e in zip(output, encoded)]
 
@@ -281,8 +284,13 @@ class QwenAudio:
             turns.append(turn)
         return ChatRequest(tuple(turns), audios, system, options)
 
-    def chat_batch(self, requests: Sequence[ChatRequest]) -> list[ChatReply]:
-        """Engine protocol: several conversations in one batched generation (grouped by options)."""
+    def chat_batch(self, requests: Sequence[ChatRequest],
+                   on_piece: Callable[[int, str], None] | None = None) -> list[ChatReply]:
+        """Engine protocol: several conversations in one batched generation (grouped by options).
+
+        ``on_piece(i, text)`` is called as reply i grows (UTF-8 safe); its pieces join to the
+        reply's text. A beam-searched reply comes in one piece, once its batch is done.
+        """
         replies: list[ChatReply | None] = [None] * len(requests)
         groups: dict[GenerationOptions, list[int]] = {}
         for i, request in enumerate(requests):
@@ -290,9 +298,14 @@ class QwenAudio:
         for options, members in groups.items():
             waves = [_chat_waves(requests[i]) for i in members]
             prompts = [self.chat_prompt(requests[i]) for i in members]
-            for i, out in zip(members, self.generate(prompts, waves, options)):
+            streamer = None
+            if on_piece is not None and options.num_beams == 1:
+                streamer = _BatchReplyStreamer(self, len(members), lambda row, text, members=members: on_piece(members[row], text))
+            for i, out in zip(members, self.generate(prompts, waves, options, streamer)):
                 replies[i] = ChatReply(self._reply_text(out.ids), out.prompt_tokens,
                                        out.completion_tokens, "stop" if out.finished else "length")
+                if on_piece is not None and streamer is None and replies[i].text:
+                    on_piece(i, replies[i].text)
         return [r for r in replies if r is not None]
 
     def stream_chat(self, request: ChatRequest) -> Generator[str, None, ChatReply]:
@@ -306,7 +319,7 @@ class QwenAudio:
         stops = set(self.model.generation_config.eos_token_id)
         sample = request.options.temperature > 0
         ids: list[int] = []
-        sent, finished = "", False
+        pieces, finished = ReplyPieces(self._reply_text), False
         for step in self.model.stream(
             torch.tensor([encoded.ids]), max_new_tokens=request.options.max_new_tokens, do_sample=sample,
             temperature=request.options.temperature or None, top_p=request.options.top_p if sample else None, **kwargs,
@@ -316,13 +329,10 @@ class QwenAudio:
                 finished = True
                 break
             ids.append(token)
-            text = self._reply_text(ids)
-            if not text.endswith("\ufffd") and len(text) > len(sent):
-                yield text[len(sent):]
-                sent = text
-        text = self._reply_text(ids)
-        if len(text) > len(sent):  # a dangling partial character, as the non-streamed reply has it
-            yield text[len(sent):]
+            if piece := pieces.add(token):
+                yield piece
+        if piece := pieces.flush():  # a dangling partial character, as the non-streamed reply has it
+            yield piece
         # The generator's return value: what a non-streamed call would have answered (usage).
         return ChatReply(self._reply_text(ids), len(encoded.ids), len(ids) + finished, "stop" if finished else "length")
 
@@ -343,6 +353,61 @@ class QwenAudio:
             results += self.transcribe_waves([request.audio], request.language, request.word_timestamps,
                                              request.options, translate_to=request.translate_to)
         return results
+
+
+class ReplyPieces:
+    """A reply's text piece by piece as its tokens arrive. A token may end inside a multi-byte
+    UTF-8 character, so text is held back while it ends in a replacement character; the held
+    tokens are decoded again with the next one. The pieces join to ``decode(all tokens)``:
+    decoding is per byte run, and each piece starts on a character boundary."""
+
+    def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:
+        self._decode = decode
+        self._held: list[int] = []
+
+    def add(self, token: int) -> str:
+        self._held.append(token)
+        text = self._decode(self._held)
+        if text.endswith("\ufffd"):
+            return ""
+        self._held = []
+        return text
+
+    def flush(self) -> str:
+        """What is still held (an unfinished character stays a replacement character, as in the full reply)."""
+        text = self._decode(self._held) if self._held else ""
+        self._held = []
+        return text
+
+
+class _BatchReplyStreamer(BaseStreamer):
+    """``fast_generate``'s streamer for a batch of chats: each row's reply text goes to
+    ``on_piece(row, text)`` as it grows; a row ends at its first stop token (later steps fill it
+    with padding). An exception from ``on_piece`` propagates and stops the generation."""
+
+    def __init__(self, api: QwenAudio, rows: int, on_piece: Callable[[int, str], None]) -> None:
+        self.on_piece = on_piece
+        self.stops = set(api.model.generation_config.eos_token_id)
+        self.rows = [ReplyPieces(api._reply_text) for _ in range(rows)]
+        self.done = [False] * rows
+        self.seen_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.seen_prompt:  # the prompts come first
+            self.seen_prompt = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.done[row]:
+                continue
+            self.done[row] = token in self.stops
+            piece = self.rows[row].flush() if self.done[row] else self.rows[row].add(token)
+            if piece:
+                self.on_piece(row, piece)
+
+    def end(self) -> None:
+        for row, pieces in enumerate(self.rows):
+            if piece := pieces.flush():
+                self.on_piece(row, piece)
 
 
 def _chat_waves(request: ChatRequest) -> list[np.ndarray]:
@@ -368,6 +433,10 @@ class ModelEngine:
 
     def chat(self, requests: Sequence[ChatRequest]) -> list[ChatReply]:
         return self.api.chat_batch(requests)
+
+    def chat_streamed(self, requests: Sequence[ChatRequest], on_piece: Callable[[int, str], None]) -> list[ChatReply]:
+        """``BatchStreamingEngine``: the server's streamed chats share the batched decoding steps."""
+        return self.api.chat_batch(requests, on_piece)
 
     def stream_chat(self, request: ChatRequest) -> Iterator[str]:
         return self.api.stream_chat(request)
