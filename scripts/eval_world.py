@@ -57,11 +57,14 @@ def main() -> None:
     parser.add_argument("--per-language", type=int, default=30)
     parser.add_argument("--show", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--splits", nargs="+", default=["asterisk-validation", "tts-test"])
     parser.add_argument("--out")
     args = parser.parse_args()
     api = load(args.model, args.weights)
     report = {}
     for split, manifest in (("asterisk-validation", "asterisk/validation.jsonl"), ("tts-test", "tts/test.jsonl")):
+        if split not in args.splits:
+            continue
         for lang, rows in records(Path(args.data) / manifest, args.per_language, args.seed).items():
             start = time.time()
             audios = [r["audio"] for r in rows]

