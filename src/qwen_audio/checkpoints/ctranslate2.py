@@ -184,9 +184,9 @@ def whisper_encoder_names(model: Ct2Model) -> dict[str, tuple[str, int | None]]:
 
 def read_third(model: Ct2Model, variable: str, third: int | None) -> Tensor:
     """A variable, or one third (q, k or v) of a stacked ``linear_0`` along dim 0."""
-    array = model.array(variable)
     if third is None:
-        return torch.from_numpy(np.array(array))
+        return model.tensor(variable)
+    array = model.array(variable)
     if variable.endswith("bias"):
         key_bias = array.reshape(3, -1)[1]
         if np.any(key_bias != 0):
