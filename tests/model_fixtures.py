@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -75,8 +76,30 @@ def official_state_dict(model: QwenAudioForCausalLM) -> dict[str, Tensor]:
     return {k: v.clone().contiguous() for k, v in out.items()}
 
 
-def official_config_json(config: QwenAudioConfig) -> dict:
-    """An official-style config.json (field names of QwenLM/Qwen-Audio's config.json)."""
+def official_tiny_model(seed: int = 0, n_ranks: int = 256, **overrides: object) -> QwenAudioForCausalLM:
+    """A tiny model whose ids are those of an ``n_ranks``-rank qwen.tiktoken, as an official folder needs.
+
+    The spec's order, counted by hand: <|endoftext|> <|im_start|> <|im_end|> at n, n+1, n+2, 205
+    extras, the audio pad at n + 208, … <audio> </audio> last at n + 3520, n + 3521.
+    """
+    ids = dict(endoftext_id=n_ranks, im_start_id=n_ranks + 1, im_end_id=n_ranks + 2,
+               audio_pad_id=n_ranks + 208, audio_start_id=n_ranks + 3520)
+    vocab = -(-(n_ranks + 3522) // 64) * 64  # the embedding padded past the tokenizer, as the release's is
+    return tiny_model(seed, **{"vocab_size": vocab, **ids, **overrides})
+
+
+def tiktoken_lines(n_ranks: int) -> str:
+    """A qwen.tiktoken of ``n_ranks`` distinct tokens (single bytes, then byte pairs): only the count matters here."""
+    tokens = [bytes([b]) for b in range(256)] + [bytes([a, b]) for a in range(256) for b in range(256)]
+    return "".join(f"{base64.b64encode(token).decode()} {rank}\n" for rank, token in enumerate(tokens[:n_ranks]))
+
+
+def official_config_json(config: QwenAudioConfig, *, state_ids: bool = False) -> dict:
+    """An official-style config.json (field names of QwenLM/Qwen-Audio's config.json).
+
+    Like the released file it names no pad/eos/chat ids (the loader takes them from qwen.tiktoken)
+    unless ``state_ids``: our own writer (``config_to_official``) adds them.
+    """
     audio = dict(config.audio_config, audio_start_id=config.audio_start_id)
     return {
         "architectures": ["QWenLMHeadModel"], "model_type": "qwen", "hidden_size": config.hidden_size,
@@ -85,20 +108,27 @@ def official_config_json(config: QwenAudioConfig) -> dict:
         "layer_norm_epsilon": config.rms_norm_eps, "rotary_emb_base": 10000, "rotary_pct": 1.0, "no_bias": True,
         "seq_length": 2048, "max_position_embeddings": 8192, "tie_word_embeddings": False,
         "vocab_size": config.vocab_size, "use_dynamic_ntk": True, "use_logn_attn": True, "audio": audio,
-        # ids our tiny vocabulary needs (the real ones are the spec's defaults)
-        "audio_pad_id": config.audio_pad_id, "endoftext_id": config.endoftext_id,
-        "im_start_id": config.im_start_id, "im_end_id": config.im_end_id,
-    }
+    } | ({"audio_pad_id": config.audio_pad_id, "endoftext_id": config.endoftext_id,
+          "im_start_id": config.im_start_id, "im_end_id": config.im_end_id} if state_ids else {})
 
 
 def write_official_checkpoint(model: QwenAudioForCausalLM, directory: Path, shards: int = 2, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
-    """Write config.json, qwen.tiktoken and sharded safetensors + index in the official layout."""
+    """Write config.json, qwen.tiktoken and sharded safetensors + index in the official layout.
+
+    The model's ids must follow from a rank count (:func:`official_tiny_model`): the folder's
+    tokenizer has that many ranks, as a real official folder's does.
+    """
+    c = model.config
+    n_ranks = c.endoftext_id
+    expected = (n_ranks, n_ranks + 1, n_ranks + 2, n_ranks + 208, n_ranks + 3520)
+    if (c.endoftext_id, c.im_start_id, c.im_end_id, c.audio_pad_id, c.audio_start_id) != expected:
+        raise ValueError("an official folder's ids follow from its qwen.tiktoken: build the model with official_tiny_model")
     directory.mkdir(parents=True, exist_ok=True)
     state = official_state_dict(model)
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}
     (directory / "config.json").write_text(json.dumps(official_config_json(model.config)))
-    (directory / "qwen.tiktoken").write_text("IQ== 0\n")
+    (directory / "qwen.tiktoken").write_text(tiktoken_lines(n_ranks))
     keys = sorted(state)
     weight_map = {}
     for i in range(shards):

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Qwen2Config, Qwen2ForCausalLM, WhisperConfig, WhisperForConditionalGeneration
 
 from qwen_audio.checkpoints import (
+    config_from_official,
     convert_checkpoint,
     is_official_checkpoint,
     load_official,
@@ -18,9 +19,20 @@ from qwen_audio.checkpoints import (
     load_whisper_encoder,
     transformers_whisper_name,
 )
+from qwen_audio.configuration import QwenAudioConfig
 from qwen_audio.errors import CheckpointError
 from qwen_audio.model import QwenAudioForCausalLM
-from tests.model_fixtures import audio_prompt, official_state_dict, qwen_v1_reference_logits, tiny_model, write_official_checkpoint
+from qwen_audio.tokenizer import QwenAudioTokenizer
+from tests.model_fixtures import (
+    audio_prompt,
+    official_config_json,
+    official_state_dict,
+    official_tiny_model,
+    qwen_v1_reference_logits,
+    tiktoken_lines,
+    tiny_model,
+    write_official_checkpoint,
+)
 
 
 def sample_inputs(model: QwenAudioForCausalLM) -> dict[str, torch.Tensor]:
@@ -35,7 +47,7 @@ def logits(model: QwenAudioForCausalLM, inputs: dict[str, torch.Tensor]) -> torc
 
 
 def test_official_sharded_checkpoint_gives_the_official_logits(tmp_path: Path) -> None:
-    original = tiny_model(seed=7)
+    original = official_tiny_model(seed=7)
     state = write_official_checkpoint(original, tmp_path / "official", shards=3)
     assert is_official_checkpoint(tmp_path / "official")
     loaded = load_official(tmp_path / "official")
@@ -50,7 +62,7 @@ def test_official_sharded_checkpoint_gives_the_official_logits(tmp_path: Path) -
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_official_half_precision(tmp_path: Path, dtype: torch.dtype) -> None:
-    original = tiny_model()
+    original = official_tiny_model()
     write_official_checkpoint(original, tmp_path, dtype=dtype)
     stored = load_official(tmp_path)  # keeps the stored dtype
     assert stored.lm_head.weight.dtype == dtype and stored.audio.conv1.weight.dtype == dtype
@@ -62,7 +74,7 @@ def test_official_half_precision(tmp_path: Path, dtype: torch.dtype) -> None:
 
 
 def test_official_checkpoint_problems_are_named(tmp_path: Path) -> None:
-    model = tiny_model()
+    model = official_tiny_model()
     write_official_checkpoint(model, tmp_path / "ok", shards=1)
     state = load_file(tmp_path / "ok" / "model-00001-of-00001.safetensors")
 
@@ -72,6 +84,7 @@ def test_official_checkpoint_problems_are_named(tmp_path: Path) -> None:
         config = json.loads((tmp_path / "ok" / "config.json").read_text())
         config.update(config_change or {})
         (directory / "config.json").write_text(json.dumps(config))
+        (directory / "qwen.tiktoken").write_bytes((tmp_path / "ok" / "qwen.tiktoken").read_bytes())
         save_file(tensors, str(directory / "model.safetensors"))
         return directory
 
@@ -88,8 +101,70 @@ def test_official_checkpoint_problems_are_named(tmp_path: Path) -> None:
     assert torch.equal(loaded.audio.positional_embedding, model.audio.positional_embedding)
 
 
+# --------------------------------------------------------------------------- the folder's own tokenizer
+
+
+def test_official_folder_takes_its_ids_from_its_own_tokenizer(tmp_path: Path) -> None:
+    # Issue 18: such a folder used to fail with "audio_pad_id = 151851 is outside the vocabulary".
+    original = official_tiny_model(seed=3, n_ranks=300)
+    write_official_checkpoint(original, tmp_path)
+    assert "audio_pad_id" not in json.loads((tmp_path / "config.json").read_text())  # as in the release
+    loaded = QwenAudioForCausalLM.from_pretrained(tmp_path)
+    c = loaded.config
+    # 300 ranks: <|endoftext|> 300, <|im_start|> 301, <|im_end|> 302, pad 300 + 208, <audio> 300 + 3520.
+    assert (c.endoftext_id, c.im_start_id, c.im_end_id, c.audio_pad_id, c.audio_start_id) == (300, 301, 302, 508, 3820)
+    assert c.eos_token_ids == (302, 300) and c.vocab_size == original.config.vocab_size
+    tokenizer = QwenAudioTokenizer(tmp_path / "qwen.tiktoken")
+    assert (tokenizer.eod_id, tokenizer.im_end_id, tokenizer.audio_pad_id, tokenizer.audio_start_id) == (300, 302, 508, 3820)
+    inputs = sample_inputs(original)
+    assert torch.equal(logits(loaded, inputs), logits(original, inputs))
+    native = convert_checkpoint(tmp_path, tmp_path.parent / "native", to="native")
+    assert QwenAudioConfig.from_pretrained(native).audio_pad_id == 508
+
+
+def test_official_config_json_that_states_its_ids_must_agree_with_its_tokenizer(tmp_path: Path) -> None:
+    config = official_tiny_model(n_ranks=300).config
+    agreeing = official_config_json(config, state_ids=True)  # what config_to_official writes
+    assert config_from_official(agreeing, tokenizer_ranks=300).audio_pad_id == 508
+    for name, wrong in [("audio_pad_id", 403), ("im_end_id", 151645), ("endoftext_id", 299)]:
+        with pytest.raises(CheckpointError, match=rf"disagrees with its qwen.tiktoken \(300 ranks\).*{name} {wrong} \(the tokenizer's is"):
+            config_from_official({**agreeing, name: wrong}, tokenizer_ranks=300)
+    stale_audio = {**agreeing, "audio": {**agreeing["audio"], "audio_start_id": 155163}}
+    with pytest.raises(CheckpointError, match="audio_start_id 155163"):
+        config_from_official(stale_audio, tokenizer_ranks=300)
+    # The same refusal from a folder: a config.json copied from the release next to a smaller tokenizer.
+    write_official_checkpoint(official_tiny_model(n_ranks=300), tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(stale_audio))
+    with pytest.raises(CheckpointError, match="disagrees with its qwen.tiktoken"):
+        load_official(tmp_path)
+
+
+def test_official_tokenizer_that_does_not_fit_the_embedding_is_refused() -> None:
+    values = official_config_json(official_tiny_model(n_ranks=300).config)  # vocab_size 3840
+    with pytest.raises(CheckpointError, match=r"400 ranks, so its special tokens reach id 3921, but the embedding has vocab_size 3840"):
+        config_from_official({**values, "audio": {k: v for k, v in values["audio"].items() if k != "audio_start_id"}}, tokenizer_ranks=400)
+
+
+def test_official_folder_without_a_tokenizer(tmp_path: Path) -> None:
+    # The release's numbers fit its own vocab_size: a folder without qwen.tiktoken gets the spec's ids.
+    small = official_config_json(official_tiny_model(n_ranks=300).config)
+    release_like = {**small, "vocab_size": 155_947, "audio": {**small["audio"], "audio_start_id": 155163}}
+    c = config_from_official(release_like)
+    assert (c.endoftext_id, c.im_start_id, c.im_end_id, c.audio_pad_id, c.audio_start_id) == (151643, 151644, 151645, 151851, 155163)
+    # A small vocabulary has nothing to derive its ids from: refused by name, not with a ConfigError.
+    write_official_checkpoint(official_tiny_model(n_ranks=300), tmp_path)
+    (tmp_path / "qwen.tiktoken").unlink()
+    with pytest.raises(CheckpointError, match=r"no qwen.tiktoken.*audio_pad_id 151851.*vocab_size 3840; put the checkpoint's qwen.tiktoken"):
+        load_official(tmp_path)
+    (tmp_path / "qwen.tiktoken").write_text("not base64 at all\n")
+    with pytest.raises(CheckpointError, match="qwen.tiktoken does not read"):
+        load_official(tmp_path)
+    (tmp_path / "qwen.tiktoken").write_text(tiktoken_lines(300))
+    assert load_official(tmp_path).config.audio_pad_id == 508
+
+
 def test_convert_round_trip(tmp_path: Path) -> None:
-    original = tiny_model(seed=2)
+    original = official_tiny_model(seed=2)
     state = write_official_checkpoint(original, tmp_path / "official")
     native = convert_checkpoint(tmp_path / "official", tmp_path / "native", to="native", max_shard_bytes=200_000)
     assert (native / "model.safetensors.index.json").is_file() and (native / "qwen.tiktoken").is_file()
@@ -210,7 +285,7 @@ def test_convert_command_picks_the_other_layout(tmp_path: Path) -> None:
 
     from qwen_audio.cli import app
 
-    write_official_checkpoint(tiny_model(), tmp_path / "official")
+    write_official_checkpoint(official_tiny_model(), tmp_path / "official")
     result = CliRunner().invoke(app, ["convert", str(tmp_path / "official"), str(tmp_path / "native"), "--dtype", "bfloat16"])
     assert result.exit_code == 0, result.output
     assert "native" in result.output

@@ -18,6 +18,7 @@ from qwen_audio.checkpoints.official import (
     is_official_checkpoint,
     load_official,
     native_to_official_rules,
+    official_config,
     official_to_native_rules,
 )
 from qwen_audio.checkpoints.rules import (
@@ -43,6 +44,7 @@ __all__ = [
     "load_qwen_llm",
     "load_whisper_encoder",
     "native_to_official_rules",
+    "official_config",
     "official_name",
     "official_to_native_rules",
     "transformers_whisper_name",

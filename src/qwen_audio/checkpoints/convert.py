@@ -20,6 +20,7 @@ from qwen_audio.checkpoints.official import (
     load_official,
     native_parameter_names,
     native_to_official_rules,
+    official_config,
     official_to_native_rules,
 )
 from qwen_audio.checkpoints.rules import (
@@ -98,7 +99,7 @@ def convert_checkpoint(
         raise CheckpointError(f"{dst}: exists and is not empty; choose a new directory")
     dst.mkdir(parents=True, exist_ok=True)
     if official:
-        config = config_from_official(json.loads((src / "config.json").read_text()))
+        config = official_config(src)
         names = native_parameter_names(config)
         rules, what, ignore = official_to_native_rules(names), "Qwen-Audio", is_ignored_official
         config.save_pretrained(dst)
