@@ -154,9 +154,18 @@ class QwenAudio:
 
     def _run_task(self, task: Task, audio: Audio | Sequence[Audio], options: GenerationOptions, **prompt: Any) -> tuple[list[Any], bool]:
         waves, single = self._waves(audio)
-        prompts = [build_prompt(task, audio="audio", **prompt) for _ in waves]
+        prompts = [self._task_prompt(task, min(w.size, N_SAMPLES), **prompt) for w in waves]
         outputs = self.generate(prompts, [[w[:N_SAMPLES]] for w in waves], options)
         return [parse_output(task, o.text) for o in outputs], single
+
+    def _task_prompt(self, task: Task, samples: int, question: str | None = None, **prompt: Any) -> EncodedPrompt:
+        """The task's tag prompt; a user's question goes in as plain text, never as control tokens."""
+        if question is None:
+            return self.tokenizer.encode_prompt(build_prompt(task, audio="audio", **prompt), [samples])
+        head, answer, tail = build_prompt(task, audio="audio", question="", **prompt).rpartition("<|answer|>")
+        encoded = self.tokenizer.encode_prompt(head, [samples])
+        rest = self.tokenizer.encode_prompt(answer + tail).ids
+        return EncodedPrompt(encoded.ids + self.tokenizer.encode_plain(question) + rest, encoded.audios)
 
     def detect_language(self, audio: Audio | Sequence[Audio]) -> str | list[str]:
         """The spoken language: the most likely of the eight language tags after the LID prompt."""
