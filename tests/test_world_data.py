@@ -101,6 +101,21 @@ def test_prompts_decode_pair_with_text_and_validate(tmp_path):
     assert validate_manifest(manifest) == []
 
 
+@needs_ffmpeg
+def test_prompts_longer_than_one_encoder_window_are_left_out(tmp_path, monkeypatch):
+    sounds, docs = tmp_path / "sounds", tmp_path / "doc"
+    voice = sounds / "en_US_f_Test"
+    _g722(voice / "short.g722")
+    _g722(voice / "monologue.g722", seconds=1.5)
+    text_file = docs / "asterisk-core-sounds-en" / "core-sounds-en.txt.gz"
+    text_file.parent.mkdir(parents=True)
+    with gzip.open(text_file, "wt", encoding="utf-8") as f:
+        f.write("short: Hi.\nmonologue: A very long demonstration.\n")
+    monkeypatch.setattr(asterisk, "MAX_PROMPT_SECONDS", 1.0)  # stands for the 30 s window
+    by_split = asterisk.build_asterisk(tmp_path / "out", ("en",), log=lambda m: None, sounds_root=sounds, doc_root=docs)
+    assert [r.meta["prompt"] for r in by_split["train"] + by_split["validation"]] == ["short"]
+
+
 @needs_asterisk
 def test_installed_prompts_keep_reserved_names_out_of_training():
     prompts = list(asterisk.iter_prompts("en"))

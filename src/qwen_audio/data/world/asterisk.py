@@ -159,6 +159,11 @@ def prompt_record(prompt: Prompt, audio: Path, duration: float) -> ManifestRecor
               "license": LICENSE, "split": prompt.split})
 
 
+# One encoder window (30 s): a longer prompt (ten demo monologues of up to 86 s) would be cut to its
+# first 30 s while its target keeps the whole text, teaching the model to invent the rest.
+MAX_PROMPT_SECONDS = 30.0
+
+
 def build_asterisk(out_dir: Path, languages: tuple[str, ...] = LANGUAGES, log=print,
                    sounds_root: Path = SOUNDS_ROOT, doc_root: Path = DOC_ROOT
                    ) -> dict[str, list[ManifestRecord]]:
@@ -172,7 +177,8 @@ def build_asterisk(out_dir: Path, languages: tuple[str, ...] = LANGUAGES, log=pr
                 duration = round(sf.info(str(target)).frames / 16000, 3)
             else:
                 duration = decode_g722(prompt.source, target)
-            by_split[prompt.split].append(prompt_record(prompt, target.resolve(), duration))
+            if duration <= MAX_PROMPT_SECONDS:
+                by_split[prompt.split].append(prompt_record(prompt, target.resolve(), duration))
             if (i + 1) % 100 == 0 or i + 1 == len(prompts):
                 log(f"asterisk {lang}: {i + 1}/{len(prompts)} prompts decoded")
     return by_split
