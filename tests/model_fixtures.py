@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -147,12 +148,31 @@ def _rms(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
 
 
-def qwen_v1_reference_logits(state: dict[str, Tensor], config: QwenAudioConfig, inputs_embeds: Tensor) -> Tensor:
-    """QWenLMHeadModel's math on official tensors: c_attn split q|k|v, rotate-half RoPE, c_proj(w1·silu(w2))."""
+def released_ntk_alpha(true_seq_len: int, seq_length: int) -> int:
+    """``QWenModel.get_ntk_alpha`` of the released modeling_qwen.py, transcribed."""
+    context_value = math.log(true_seq_len / seq_length, 2) + 1
+    return max(2 ** math.ceil(context_value) - 1, 1)
+
+
+def qwen_v1_reference_logits(
+    state: dict[str, Tensor], config: QwenAudioConfig, inputs_embeds: Tensor, *, ntk_alpha: float = 1.0,
+    logn_seq_length: int | None = None,
+) -> Tensor:
+    """QWenLMHeadModel's math on official tensors: c_attn split q|k|v, rotate-half RoPE, c_proj(w1·silu(w2)).
+
+    Long context as released (batch of one, absolute positions): the rotary base becomes
+    ``base * ntk_alpha ** (dim / (dim - 2))``; with ``logn_seq_length`` the query at 0-based column j is
+    multiplied by ``logn_list[j]``, ``logn_list = [log(i, seq_length) if i > seq_length else 1 for i in 1…]``.
+    """
     heads, width = config.num_attention_heads, config.hidden_size
     head_dim = width // heads
     batch, length, _ = inputs_embeds.shape
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    base = 10000 * ntk_alpha ** (head_dim / (head_dim - 2))
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    logn = torch.ones(length)
+    if logn_seq_length is not None:
+        logn = torch.tensor([math.log(i, logn_seq_length) if i > logn_seq_length else 1 for i in range(1, length + 1)])
+    logn = logn[None, :, None, None]
     freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
     emb = torch.cat([freqs, freqs], dim=-1)
     cos, sin = emb.cos()[None, :, None, :], emb.sin()[None, :, None, :]
@@ -168,7 +188,7 @@ def qwen_v1_reference_logits(state: dict[str, Tensor], config: QwenAudioConfig, 
         h = _rms(x, state[p + "ln_1.weight"], eps)
         mixed = h @ state[p + "attn.c_attn.weight"].T + state[p + "attn.c_attn.bias"]
         q, k, v = (t.view(batch, length, heads, head_dim) for t in mixed.split(width, dim=2))
-        q, k = rotate(q), rotate(k)
+        q, k = rotate(q) * logn, rotate(k)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / head_dim**0.5
         causal = torch.ones(length, length, dtype=torch.bool).tril()
         scores = scores.masked_fill(~causal, float("-inf"))

@@ -61,9 +61,12 @@ class QwenAudioConfig(Qwen2Config):
     ``<audio>`` = ``audio_start_id``, ``</audio>`` = ``audio_start_id + 1``, audio pad =
     ``audio_pad_id``; generation stops on ``<|im_end|>`` or ``<|endoftext|>``.
 
-    ``use_dynamic_ntk``/``use_logn_attn`` are the official model's long-context tricks; they only
-    change logits past ``seq_length`` (2048) tokens. They are recorded for round-trips, but the
-    decoder here applies plain RoPE at every length (see ``llm.py``).
+    ``use_dynamic_ntk``/``use_logn_attn`` are the released model's long-context inference, applied
+    here as released (``long_context.py``) in ``forward``, ``generate`` and ``fast_generate``, never
+    in training. A prompt over ``seq_length`` (2048) tokens changes *every* logit (the NTK base is set
+    from the prompt's length at prefill and kept while decoding); log-n scales queries past it. Up
+    to ``seq_length`` both are inactive. Unlike the released batched path, a left-padded row gets
+    exactly its batch-of-one result (alpha from its real length, positions counting real tokens).
     """
 
     model_type = "qwen_audio"

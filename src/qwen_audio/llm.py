@@ -7,16 +7,14 @@ RMSNorm → SwiGLU → residual, and an untied ``lm_head``. Only the storage dif
 the KV cache, SDPA/flash attention, gradient checkpointing, PEFT target names
 (``q_proj``…``down_proj``) and ``generate`` support for free.
 
-Long context: the official model switches on dynamic NTK rotary scaling and log-n attention
-scaling (``use_dynamic_ntk``/``use_logn_attn``), both inactive up to ``seq_length`` = 2048 tokens
-(the NTK factor is 1 and the log-n factor is 1 there), so logits match the official model on every
-sequence up to 2048 tokens. Past that this decoder keeps plain RoPE (the official model's logits
-differ there; it warns once). 30 s of audio is 752 tokens, so the released prompts stay far below.
+Long context: past ``seq_length`` (2048) tokens the released model switches on dynamic NTK rotary
+and log-n query scaling; ``long_context.py`` holds both. ``forward``/``generate`` apply them around
+these blocks, and ``StaticKVDecoder``/``FoldedKVDecoder`` build them into their rotary tables and
+queries (``ntk_alphas``, ``logn_seq_length``), so every decode path gives the released logits.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +23,7 @@ from torch import Tensor, nn
 from transformers import Qwen2Model
 
 from qwen_audio.configuration import QwenAudioConfig
+from qwen_audio.long_context import logn_query_scale, ntk_inv_freq
 
 
 def build_decoder(config: QwenAudioConfig) -> Qwen2Model:
@@ -41,16 +40,6 @@ def position_ids_from_attention_mask(attention_mask: Tensor, length: int) -> Ten
     positions = attention_mask.long().cumsum(-1) - 1
     positions = positions.clamp_(min=0)
     return positions[:, -length:]
-
-
-def warn_if_past_official_context(config: QwenAudioConfig, total_length: int) -> None:
-    """Say once when logits stop matching the official model (dynamic NTK / log-n past seq_length)."""
-    if total_length > config.seq_length and (config.use_dynamic_ntk or config.use_logn_attn):
-        warnings.warn(
-            f"sequence of {total_length} tokens exceeds seq_length={config.seq_length}: the official model "
-            "applies dynamic-NTK/log-n scaling there and this decoder does not, so logits may differ",
-            stacklevel=3,
-        )
 
 
 FOLD_MAX_BYTES = 1 << 30
@@ -75,7 +64,12 @@ class StaticKVDecoder:
     ``FoldedKVDecoder`` goes further where the weights allow it.
     """
 
-    def __init__(self, decoder: Qwen2Model, lm_head: nn.Linear, batch: int, max_length: int) -> None:
+    def __init__(
+        self, decoder: Qwen2Model, lm_head: nn.Linear, batch: int, max_length: int, *,
+        ntk_alphas: list[int] | None = None, logn_seq_length: int | None = None,
+    ) -> None:
+        """``ntk_alphas`` (one per row, from the prefill) and ``logn_seq_length`` switch on the released
+        model's long-context inference (``long_context.py``); None leaves plain RoPE / unscaled queries."""
         self.decoder, self.lm_head = decoder, lm_head
         config = decoder.config
         self.heads = config.num_attention_heads
@@ -86,8 +80,16 @@ class StaticKVDecoder:
         self.keys = [torch.empty(shape, dtype=weight.dtype, device=weight.device) for _ in decoder.layers]
         self.values = [torch.empty(shape, dtype=weight.dtype, device=weight.device) for _ in decoder.layers]
         rotary = decoder.rotary_emb
-        angles = torch.outer(torch.arange(max_length, dtype=torch.float32, device=weight.device), rotary.inv_freq.float())
+        steps = torch.arange(max_length, dtype=torch.float32, device=weight.device)
+        self.per_row = ntk_alphas is not None and any(alpha != 1 for alpha in ntk_alphas)
+        if self.per_row:  # [batch, max_length, head_dim / 2]: each row's own rotary base
+            inv_freq = ntk_inv_freq(float(config.rope_parameters["rope_theta"]), self.head_dim, ntk_alphas).to(weight.device)
+            angles = steps[None, :, None] * inv_freq[:, None, :]
+            self.rows = torch.arange(batch, device=weight.device)[:, None]
+        else:
+            angles = torch.outer(steps, rotary.inv_freq.float())
         self._build_rotary(angles, rotary.attention_scaling, weight.dtype)
+        self.logn_seq_length = logn_seq_length
         self.key_mask = torch.zeros((batch, max_length), dtype=weight.dtype, device=weight.device)
         self.length = 0
         self.padded = False
@@ -99,7 +101,17 @@ class StaticKVDecoder:
         # rotate_half(x) * sin == roll(x, d/2) * (sin with its first half negated), exactly: one op, not five
         sin = table.sin() * scale
         self.half = self.head_dim // 2
-        self.sin = torch.cat((-sin[:, : self.half], sin[:, self.half :]), dim=-1).to(dtype)
+        self.sin = torch.cat((-sin[..., : self.half], sin[..., self.half :]), dim=-1).to(dtype)
+
+    def _at(self, table: Tensor, positions: Tensor) -> Tensor:
+        """Rows of a rotary table at ``positions`` [batch, new]: [batch, new, …] (per-row tables indexed by row)."""
+        return table[self.rows, positions] if self.per_row else table[positions]
+
+    def _query_scale(self, positions: Tensor, dtype: torch.dtype) -> Tensor | None:
+        """The log-n factor [batch, 1, new, 1] of these queries, None where every factor is 1."""
+        if self.logn_seq_length is None or int(positions.max()) + 1 <= self.logn_seq_length:
+            return None
+        return logn_query_scale(positions, self.logn_seq_length).to(dtype)[:, None, :, None]
 
     @torch.no_grad()
     def __call__(self, embeds: Tensor, positions: Tensor, key_valid: Tensor | None = None) -> Tensor:
@@ -135,7 +147,8 @@ class StaticKVDecoder:
 
     def _layers(self, embeds: Tensor, positions: Tensor, mask: Tensor | None, start: int, end: int) -> Tensor:
         batch, new, _ = embeds.shape
-        cos, sin, half = self.cos[positions][:, None], self.sin[positions][:, None], self.half
+        cos, sin, half = self._at(self.cos, positions)[:, None], self._at(self.sin, positions)[:, None], self.half
+        query_scale = self._query_scale(positions, embeds.dtype)
         x = embeds
         for i, layer in enumerate(self.decoder.layers):
             attn = layer.self_attn
@@ -143,7 +156,10 @@ class StaticKVDecoder:
             q = attn.q_proj(h).view(batch, new, self.heads, self.head_dim).transpose(1, 2)
             k = attn.k_proj(h).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
             v = attn.v_proj(h).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
-            context = self._attend(i, q * cos + q.roll(half, -1) * sin, k * cos + k.roll(half, -1) * sin, v, mask, start, end)
+            q = q * cos + q.roll(half, -1) * sin
+            if query_scale is not None:
+                q = q * query_scale
+            context = self._attend(i, q, k * cos + k.roll(half, -1) * sin, v, mask, start, end)
             x = x + attn.o_proj(context.view(batch, new, -1))
             x = x + layer.mlp(_rms_norm(layer.post_attention_layernorm, x))
         return self.lm_head(_rms_norm(self.decoder.norm, x[:, -1]))
@@ -237,8 +253,11 @@ class FoldedKVDecoder(StaticKVDecoder):
     """``StaticKVDecoder`` over ``FoldedWeights``: the same logits to float rounding (≤ 1e-5 on the
     tests' models, same tokens), in about half the ops per step."""
 
-    def __init__(self, decoder: Qwen2Model, lm_head: nn.Linear, batch: int, max_length: int, weights: FoldedWeights) -> None:
-        super().__init__(decoder, lm_head, batch, max_length)
+    def __init__(
+        self, decoder: Qwen2Model, lm_head: nn.Linear, batch: int, max_length: int, weights: FoldedWeights, *,
+        ntk_alphas: list[int] | None = None, logn_seq_length: int | None = None,
+    ) -> None:
+        super().__init__(decoder, lm_head, batch, max_length, ntk_alphas=ntk_alphas, logn_seq_length=logn_seq_length)
         self.weights = weights
         self.eps = torch.tensor(decoder.config.rms_norm_eps, dtype=torch.float32, device=lm_head.weight.device)
         self.inverse_width = 1.0 / decoder.config.hidden_size
@@ -255,7 +274,8 @@ class FoldedKVDecoder(StaticKVDecoder):
     def _layers(self, embeds: Tensor, positions: Tensor, mask: Tensor | None, start: int, end: int) -> Tensor:
         batch, new, hidden = embeds.shape
         heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
-        rotation = self.rotation[positions][:, :, None]
+        rotation = self._at(self.rotation, positions)[:, :, None]
+        query_scale = self._query_scale(positions, embeds.dtype)
         w = self.weights
         x = embeds.reshape(batch * new, hidden)
         for i, layer in enumerate(self.decoder.layers):
@@ -264,7 +284,8 @@ class FoldedKVDecoder(StaticKVDecoder):
             pairs = torch.view_as_complex(qkv[..., :split].unflatten(-1, (heads + kv_heads, head_dim // 2, 2)))
             qk = torch.view_as_real(pairs * rotation).flatten(-2).transpose(1, 2)
             v = qkv[..., split:].unflatten(-1, (kv_heads, head_dim)).transpose(1, 2)
-            context = self._attend(i, qk[:, :heads], qk[:, heads:], v, mask, start, end)
+            q = qk[:, :heads] if query_scale is None else qk[:, :heads] * query_scale
+            context = self._attend(i, q, qk[:, heads:], v, mask, start, end)
             x = torch.addmm(x, context, w.o[i])
             gate_up = (x @ w.gate_up[i]).mul_(self._inverse_rms(x))
             act = F.silu(gate_up[:, : self.intermediate]).mul_(gate_up[:, self.intermediate :])
@@ -275,5 +296,5 @@ class FoldedKVDecoder(StaticKVDecoder):
 
 __all__ = [
     "FOLD_MAX_BYTES", "FoldedKVDecoder", "FoldedWeights", "StaticKVDecoder", "build_decoder", "can_fold", "fold_weights",
-    "position_ids_from_attention_mask", "warn_if_past_official_context",
+    "position_ids_from_attention_mask",
 ]

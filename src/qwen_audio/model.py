@@ -34,6 +34,7 @@ from qwen_audio.audio import MelBatch
 from qwen_audio.configuration import QwenAudioConfig
 from qwen_audio.encoder import AudioEncoder, EncodedAudio, ResidualAttentionBlock, sinusoids
 from qwen_audio.errors import QwenAudioError
+from qwen_audio.long_context import decoder_settings, forward_settings, long_context
 from qwen_audio.llm import (
     FOLD_MAX_BYTES,
     FoldedKVDecoder,
@@ -42,7 +43,6 @@ from qwen_audio.llm import (
     can_fold,
     fold_weights,
     position_ids_from_attention_mask,
-    warn_if_past_official_context,
 )
 
 
@@ -188,15 +188,21 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
             position_ids = position_ids_from_attention_mask(attention_mask, length)
         past = cache.get_seq_length() if cache is not None else 0
-        warn_if_past_official_context(self.config, past + length)
-        outputs = self.model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=use_cache,
-            **kwargs,
+        alphas, query_scale = (None, None) if self.training else forward_settings(
+            self.config, getattr(cache, "qwen_audio_ntk_alphas", None) if past > 0 else None,
+            attention_mask, position_ids, past, inputs_embeds.shape[0], length,
         )
+        with long_context(self.model, alphas, query_scale):
+            outputs = self.model(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=use_cache,
+                **kwargs,
+            )
+        if alphas is not None and outputs.cache is not None:
+            outputs.cache.qwen_audio_ntk_alphas = alphas  # decoding steps reuse the prefill's alphas
         hidden = outputs.last_hidden_state
         if labels is not None and self.training:
             # Training needs logits only where a target follows: the lm_head over every audio frame
@@ -278,7 +284,8 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         # inference mode: no version counters or autograd metadata on the ~100 small ops of a step
         with torch.inference_mode():
             embeds = self.embed_inputs(input_ids, audio_features, audio_lengths)
-            decoder = self._kv_decoder(batch, length + max_new_tokens, fold)
+            settings = {} if self.training else decoder_settings(self.config, mask)  # as forward: none in training
+            decoder = self._kv_decoder(batch, length + max_new_tokens, fold, settings)
             positions = position_ids_from_attention_mask(mask, length)
             logits = decoder(embeds, positions, mask.bool())
             next_positions = positions[:, -1:] + torch.arange(1, max_new_tokens + 1, device=self.device)
@@ -298,14 +305,15 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
             streamer.end()
         return torch.cat(pieces, dim=1)  # outside inference mode: callers get an ordinary tensor
 
-    def _kv_decoder(self, batch: int, max_length: int, fold: bool) -> StaticKVDecoder:
+    def _kv_decoder(self, batch: int, max_length: int, fold: bool, settings: dict[str, Any] | None = None) -> StaticKVDecoder:
         """The folded decoder where ``can_fold`` allows it (weights cached until they change), else the plain one."""
+        settings = settings or {}
         if not can_fold(self.model, self.lm_head, FOLD_MAX_BYTES):
             self._folded_weights = None  # e.g. after .half(): do not keep the old weights alive
         elif fold:
             self._folded_weights = fold_weights(self.model, self.lm_head, getattr(self, "_folded_weights", None))
-            return FoldedKVDecoder(self.model, self.lm_head, batch, max_length, self._folded_weights)
-        return StaticKVDecoder(self.model, self.lm_head, batch, max_length)
+            return FoldedKVDecoder(self.model, self.lm_head, batch, max_length, self._folded_weights, **settings)
+        return StaticKVDecoder(self.model, self.lm_head, batch, max_length, **settings)
 
     def stream(self, inputs: Tensor, *, on_token: Callable[[Tensor], None] | None = None, **kwargs: Any) -> Iterator[Tensor]:
         """Yield each step's new tokens ([batch] long) while ``generate`` runs in a background thread."""
