@@ -54,6 +54,31 @@ def test_training_lowers_the_loss_and_keeps_frozen_weights(tmp_path: Path) -> No
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 40
 
 
+def test_sigterm_finishes_the_step_saves_and_resumes_exactly(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    reference = ToyModel()
+    Trainer(reference, config(tmp_path / "ref", save_every=0), source).train(resume=False)
+
+    def terminated_after(batches: int):
+        def batches_from(start: int):
+            for i in itertools.count(start):
+                if i == batches:  # arrives mid-step (grad_accum=2): the step still completes
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batch_at(i)
+        return batches_from
+
+    stopped = Trainer(ToyModel(), config(tmp_path / "run", save_every=0), terminated_after(7)).train(resume=False)
+    assert stopped.steps == 4 and stopped.checkpoint is not None and stopped.checkpoint.name == "checkpoint-4"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone once training returns
+    resumed = ToyModel()
+    result = Trainer(resumed, config(tmp_path / "run", save_every=0), source).train(resume=True)
+    assert result.steps == 12
+    for a, b in zip(resumed.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     reference = ToyModel()
     Trainer(reference, config(tmp_path / "ref"), source).train(resume=False)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +95,34 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainerConfig) -> 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+@contextmanager
+def _stop_requests() -> Iterator[list[str]]:
+    """A list that gets the signal's name when SIGTERM or SIGINT arrives (main thread only).
+
+    Long runs are stopped from outside (a session's end, ``timeout``, a scheduler); the loop finishes
+    its step and checkpoints instead of losing everything since the last ``save_every``. A second
+    signal is not caught: it stops the process at once.
+    """
+    stop: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def request(signum: int, frame: object) -> None:
+        stop.append(signal.Signals(signum).name)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    for sig in previous:
+        signal.signal(sig, request)
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class Trainer:
     """Runs optimizer steps until ``max_steps``, resuming from the newest checkpoint if asked."""
 
@@ -131,7 +161,7 @@ class Trainer:
         last_checkpoint: Path | None = None
         stream = self.batches(consumed)
         self.model.train()
-        with self._progress() as progress:
+        with self._progress() as progress, _stop_requests() as stop:
             task = progress.add_task("training", total=config.max_steps, completed=step, loss=float("nan"), tps=0.0)
             tokens, started = 0, time.perf_counter()
             while step < config.max_steps:
@@ -159,8 +189,11 @@ class Trainer:
                     extra = getattr(self.unwrapped, "last_metrics", {})  # e.g. the parts of a combined loss
                     self._log(writer, step, {"loss": step_loss, **extra, "lr": self.scheduler.get_last_lr()[0],
                                              "tokens_per_s": tokens / elapsed})
-                if (config.save_every and step % config.save_every == 0) or step == config.max_steps:
+                if (config.save_every and step % config.save_every == 0) or step == config.max_steps or stop:
                     last_checkpoint = self._save(TrainerState(step, consumed, {}, {"loss": step_loss}))
+                if stop:  # SIGTERM/SIGINT: the step is finished and saved, so a restart resumes exactly
+                    progress.console.print(f"stopped at step {step} ({stop[0]}); checkpoint {last_checkpoint}")
+                    break
         if writer is not None:
             writer.close()
         return TrainResult(step, losses[-1] if losses else float("nan"), tuple(losses), last_checkpoint)
