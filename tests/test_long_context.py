@@ -152,3 +152,35 @@ def test_kv_decoders_give_the_released_logits_at_every_step(folded: bool, prompt
         for step, token in enumerate(new[:-1]):
             got.append(decoder(model.model.embed_tokens(torch.tensor([[token]])), torch.tensor([[prompt + step]])))
     assert (torch.cat(got) - full[prompt - 1 : prompt - 1 + len(new)]).abs().max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_release_lengths_match_the_released_math_at_seq_length_2048() -> None:
+    """Issue 18's acceptance numbers at full scale: |Δlogit| ≤ 1e-4 at 2049 / 3000 / 4100 tokens, and
+    64 greedy tokens after a 3000-token prompt equal the released algorithm's (alpha kept from prefill)."""
+    model = tiny_model(seed=5, seq_length=2048)
+    state, c = official_state_dict(model), model.config
+
+    def released(ids: list[int], alpha: float) -> torch.Tensor:
+        with torch.no_grad():
+            embeds = model.model.embed_tokens(torch.tensor([ids]))
+            return qwen_v1_reference_logits(state, c, embeds, ntk_alpha=alpha, logn_seq_length=2048)[0]
+
+    for length in (2049, 3000, 4100):
+        ids = tokens(length, seed=length)
+        with torch.no_grad():
+            got = model(input_ids=torch.tensor([ids])).logits[0]
+        assert (got - released(ids, released_ntk_alpha(length, 2048))).abs().max() <= 1e-4, length
+
+    prompt = tokens(3000, seed=1)
+    ids = torch.tensor([prompt])
+    ones = torch.ones_like(ids)
+    generated = model.generate(ids, attention_mask=ones, max_new_tokens=64, do_sample=False, eos_token_id=None,
+                               min_new_tokens=64)[0, 3000:].tolist()
+    fast = model.fast_generate(ids, attention_mask=ones, max_new_tokens=64, eos_token_id=[])[0, -64:].tolist()
+    assert fast == generated and len(generated) == 64
+    # The released greedy loop, checked in one pass: its logits at each position depend only on the
+    # tokens so far, the prefill's alpha (kept while decoding) and the absolute position (log-n).
+    alpha = released_ntk_alpha(len(prompt), 2048)
+    logits = released(prompt + generated, alpha)
+    assert logits[2999:-1].argmax(-1).tolist() == generated
