@@ -96,6 +96,19 @@ def test_index_keeps_only_the_asked_tasks_and_languages(corpus: Path) -> None:
         ManifestIndex(corpus / "chat.jsonl", tasks=("asr",))
 
 
+def test_index_leaves_out_transcripts_longer_than_one_window_and_says_so(tmp_path: Path) -> None:
+    rows = [
+        {"id": "short", "audio": "a.wav", "task": "asr", "audio_language": "fr", "text": "oui", "duration": 29.9},
+        {"id": "monologue", "audio": "b.wav", "task": "asr", "audio_language": "fr", "text": "…", "duration": 70.7},
+        {"id": "long-scene", "audio": "c.wav", "task": "scene", "text": "park", "duration": 45.0},  # a label survives the cut
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.warns(UserWarning, match=r"1 transcript record\(s\) with audio over 30 s left out \(first: monologue\)"):
+        index = ManifestIndex(manifest)
+    assert [index.line(i)["id"] for i in range(len(index))] == ["short", "long-scene"] and index.left_out == ["monologue"]
+
+
 def test_index_errors(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="not found"):
         ManifestIndex(tmp_path / "none.jsonl")

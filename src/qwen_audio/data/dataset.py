@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,12 @@ class ExampleKey(NamedTuple):
     salt: int = 0
 
 
+# Tasks whose target is what is said: a record longer than the encoder's 30 s window would train the
+# model to say more than it hears, and its target tokens can pass max_tokens deep into a run.
+TRANSCRIPT_TASKS = frozenset({"asr", "srwt", "s2tt"})
+WINDOW_SECONDS = 30.0
+
+
 class ManifestIndex:
     """Random access to the lines of one task or chat manifest (.jsonl or .jsonl.gz)."""
 
@@ -51,6 +58,7 @@ class ManifestIndex:
         self.offsets: list[int] = []
         self.durations: list[float] = []
         self.is_chat = False
+        self.left_out: list[str] = []  # ids of transcript records too long for one window
         filtered = tasks is not None or languages is not None
         for offset, line in self._lines():
             obj = json.loads(line)
@@ -62,8 +70,18 @@ class ManifestIndex:
                     languages is not None and obj.get("audio_language") not in languages
                 ):
                     continue
+            if not self.is_chat and obj.get("task") in TRANSCRIPT_TASKS and float(obj.get("duration") or 0) > WINDOW_SECONDS:
+                self.left_out.append(str(obj.get("id")))
+                continue
             self.offsets.append(offset)
             self.durations.append(self._duration(obj))
+        if self.left_out:
+            warnings.warn(
+                f"{self.path}: {len(self.left_out)} transcript record(s) with audio over {WINDOW_SECONDS:.0f} s left out "
+                f"(first: {', '.join(self.left_out[:3])}); the encoder reads 30 s, so their targets would run past "
+                "the audio: cut them into segments of ≤ 30 s to train on them",
+                stacklevel=2,
+            )
         if not self.offsets:
             asked = " and ".join(
                 f"{name} {list(values)}" for name, values in (("tasks", tasks), ("languages", languages)) if values is not None
