@@ -11,12 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from qwen_audio.audio import batch_log_mel
-from qwen_audio.data.dataset import transcript_targets
+from qwen_audio.data.dataset import token_targets, transcript_ids, transcript_targets
 from qwen_audio.data.examples import spoken_text
 from qwen_audio.data.manifest import ManifestRecord
 from qwen_audio.encoder import conv_lengths
 from qwen_audio.model import QwenAudioForCausalLM
-from qwen_audio.train.ctc import EncoderCtc, greedy_decode
+from qwen_audio.errors import ConfigError
+from qwen_audio.train.ctc import EmbeddingCtc, EncoderCtc, greedy_decode
 from qwen_audio.train.recipe import Recipe, run_recipe
 from tests.test_recipe import data_dir, write_recipe  # noqa: F401  (fixture)
 
@@ -123,3 +124,62 @@ def test_recipe_with_ctc_logs_both_losses_resumes_and_exports_without_the_head(d
 
     longer = replace(recipe, trainer=replace(recipe.trainer, max_steps=6))
     assert run_recipe(longer).steps == 6
+
+
+def test_token_targets_are_the_transcripts_plain_ids_shifted_past_the_blank(tokenizer) -> None:
+    ids = transcript_ids("  hello <|en|> there ", tokenizer)
+    assert ids == tokenizer.encode_plain("hello <|en|> there")  # a tag in a transcript is its characters
+    assert transcript_ids(None, tokenizer) == [] and transcript_ids("   ", tokenizer) == []
+    out = token_targets([ids, []])
+    assert out["ctc_lengths"].tolist() == [len(ids), 0]
+    assert out["ctc_targets"].tolist() == [i + 1 for i in ids]
+
+
+def test_embedding_ctc_scores_frames_against_the_llm_embeddings_without_running_the_llm(
+    tiny: QwenAudioForCausalLM, tokenizer
+) -> None:
+    rng = np.random.default_rng(1)
+    waves = [0.1 * rng.standard_normal(16_000).astype(np.float32), 0.1 * rng.standard_normal(24_000).astype(np.float32)]
+    batch = audio_batch(tokenizer, waves)
+    targets = token_targets([tokenizer.encode_plain("hello"), []])
+    wrapper = EmbeddingCtc(tiny, weight=2.0, lm_loss=False)
+    calls = []
+    tiny.model.register_forward_hook(lambda *args: calls.append(1))
+    out = wrapper(**batch, **targets)
+    assert not calls and set(wrapper.last_metrics) == {"ctc_loss"}  # the LLM never ran
+    assert out.loss.item() == pytest.approx(2.0 * wrapper.last_metrics["ctc_loss"])
+    encoded = tiny.encode_audio(batch["audio_features"], batch["audio_lengths"])
+    logits = wrapper.logits(encoded.frames)
+    table = tiny.get_input_embeddings().weight
+    torch.testing.assert_close(logits[..., 1:], encoded.frames @ table.T)  # class i + 1 is token i
+    assert logits.shape[-1] == table.shape[0] + 1
+    out.loss.backward()
+    assert tiny.audio.proj.weight.grad.abs().sum() > 0 and wrapper.blank.grad is not None
+    assert tiny.get_input_embeddings().weight.grad is None  # the LLM's table is only read
+    assert all(len(ids) <= int(n) for ids, n in zip(wrapper.greedy_ids(encoded.frames, encoded.lengths), encoded.lengths))
+    idle = wrapper(**batch, **token_targets([[], []]))  # nothing said: a zero loss that still backpropagates
+    assert idle.loss.item() == 0.0 and idle.loss.requires_grad
+
+
+def test_embedding_ctc_with_the_lm_adds_both_losses(tiny: QwenAudioForCausalLM, tokenizer) -> None:
+    rng = np.random.default_rng(2)
+    batch = audio_batch(tokenizer, [0.1 * rng.standard_normal(16_000).astype(np.float32)])
+    wrapper = EmbeddingCtc(tiny, weight=0.5)
+    plain = tiny(**batch).loss
+    out = wrapper(**batch, **token_targets([tokenizer.encode_plain("hi")]))
+    assert out.loss.item() == pytest.approx(plain.item() + 0.5 * wrapper.last_metrics["ctc_loss"], rel=1e-5)
+    assert wrapper.last_metrics["lm_loss"] == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_recipe_without_the_lm_loss_needs_token_ctc(data_dir: Path) -> None:  # noqa: F811
+    path = write_recipe(data_dir / "noctc.yaml", data_dir, "pretrain", "noctc", "preset:tiny", 2, "  freeze: []")
+    with pytest.raises(ConfigError, match="lm_loss"):
+        Recipe.load(path.write_text(path.read_text().replace("distributed: none", "lm_loss: false\ndistributed: none")) and path)
+    text = path.read_text().replace("lm_loss: false", "lm_loss: false\nctc_weight: 1.0\nctc_units: tokens")
+    path.write_text(text)
+    recipe = Recipe.load(path)
+    assert run_recipe(recipe).steps == 2
+    logged = [json.loads(line) for line in (data_dir / "noctc" / "metrics.jsonl").read_text().splitlines()]
+    assert logged and all("lm_loss" not in row for row in logged)
+    exported = load_file(str(data_dir / "noctc" / "final" / "model.safetensors"))
+    assert not any("blank" in name for name in exported)

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -148,7 +148,9 @@ class DatasetOptions:
     max_tokens: int = 2048  # longer examples are refused, never silently cut mid-target
     spec_augment: SpecAugmentConfig | None = None
     seed: int = 0
-    transcripts: bool = False  # add each audio's transcript for an auxiliary CTC loss (train/ctc.py)
+    # add each audio's transcript for a CTC loss (train/ctc.py): as UTF-8 bytes (a head on the encoder)
+    # or as the LLM's own token ids (the projection read against the LLM's embeddings)
+    transcripts: Literal["bytes", "tokens"] | None = None
 
 
 class AudioTextDataset(torch.utils.data.Dataset):
@@ -201,8 +203,10 @@ def example_item(
         "audio_features": torch.stack(mels) if mels else torch.zeros(0, 80, 3000),
         "audio_lengths": torch.tensor(lengths, dtype=torch.long),
     }
-    if options.transcripts:
+    if options.transcripts == "bytes":
         item["transcripts"] = [audio.transcript for audio in example.audios]
+    elif options.transcripts == "tokens":
+        item["transcript_ids"] = [transcript_ids(audio.transcript, tokenizer) for audio in example.audios]
     return item
 
 
@@ -216,11 +220,24 @@ def transcript_targets(transcripts: Sequence[str | None]) -> dict[str, torch.Ten
 
     ``ctc_lengths`` is 0 for an audio with no known transcript (music, sounds), which the loss skips.
     """
-    encoded = [(t or "").encode() for t in transcripts]
-    flat = [byte + 1 for text in encoded for byte in text]
+    return _ctc_targets([list((t or "").encode()) for t in transcripts])
+
+
+def transcript_ids(transcript: str | None, tokenizer: QwenAudioTokenizer) -> list[int]:
+    """What is said as the LLM reads it: the plain-text token ids of the transcript, as a
+    transcription target spells it; none for an audio without a transcript."""
+    return tokenizer.encode_plain(transcript.strip()) if transcript and transcript.strip() else []
+
+
+def token_targets(ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+    """Per-audio CTC targets over LLM token ids, shifted by one (0 is the blank)."""
+    return _ctc_targets([list(row) for row in ids])
+
+
+def _ctc_targets(units: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
     return {
-        "ctc_targets": torch.tensor(flat, dtype=torch.long),
-        "ctc_lengths": torch.tensor([len(text) for text in encoded], dtype=torch.long),
+        "ctc_targets": torch.tensor([u + 1 for row in units for u in row], dtype=torch.long),
+        "ctc_lengths": torch.tensor([len(row) for row in units], dtype=torch.long),
     }
 
 
@@ -243,4 +260,6 @@ def collate(examples: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, tor
         batch["audio_lengths"] = torch.cat([e["audio_lengths"] for e in examples])
     if any("transcripts" in e for e in examples):
         batch.update(transcript_targets([t for e in examples for t in e.get("transcripts", [])]))
+    elif any("transcript_ids" in e for e in examples):
+        batch.update(token_targets([t for e in examples for t in e.get("transcript_ids", [])]))
     return batch

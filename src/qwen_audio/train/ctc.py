@@ -1,4 +1,7 @@
-"""Auxiliary CTC loss on the audio encoder, for training an encoder from scratch.
+"""CTC losses on the audio side: a byte head on the encoder (``EncoderCtc``) and the projected
+frames read against the LLM's own token embeddings (``EmbeddingCtc``).
+
+``EncoderCtc``, for training an encoder from scratch:
 
 The paper starts from Whisper's trained encoder. The bundled default model cannot (no hub), and
 with only the decoder's next-token loss a from-scratch encoder learns slowly: the decoder first
@@ -13,8 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from qwen_audio.encoder import conv_lengths
 
@@ -73,3 +78,84 @@ def greedy_decode(wrapper: EncoderCtc, frames: Tensor, frame_lengths: Tensor) ->
         collapsed = [b for i, b in enumerate(row[:length]) if b and (i == 0 or b != row[i - 1])]
         texts.append(bytes(b - 1 for b in collapsed).decode(errors="replace"))
     return texts
+
+
+class EmbeddingCtc(nn.Module):
+    """``model`` plus CTC from its projected audio frames onto its LLM's token embeddings.
+
+    Why: with a pretrained, frozen LLM the projection must learn to speak the LLM's input language
+    before the next-token loss can use the audio at all; through the LLM that takes thousands of
+    slow steps (measured: 600 steps of SmolLM2-135M left the transcripts on the LLM's prior). Scoring
+    each 40 ms frame against the embedding rows (logits = frames · Eᵀ, plus a learned blank) and
+    training with CTC on the transcript's token ids moves the frames toward the embeddings of the
+    words said, in the LLM's own space, without running the LLM: with ``lm_loss=False`` a step costs
+    the encoder and one vocabulary product. The blank vector exists only in training; exported models
+    (``export_model``) do not hold it. The embedding rows get no gradient from this loss.
+    """
+
+    def __init__(self, model: nn.Module, weight: float, *, lm_loss: bool = True) -> None:
+        super().__init__()
+        if weight <= 0:
+            raise ValueError(f"CTC weight must be positive, got {weight}")
+        self.model, self.weight, self.lm_loss = model, weight, lm_loss
+        width = model.get_input_embeddings().weight.shape[1]
+        self.blank = nn.Parameter(torch.zeros(width))
+        self.blank_bias = nn.Parameter(torch.zeros(()))
+        self._encoded: Any = None
+        model.audio.register_forward_hook(self._keep_encoded)
+        self.last_metrics: dict[str, float] = {}
+
+    def _keep_encoded(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._encoded = output
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    def activation_checkpointing_enable(self, **kwargs: Any) -> None:
+        self.model.activation_checkpointing_enable(**kwargs)
+
+    def logits(self, frames: Tensor) -> Tensor:
+        """[..., frames, width] → [..., frames, 1 + vocab]: class 0 is the blank, class i + 1 token i."""
+        table = self.model.get_input_embeddings().weight.detach()
+        return torch.cat([(frames @ self.blank + self.blank_bias)[..., None], frames @ table.T.to(frames.dtype)], dim=-1)
+
+    def forward(self, ctc_targets: Tensor | None = None, ctc_lengths: Tensor | None = None, **batch: Any) -> Any:
+        self._encoded = None
+        if self.lm_loss:
+            outputs = self.model(**batch)
+        elif batch.get("audio_features") is not None:
+            self.model.audio(batch["audio_features"], batch["audio_lengths"])
+            outputs = None
+        else:
+            outputs = None
+        metrics = {} if outputs is None else {"lm_loss": float(outputs.loss.detach())}
+        if ctc_targets is None or ctc_lengths is None or self._encoded is None or not bool((ctc_lengths > 0).any()):
+            if outputs is None:  # nothing said in this batch (sounds, text): a step that changes nothing
+                self.last_metrics = {"ctc_loss": 0.0}
+                return CausalLMOutputWithPast(loss=self.blank.sum() * 0.0)
+            self.last_metrics = metrics
+            return outputs
+        ctc = self.ctc_loss(self._encoded.frames, self._encoded.lengths, ctc_targets, ctc_lengths)
+        self.last_metrics = {**metrics, "ctc_loss": float(ctc.detach())}
+        if outputs is None:
+            return CausalLMOutputWithPast(loss=self.weight * ctc)
+        outputs.loss = outputs.loss + self.weight * ctc
+        return outputs
+
+    def ctc_loss(self, frames: Tensor, frame_lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
+        """Mean per-token CTC over the audios that have a transcript."""
+        keep = target_lengths.to(frames.device) > 0
+        log_probs = F.log_softmax(self.logits(frames[keep]).float(), dim=-1).transpose(0, 1)
+        return F.ctc_loss(
+            log_probs, targets.to(frames.device), frame_lengths.to(frames.device)[keep], target_lengths.to(frames.device)[keep],
+            blank=0, reduction="mean", zero_infinity=True,
+        )
+
+    def greedy_ids(self, frames: Tensor, frame_lengths: Tensor) -> list[list[int]]:
+        """Best-path token ids per audio: what the LLM is shown, read back as text by the tokenizer."""
+        best = self.logits(frames).argmax(-1)
+        out = []
+        for row, length in zip(best.tolist(), frame_lengths.tolist()):
+            out.append([b - 1 for i, b in enumerate(row[:length]) if b and (i == 0 or b != row[i - 1])])
+        return out

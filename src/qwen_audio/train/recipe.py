@@ -73,10 +73,18 @@ class Recipe:
     data: DataSettings
     trainer: TrainerConfig
     seed: int = 0
-    # > 0: add an auxiliary CTC loss on the encoder (train/ctc.py), for encoders trained from scratch
+    # > 0: add a CTC loss (train/ctc.py). "bytes": a head on the encoder, for encoders trained from
+    # scratch; "tokens": the projected frames read against the LLM's token embeddings, which teaches the
+    # projection the LLM's input space. lm_loss false skips the LLM (a cheap warm-up of the projection).
     ctc_weight: float = 0.0
+    ctc_units: Literal["bytes", "tokens"] = "bytes"
+    lm_loss: bool = True
     distributed: Literal["none", "ddp", "fsdp"] = "ddp"
     device: str | None = None  # None: cuda when available
+
+    def __post_init__(self) -> None:
+        if not self.lm_loss and (self.ctc_weight <= 0 or self.ctc_units != "tokens"):
+            raise ConfigError("lm_loss: false trains on the CTC loss alone: it needs ctc_weight > 0 and ctc_units: tokens")
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
@@ -140,7 +148,7 @@ def make_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: Di
     dataset = AudioTextDataset(
         indexes,
         tokenizer,
-        DatasetOptions(recipe.data.max_tokens, recipe.data.spec_augment, recipe.seed, recipe.ctc_weight > 0),
+        DatasetOptions(recipe.data.max_tokens, recipe.data.spec_augment, recipe.seed, recipe.ctc_units if recipe.ctc_weight > 0 else None),
     )
     bucket = BucketConfig(recipe.data.max_batch_seconds, recipe.data.max_batch_size, recipe.data.num_buckets)
 
@@ -188,7 +196,7 @@ def _shard_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: 
     return shard_batch_source(
         {n: ShardIndex.load(s.shards) for n, s in zip(names, data.train)},  # type: ignore[arg-type]
         tokenizer,
-        DatasetOptions(data.max_tokens, data.spec_augment, recipe.seed, recipe.ctc_weight > 0),
+        DatasetOptions(data.max_tokens, data.spec_augment, recipe.seed, recipe.ctc_units if recipe.ctc_weight > 0 else None),
         StreamConfig(BucketConfig(data.max_batch_seconds, data.max_batch_size, data.num_buckets), data.shuffle_buffer, recipe.seed),
         temperature=data.temperature, weights=weights or None, rank=context.rank, world_size=context.world_size,
         num_workers=data.num_workers,
@@ -208,9 +216,12 @@ def run_recipe(recipe: Recipe, *, resume: bool = True) -> TrainResult:
         model = apply_lora(model, recipe.model.lora)
     trained = model
     if recipe.ctc_weight > 0:
-        from qwen_audio.train.ctc import EncoderCtc
+        from qwen_audio.train.ctc import EmbeddingCtc, EncoderCtc
 
-        trained = EncoderCtc(model, recipe.ctc_weight)
+        if recipe.ctc_units == "tokens":
+            trained = EmbeddingCtc(model, recipe.ctc_weight, lm_loss=recipe.lm_loss)
+        else:
+            trained = EncoderCtc(model, recipe.ctc_weight)
     trained.to(context.device)
     wrapped = wrap_model(trained, context, recipe.distributed)
     output = Path(recipe.trainer.output_dir)
