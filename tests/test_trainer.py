@@ -11,7 +11,7 @@ import torch
 
 from qwen_audio.errors import CheckpointError, ConfigError
 from qwen_audio.train.checkpointing import list_checkpoints
-from qwen_audio.train.trainer import Trainer, TrainerConfig, build_scheduler
+from qwen_audio.train.trainer import Trainer, TrainerConfig, build_optimizer, build_scheduler
 
 
 class ToyModel(torch.nn.Module):
@@ -143,6 +143,28 @@ def test_config_validation(tmp_path: Path) -> None:
         config(tmp_path, max_steps=0)
     with pytest.raises(ConfigError):
         Trainer(ToyModel().frozen, config(tmp_path), source)  # all frozen: nothing to train
+
+
+def test_lr_scales_give_matching_parameters_their_own_rate_through_the_schedule(tmp_path: Path) -> None:
+    model = ToyModel()
+    cfg = config(tmp_path, learning_rate=0.1, warmup_steps=0, max_steps=4, lr_scales={"head.0.*": 0.25})
+    optimizer = build_optimizer(model, cfg)
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert rate[id(model.head[0].weight)] == rate[id(model.head[0].bias)] == pytest.approx(0.025)
+    assert rate[id(model.head[2].weight)] == pytest.approx(0.1)
+    assert not any(id(p) in rate for p in model.frozen.parameters())
+    decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    assert decay[id(model.head[0].bias)] == 0.0  # biases never decay, scaled or not
+    scheduler = build_scheduler(optimizer, cfg)
+    optimizer.step()
+    scheduler.step()
+    scaled = [g["lr"] for g in optimizer.param_groups if id(model.head[0].weight) in map(id, g["params"])][0]
+    plain = [g["lr"] for g in optimizer.param_groups if id(model.head[2].weight) in map(id, g["params"])][0]
+    assert scaled / plain == pytest.approx(0.25)  # the ratio holds as the schedule moves
+    with pytest.raises(ConfigError, match="match no trainable"):
+        build_optimizer(model, config(tmp_path, lr_scales={"frozen.*": 0.5}))
+    with pytest.raises(ConfigError, match="positive"):
+        config(tmp_path, lr_scales={"head.*": 0.0})
 
 
 def test_bf16_autocast_trains(tmp_path: Path) -> None:
