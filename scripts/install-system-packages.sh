@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages behind the synthetic corpus (TTS, soundfont synthesis) and the web-UI browser
-# test (chromium). Optional for users:
+# Debian packages behind the synthetic corpus (TTS, soundfont synthesis), the web-UI browser
+# test (chromium) and the official caption scorer (a Java runtime for pycocoevalcap's PTB
+# tokenizer). Optional for users:
 # tests that need them skip with a reason when they are absent. Idempotent; quiet when present.
 set -euo pipefail
-PACKAGES=(espeak-ng fluidsynth timgm6mb-soundfont chromium ffmpeg flite festival festvox-italp16k festvox-itapc16k)
+PACKAGES=(espeak-ng fluidsynth timgm6mb-soundfont chromium ffmpeg flite festival festvox-italp16k festvox-itapc16k
+          default-jre-headless)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
