@@ -113,4 +113,6 @@ def test_srwt_reference_shares_a_token_where_words_touch_and_reads_back() -> Non
     assert text == "<|0.00|><|0.20|>hi<|0.50|>there<|0.90|><|1.00|>you<|1.20|>"
     segments = official_segments(text)
     assert segments is not None and [s for s in segments if s.word] == words
+    # A separator goes before every word but the first, as in decoded output.
+    assert srwt_reference_text(words, separator=" ") == "<|0.00|><|0.20|>hi<|0.50|> there<|0.90|><|1.00|> you<|1.20|>"
     assert parse_srwt(build_srwt_target(words)) == words

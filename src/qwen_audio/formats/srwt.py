@@ -118,19 +118,21 @@ def parse_srwt_result(text: str, *, prompt_time: float = 0.0) -> SrwtResult:
     return SrwtResult(" ".join(plain.split()) if plain.strip() else "", tuple(words), bool(warnings), tuple(warnings))
 
 
-def srwt_reference_text(words: Sequence[Word]) -> str:
+def srwt_reference_text(words: Sequence[Word], *, separator: str = "") -> str:
     """Word alignments in the decoded SRWT format the official scorer reads (times to 0.01 s): a
     leading ``<|0.00|>`` when speech starts later (the prompt's token), one shared token where a
-    word ends as the next starts, a pair of tokens around each pause."""
+    word ends as the next starts, a pair of tokens around each pause. ``separator`` goes before
+    every word but the first, as in decoded output (``" "`` for spaced languages): the official
+    scorer compares words with their leading space."""
     parts: list[str] = []
     last: str | None = "0.00" if words and words[0].start > 0.005 else None
     if last:
         parts.append("<|0.00|>")
-    for w in words:
+    for number, w in enumerate(words):
         start, end = f"{w.start:.2f}", f"{w.end:.2f}"
         if start != last:
             parts.append(f"<|{start}|>")
-        parts.append(f"{w.word}<|{end}|>")
+        parts.append(f"{separator if number else ''}{w.word}<|{end}|>")
         last = end
     return "".join(parts)
 
