@@ -70,8 +70,15 @@ def test_run_is_resumable_and_reports(api, tmp_path: Path) -> None:
     score = run_benchmark(counting, bench, records, out, EvalSettings(batch_size=2, progress=False, max_new_tokens=8), root=tmp_path)
     assert counting.calls == 2 and score.num_examples == 3
     assert score.metric == "wer" and score.value >= 0 and score.paper_value == 2.0
-    report = write_report([score], out)
-    assert "| librispeech-test-clean | wer |" in report.read_text()
+    report = write_report([score], out).read_text()
+    official, lenient = score.official.value, score.lenient.value
+    assert f"| librispeech-test-clean | wer | {official:.4f} | {lenient:.4f} | 2.0 | 3 |" in report
+    assert "| official | lenient (not comparable with the paper) | paper |" in report
+    assert "- librispeech-test-clean, official: WER, evaluate_asr.py normaliser" in report
+    assert "- librispeech-test-clean, lenient: WER, Whisper EnglishTextNormalizer with its spelling map" in report
+    [row] = json.loads((out / "report.json").read_text())
+    assert row["scorer"] == "official" and row["ours"] == row["official"]["value"] == round(official, 4)
+    assert row["lenient"]["value"] == round(lenient, 4) and row["official"]["unavailable"] is None
 
 
 def test_eval_cli_needs_exactly_one_mode() -> None:
@@ -115,4 +122,45 @@ def test_chat_accuracy_scores_the_last_reply_with_sliced_audio(api, tmp_path: Pa
     assert result.name == "synthetic-chat" and result.examples == 1 and result.value in (0.0, 1.0)
     [row] = [json.loads(line) for line in (tmp_path / "out" / "synthetic-chat.predictions.jsonl").read_text().splitlines()]
     assert row["id"] == "c0" and row["reference"] == "a tone" and row["kind"] is None
-    assert result.value == float(normalize_label(row["prediction"]) == "a tone")  # the metric's own comparison
+    assert result.value == float(normalize_label(row["prediction"]) == "a tone")  # the gate's lenient comparison
+
+
+def test_suite_gates_keep_the_readings_they_were_set_on() -> None:
+    """Official WER, lenient accuracy and lenient boundary error: the synthetic suite has no
+    paper number, and its gates were set on these readings."""
+    from qwen_audio.eval.benchmarks import score_benchmark
+    from qwen_audio.eval.suite import SUITE
+    from qwen_audio.formats.srwt import Word
+
+    entries = {e.benchmark.name: e for e in SUITE}
+    scene = entries["synthetic-scene"]
+    records = [ManifestRecord(id="s", audio="a.wav", task="scene", text="city_center", labels=("city_center",))]
+    score = score_benchmark(scene.benchmark, records, ["City center."])
+    assert scene.value_of(score) == 1.0 and score.official.value == 0.0  # lenient headline
+    asr = entries["synthetic-asr-en"]
+    records = [ManifestRecord(id="a", audio="a.wav", task="asr", audio_language="en", text="Hello, world.")]
+    score = score_benchmark(asr.benchmark, records, ["hello world"])
+    assert asr.value_of(score) == 100.0 == score.official.value  # official: punctuation kept → 2/2
+    srwt = entries["synthetic-srwt-en"]
+    records = [ManifestRecord(id="w", audio="a.wav", task="srwt", audio_language="en", text="hi there",
+                              words=(Word("hi", 0.2, 0.5), Word("there", 0.5, 0.9)))]
+    score = score_benchmark(srwt.benchmark, records, ["<|0.20|>hi<|0.50|><|0.50|> there<|0.94|>"])
+    assert srwt.value_of(score) == pytest.approx(score.details.aas / 2)
+
+
+@pytest.mark.slow
+def test_eval_cli_prints_the_official_figure_and_the_lenient_one_labelled(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from qwen_audio.cli import app
+    from qwen_audio.data.manifest import write_manifest
+
+    t = np.arange(8_000) / 16_000
+    sf.write(tmp_path / "a.wav", (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16_000)
+    write_manifest([ManifestRecord(id="1", audio="a.wav", task="scene", text="Bus", labels=("Bus",))],
+                   tmp_path / "m.jsonl")
+    result = CliRunner().invoke(app, ["eval", "--task", "cochlscene", "--data", str(tmp_path / "m.jsonl"),
+                                      "--model", str(tiny_model_dir), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "cochlscene: accuracy official = " in result.output and "(paper: 0.795)" in result.output
+    assert "lenient, not comparable with the paper: " in result.output
+    [row] = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert row["official"]["method"] == "exact string match (sklearn accuracy_score)"

@@ -52,3 +52,8 @@ class ConfigError(QwenAudioError, ValueError):
 
 class ManifestError(QwenAudioError, ValueError):
     """A data manifest line is malformed."""
+
+
+class MetricUnavailableError(QwenAudioError):
+    """A metric needs a dependency (Java, a jar, a tokenizer, a data file) that is not installed
+    here; the figure is reported as unavailable rather than computed another way."""

@@ -23,9 +23,10 @@ def eval_command(
     limit: Annotated[Optional[int], typer.Option(help="Only the first N examples.")] = None,
     corpus: Annotated[Optional[Path], typer.Option(help="Suite only: a corpus folder holding test/ (else generated).")] = None,
 ) -> None:
-    """Evaluate a model with the official prompts and metrics; reports ours beside the paper's numbers."""
+    """Evaluate a model with the official prompts and metrics; reports the official figure beside the
+    paper's number and the lenient one apart."""
     from qwen_audio.api import QwenAudio
-    from qwen_audio.eval.runner import EvalSettings, run_benchmark, write_report
+    from qwen_audio.eval.runner import EvalSettings, figure_text, run_benchmark, write_report
 
     console = Console()
     if (task is None) == (suite is None):
@@ -56,5 +57,9 @@ def eval_command(
     score = run_benchmark(api, benchmark, records, output, settings, root=root)
     report = write_report([score], output, title=f"qwen-audio on {benchmark.name}")
     paper = "—" if score.paper_value is None else score.paper_value
-    console.print(f"{benchmark.name}: {score.metric} = {score.value:.4f} (paper: {paper}) on {score.num_examples} examples")
+    official = score.official
+    shown = figure_text(official) + (f" ({official.unavailable})" if official.unavailable else "")
+    console.print(f"{benchmark.name}: {score.metric} official = {shown} (paper: {paper}) on {score.num_examples} examples")
+    if score.lenient is not None:
+        console.print(f"  lenient, not comparable with the paper: {figure_text(score.lenient)} ({score.lenient.method})")
     console.print(f"report: {report}")

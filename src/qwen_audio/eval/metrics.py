@@ -3,11 +3,22 @@
 Caption metrics (CIDEr-D, SPICE, SPIDEr) live in `caption_metrics` and are re-exported here; SRWT
 timestamp metrics, which score their text with this module's WER, live in `srwt_metrics`.
 
+Two scorers, never mixed (`scoring` puts them side by side in reports):
+- **official**: what Qwen-Audio's ``eval_audio/evaluate_*.py`` compute — the ``official``
+  normaliser for WER, sacrebleu with ``evaluate_st.py``'s tokenizer choice (``ja-mecab`` for
+  Japanese, ``zh`` for Chinese, ``13a`` otherwise) for BLEU, and sklearn's ``accuracy_score``
+  (exact string equality) for every classification. A missing dependency (MeCab for Japanese)
+  raises :class:`MetricUnavailableError`; nothing is computed another way.
+- **lenient**: the Whisper normalisers for WER, sacrebleu's ``char`` tokenizer for Japanese
+  BLEU, :func:`lenient_accuracy` (case, punctuation and ``_ - /`` ignored, alternatives
+  accepted). Useful for reading a model; never comparable with the paper.
+
 Normalisers (applied to references and hypotheses alike):
 - ``"official"``: Qwen-Audio's scorer (``eval_audio/evaluate_asr.py``): special tokens removed,
   whitespace folded, space before ``!,.?;:`` removed, lowercased; punctuation kept. The paper's
   WERs were computed this way.
-- ``"whisper_english"``: Whisper's EnglishTextNormalizer (numbers, contractions, spellings).
+- ``"whisper_english"``: Whisper's EnglishTextNormalizer (numbers, contractions, and the
+  British→American spelling map that the ``whisper-normalizer`` dependency ships).
 - ``"whisper_basic"``: Whisper's BasicTextNormalizer (lowercase, symbols/punctuation removed).
 - ``"auto"``: whisper_english for English, whisper_basic otherwise.
 - ``"none"``: text as given.
@@ -19,7 +30,6 @@ import functools
 import importlib.util
 import json
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +37,7 @@ from pathlib import Path
 import jiwer
 import sacrebleu
 
+from qwen_audio.errors import MetricUnavailableError
 from qwen_audio.formats.languages import UNSPACED_LANGUAGES
 
 
@@ -52,22 +63,24 @@ def official_normalize(text: str, language: str = "en") -> str:
 def english_spelling_mapping(path: str | None = None) -> dict[str, str]:
     """British→American spellings for Whisper's EnglishTextNormalizer.
 
-    The mapping is data, not code, and transformers does not ship it (it comes with a Whisper
-    tokenizer's ``normalizer.json``). Looked up in order: ``path``; openai-whisper's
-    ``whisper/normalizers/english.json`` if that package is installed. Otherwise an empty
-    mapping, with a warning: scores then differ from Whisper's on words like "colour".
+    The mapping is data, not code, and transformers does not ship it. Looked up in order:
+    ``path``; the ``whisper-normalizer`` dependency's ``normalizers/english.json`` (the file
+    openai-whisper ships, 1,739 entries); openai-whisper's own copy if that is installed. With
+    none of them the Whisper English normaliser is unavailable (MetricUnavailableError): without
+    its spellings it would score "colour" against "color" as an error and call it Whisper's.
     """
     candidates: list[Path] = [Path(path)] if path else []
-    spec = importlib.util.find_spec("whisper")
-    if spec is not None and spec.origin:
-        candidates.append(Path(spec.origin).parent / "normalizers" / "english.json")
+    for package, relative in (("whisper_normalizer", "normalizers/english.json"),
+                              ("whisper", "normalizers/english.json")):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin:
+            candidates.append(Path(spec.origin).parent / relative)
     for candidate in candidates:
         if candidate.is_file():
             return json.loads(candidate.read_text(encoding="utf-8"))
-    warnings.warn("no English spelling mapping found (install openai-whisper or pass a "
-                  "normalizer.json path); British spellings will not be standardised",
-                  stacklevel=2)
-    return {}
+    raise MetricUnavailableError(
+        "Whisper's English spelling map (english.json) was not found: reinstall qwen-audio "
+        "(it depends on whisper-normalizer) or pass the path of a normalizer.json")
 
 
 @functools.lru_cache(maxsize=8)
@@ -163,17 +176,17 @@ def character_error_rate(
 @dataclass(frozen=True)
 class BleuResult:
     score: float  # 0-100, sacrebleu's scale
-    tokenize: str  # the tokenizer actually used
+    tokenize: str  # the sacrebleu tokenizer used
     signature: str
     num_segments: int
-    note: str | None = None  # set when the language's proper tokenizer was unavailable
 
 
 # The official S2TT scorer's choice (eval_audio/evaluate_st.py): ja-mecab, zh, else 13a.
-BLEU_TOKENIZERS = {"zh": "zh", "zh_tr": "zh", "ja": "ja-mecab", "ko": "ko-mecab"}
+BLEU_TOKENIZERS = {"zh": "zh", "ja": "ja-mecab"}
 
 
 def bleu_tokenizer(language: str) -> str:
+    """The tokenizer ``evaluate_st.py`` gives sacrebleu for a target language."""
     return BLEU_TOKENIZERS.get(language, "13a")
 
 
@@ -181,12 +194,12 @@ def corpus_bleu(
     hypotheses: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], *,
     target_language: str = "en", tokenize: str | None = None,
 ) -> BleuResult:
-    """Corpus BLEU with the tokenisation the target language needs.
+    """Corpus BLEU (sacrebleu), by default with the official tokenizer of the target language.
 
     ``references`` is one reference per hypothesis, or a list of reference streams (multi-ref).
-    ``ja-mecab``/``ko-mecab`` need ``pip install sacrebleu[ja]`` / ``sacrebleu[ko]``; without
-    them we fall back to sacrebleu's ``char`` tokenizer and say so in ``note`` (and a warning):
-    such a score is not comparable with published numbers."""
+    ``ja-mecab`` needs ``pip install sacrebleu[ja]`` (MeCab + IPAdic); without it this raises
+    MetricUnavailableError instead of falling back: a score with another tokenizer is not the
+    official one (ask for ``tokenize="char"`` to get the lenient figure on purpose)."""
     streams: list[list[str]]
     if references and isinstance(references[0], str):
         streams = [list(references)]  # type: ignore[arg-type]
@@ -195,20 +208,14 @@ def corpus_bleu(
     if any(len(s) != len(hypotheses) for s in streams):
         raise ValueError("every reference stream must have one line per hypothesis")
     tok = tokenize or bleu_tokenizer(target_language)
-    note = None
     try:
         metric = sacrebleu.BLEU(tokenize=tok)
-        result = metric.corpus_score(list(hypotheses), streams)
-    except (ImportError, RuntimeError, ModuleNotFoundError) as e:
-        if not tok.endswith("mecab"):
-            raise
-        note = (f"tokenizer {tok!r} unavailable ({e.__class__.__name__}); fell back to 'char'. "
-                f"Install sacrebleu[{tok[:2]}] for a comparable score")
-        warnings.warn(note, stacklevel=2)
-        tok = "char"
-        metric = sacrebleu.BLEU(tokenize=tok)
-        result = metric.corpus_score(list(hypotheses), streams)
-    return BleuResult(result.score, tok, str(metric.get_signature()), len(hypotheses), note)
+    except (ImportError, RuntimeError, AssertionError) as e:  # MeCab missing, or not IPAdic
+        raise MetricUnavailableError(
+            f"BLEU tokenizer {tok!r} needs MeCab and its dictionary: pip install "
+            f"'qwen-audio[bench]' or 'sacrebleu[{tok[:2]}]' ({e.__class__.__name__}: {e})") from e
+    result = metric.corpus_score(list(hypotheses), streams)
+    return BleuResult(result.score, tok, str(metric.get_signature()), len(hypotheses))
 
 
 @dataclass(frozen=True)
@@ -216,45 +223,63 @@ class AccuracyResult:
     accuracy: float
     correct: int
     total: int
+    match: str  # "exact" (official) or "lenient"
+
+
+def exact_accuracy(references: Sequence[str], predictions: Sequence[str]) -> AccuracyResult:
+    """The official accuracy: the share of predictions equal, character for character, to their
+    reference — ``sklearn.metrics.accuracy_score(references, predictions)``, which every official
+    classification scorer calls on the stripped decoded output. ``"Yes."`` is not ``"yes"``."""
+    if len(references) != len(predictions):
+        raise ValueError(f"{len(references)} references but {len(predictions)} predictions")
+    if not all(isinstance(x, str) for x in (*references, *predictions)):
+        raise TypeError("exact accuracy compares one string with one string (the official gt)")
+    correct = sum(ref == pred for ref, pred in zip(references, predictions))
+    total = len(references)
+    return AccuracyResult(correct / total if total else 0.0, correct, total, "exact")
 
 
 def normalize_label(text: str) -> str:
-    """Label comparison that ignores case, special tokens, ``_``/``-``/``/`` vs spaces and
-    trailing punctuation: ``"City_center."`` matches ``"city center"``."""
+    """The lenient label comparison: ignores case, special tokens, ``_``/``-``/``/`` vs spaces
+    and trailing punctuation, so ``"City_center."`` matches ``"city center"``."""
     text = SPECIAL_TOKEN.sub(" ", text).lower()
     text = re.sub(r"[_\-/]", " ", text)
     text = re.sub(r"[^\w\s']", "", text)
     return " ".join(text.split())
 
 
-def accuracy(
-    references: Sequence[str | Sequence[str]], predictions: Sequence[str | Sequence[str]], *,
-    normalize: bool = True,
+def lenient_accuracy(
+    references: Sequence[str | Sequence[str]], predictions: Sequence[str | Sequence[str]],
 ) -> AccuracyResult:
-    """Top-1 accuracy. A reference may be a list of acceptable labels (any one counts); a
-    prediction may be a ranked list (only its first item counts)."""
+    """Top-1 accuracy under :func:`normalize_label`. A reference may be a list of acceptable
+    labels (any one counts); a prediction may be a ranked list (only its first item counts).
+    At least the official (exact) figure, so never print it beside the paper's as comparable."""
     if len(references) != len(predictions):
         raise ValueError(f"{len(references)} references but {len(predictions)} predictions")
-    norm = normalize_label if normalize else (lambda s: s)
     correct = 0
     for ref, pred in zip(references, predictions):
-        accepted = {norm(r) for r in ([ref] if isinstance(ref, str) else ref)}
+        accepted = {normalize_label(r) for r in ([ref] if isinstance(ref, str) else ref)}
         top1 = pred if isinstance(pred, str) else (pred[0] if pred else "")
-        correct += norm(top1) in accepted
+        correct += normalize_label(top1) in accepted
     total = len(references)
-    return AccuracyResult(correct / total if total else 0.0, correct, total)
+    return AccuracyResult(correct / total if total else 0.0, correct, total, "lenient")
 
 
-def binary_accuracy(references: Sequence[str], predictions: Sequence[str]) -> AccuracyResult:
-    """Accuracy over the yes/no questions only (Clotho-AQA's "ACC (binary)" column)."""
-    pairs = [(r, p) for r, p in zip(references, predictions)
-             if normalize_label(r) in ("yes", "no")]
-    return accuracy([r for r, _ in pairs], [p for _, p in pairs])
+def binary_accuracy(
+    references: Sequence[str], predictions: Sequence[str], *, lenient: bool = False,
+) -> AccuracyResult:
+    """Accuracy over the yes/no questions only (Clotho-AQA's "ACC (binary)" column). Official:
+    questions whose answer lowercased is "yes" or "no", compared exactly (``evaluate_aqa.py``);
+    lenient: both sides through :func:`normalize_label`."""
+    if lenient:
+        pairs = [(r, p) for r, p in zip(references, predictions) if normalize_label(r) in ("yes", "no")]
+        return lenient_accuracy([r for r, _ in pairs], [p for _, p in pairs])
+    pairs = [(r, p) for r, p in zip(references, predictions) if r.lower() in ("yes", "no")]
+    return exact_accuracy([r for r, _ in pairs], [p for _, p in pairs])
 
 
 from qwen_audio.eval.caption_metrics import (  # noqa: E402  (re-exported entry point)
     CaptionResult,
-    MetricUnavailableError,
     caption_scores,
     cider_d,
     spice,
@@ -262,8 +287,7 @@ from qwen_audio.eval.caption_metrics import (  # noqa: E402  (re-exported entry 
 
 __all__ = [
     "AccuracyResult", "BleuResult", "CaptionResult", "ErrorRate", "MetricUnavailableError",
-    "accuracy", "binary_accuracy", "bleu_tokenizer",
-    "caption_scores", "character_error_rate", "cider_d", "corpus_bleu", "english_spelling_mapping",
-    "error_rate", "get_normalizer", "normalize_label", "official_normalize",
-    "spice", "word_error_rate",
+    "binary_accuracy", "bleu_tokenizer", "caption_scores", "character_error_rate", "cider_d",
+    "corpus_bleu", "english_spelling_mapping", "error_rate", "exact_accuracy", "get_normalizer",
+    "lenient_accuracy", "normalize_label", "official_normalize", "spice", "word_error_rate",
 ]

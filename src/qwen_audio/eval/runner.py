@@ -22,6 +22,8 @@ from qwen_audio.audio import load_audio
 from qwen_audio.data.examples import record_prompt
 from qwen_audio.data.manifest import ManifestRecord, tag_task
 from qwen_audio.eval.benchmarks import Benchmark, BenchmarkScore, score_benchmark
+from qwen_audio.eval.caption_metrics import CaptionResult
+from qwen_audio.eval.scoring import Figure
 from qwen_audio.formats.tags import (
     TASKS,
     AnswerResult,
@@ -140,22 +142,61 @@ def _load(records: Sequence[ManifestRecord], root: Path) -> list[np.ndarray]:
         return list(pool.map(one, records))
 
 
+def _figure_row(figure: Figure | None) -> dict[str, Any] | None:
+    if figure is None:
+        return None
+    value = None if figure.value is None else round(figure.value, 4)
+    return {"value": value, "method": figure.method, "unavailable": figure.unavailable}
+
+
+def figure_text(figure: Figure | None) -> str:
+    """A figure for a table cell: its value, or why it is unavailable."""
+    if figure is None:
+        return "—"
+    return f"{figure.value:.4f}" if figure.value is not None else "unavailable"
+
+
 def report_rows(scores: Sequence[BenchmarkScore]) -> list[dict[str, Any]]:
-    return [
-        {"benchmark": s.benchmark, "metric": s.metric, "ours": round(s.value, 4),
-         "paper": s.paper_value, "examples": s.num_examples}
-        for s in scores
-    ]
+    """One row per benchmark: both figures with their methods; ``ours`` is the headline one."""
+    rows = []
+    for s in scores:
+        row = {"benchmark": s.benchmark, "metric": s.metric, "scorer": s.scorer,
+               "ours": None if s.value is None else round(s.value, 4),
+               "official": _figure_row(s.official), "lenient": _figure_row(s.lenient),
+               "paper": s.paper_value, "examples": s.num_examples}
+        if s.metric == "cider_d":  # the paper's SPICE and SPIDEr come with the official CIDEr-D
+            caption = s.official.details
+            if isinstance(caption, CaptionResult) and caption.spice is not None:
+                row["spice_spider"] = f"SPICE {caption.spice:.4f}, SPIDEr {caption.spider:.4f}"
+            else:
+                reason = caption.note if isinstance(caption, CaptionResult) else s.official.unavailable
+                row["spice_spider"] = f"unavailable: {reason}"
+        rows.append(row)
+    return rows
 
 
 def write_report(scores: Sequence[BenchmarkScore], out_dir: Path, title: str = "qwen-audio evaluation") -> Path:
-    """``report.json`` and ``report.md`` (ours beside the paper's number) in ``out_dir``."""
+    """``report.json`` and ``report.md`` in ``out_dir``: the official figure beside the paper's,
+    the lenient one in a column of its own, and which scorer computed what."""
     rows = report_rows(scores)
     (out_dir / "report.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = [f"# {title}", "", "| benchmark | metric | ours | paper | examples |", "|---|---|---|---|---|"]
-    for row in rows:
+    lines = [f"# {title}", "",
+             "| benchmark | metric | official | lenient (not comparable with the paper) | paper | examples |",
+             "|---|---|---|---|---|---|"]
+    for s, row in zip(scores, rows):
         paper = "—" if row["paper"] is None else f"{row['paper']}"
-        lines.append(f"| {row['benchmark']} | {row['metric']} | {row['ours']} | {paper} | {row['examples']} |")
+        official, lenient = figure_text(s.official), figure_text(s.lenient)
+        if s.scorer == "lenient":
+            lenient += " (headline)"
+        lines.append(f"| {row['benchmark']} | {row['metric']} | {official} | {lenient} | {paper} | {row['examples']} |")
+    lines += ["", "## Scorers", ""]
+    for s, row in zip(scores, rows):
+        for figure in (s.official, s.lenient):
+            if figure is not None:
+                why = f" — unavailable: {figure.unavailable}" if figure.unavailable else ""
+                lines.append(f"- {s.benchmark}, {figure.scorer}: {figure.method}{why}")
+        if "spice_spider" in row:
+            lines.append(f"- {s.benchmark}, SPICE/SPIDEr: {row['spice_spider']}")
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -33,7 +33,10 @@ class SuiteEntry:
 
 
 def _bench(name: str, task: str, metric: str, language: str | None = "unknown") -> Benchmark:
-    return Benchmark(f"synthetic-{name}", "", "test", task, metric, language, "en")
+    # The gates were set on the official WER and on the lenient accuracy and AAS (no paper number
+    # to compare with here); both figures still reach the predictions' report.
+    scorer = "official" if metric == "wer" else "lenient"
+    return Benchmark(f"synthetic-{name}", "", "test", task, metric, language, "en", scorer=scorer)
 
 
 SUITE: tuple[SuiteEntry, ...] = (
@@ -116,7 +119,7 @@ def chat_accuracy(api: Any, manifest: Path, settings: EvalSettings, out_dir: Pat
                 for r, ref, pred in zip(records, references, predictions)]
         (out_dir / "synthetic-chat.predictions.jsonl").write_text(
             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    score = metrics.accuracy(references, predictions)
+    score = metrics.lenient_accuracy(references, predictions)  # the gate's own reading
     return GateResult("synthetic-chat", score.accuracy, CHAT_GATE, True, len(references))
 
 
