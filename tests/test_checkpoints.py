@@ -19,6 +19,7 @@ from qwen_audio.checkpoints import (
     load_whisper_encoder,
     transformers_whisper_name,
 )
+from qwen_audio.checkpoints.loading import load_model
 from qwen_audio.configuration import QwenAudioConfig
 from qwen_audio.errors import CheckpointError
 from qwen_audio.model import QwenAudioForCausalLM
@@ -57,7 +58,25 @@ def test_official_sharded_checkpoint_gives_the_official_logits(tmp_path: Path) -
     text = torch.tensor([[5, 9, 33, 2, 17, 250]])
     reference = qwen_v1_reference_logits(state, loaded.config, loaded.model.embed_tokens(text))
     assert (logits(loaded, {"input_ids": text}) - reference).abs().max() <= 1e-4
-    assert isinstance(QwenAudioForCausalLM.from_pretrained(tmp_path / "official"), QwenAudioForCausalLM)
+    with pytest.raises(CheckpointError, match="load_model"):  # the model class opens only its own layout
+        QwenAudioForCausalLM.from_pretrained(tmp_path / "official")
+    opened, tokenizer = load_model(tmp_path / "official")  # the one loader opens every layout
+    assert torch.equal(logits(opened, inputs), logits(original, inputs))
+    assert tokenizer.convert_tokens_to_ids("<audio>") == opened.config.audio_start_id
+
+
+def test_load_model_opens_our_layout_in_fp32_and_names_what_is_missing(tmp_path: Path) -> None:
+    model = official_tiny_model(seed=3)
+    write_official_checkpoint(model, tmp_path / "official")
+    native = tmp_path / "native"
+    convert_checkpoint(tmp_path / "official", native, to="native")
+    opened, _ = load_model(native)
+    assert all(p.dtype == torch.float32 for p in opened.parameters())
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_model(tmp_path / "nowhere")
+    (native / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="no weights"):
+        load_model(native)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -109,7 +128,7 @@ def test_official_folder_takes_its_ids_from_its_own_tokenizer(tmp_path: Path) ->
     original = official_tiny_model(seed=3, n_ranks=300)
     write_official_checkpoint(original, tmp_path)
     assert "audio_pad_id" not in json.loads((tmp_path / "config.json").read_text())  # as in the release
-    loaded = QwenAudioForCausalLM.from_pretrained(tmp_path)
+    loaded, _ = load_model(tmp_path)
     c = loaded.config
     # 300 ranks: <|endoftext|> 300, <|im_start|> 301, <|im_end|> 302, pad 300 + 208, <audio> 300 + 3520.
     assert (c.endoftext_id, c.im_start_id, c.im_end_id, c.audio_pad_id, c.audio_start_id) == (300, 301, 302, 508, 3820)

@@ -46,7 +46,6 @@ CLASSIFY_TASKS = {name: task_for(name) for name in (
 CAPTION_TASKS = CAPTION_STYLES
 
 Audio = Union[AudioSource, np.ndarray]
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def default_model_path() -> Path:
@@ -75,24 +74,16 @@ class QwenAudio:
         cls, path: str | Path | None = DEFAULT_MODEL, *, device: str | None = None, dtype: torch.dtype | None = None
     ) -> QwenAudio:
         """Load the bundled model (``"default"``), one of ours, or an official Qwen-Audio directory."""
-        from qwen_audio.checkpoints import is_official_checkpoint
-        from qwen_audio.checkpoints.bases import assemble, is_delta_model
-        from qwen_audio.model import QwenAudioForCausalLM
+        from qwen_audio.checkpoints.loading import load_model
 
         location = default_model_path() if path in (None, DEFAULT_MODEL) else Path(path)
         if not (location / "config.json").is_file():
             hint = " (the bundled default model is missing: reinstall qwen-audio)" if path in (None, DEFAULT_MODEL) else ""
             raise CheckpointError(f"no model at {location}: expected a directory with config.json{hint}")
         model_id = location.name if path not in (None, DEFAULT_MODEL) else "qwen-audio-default"
-        if is_delta_model(location):  # trained tensors over pinned pretrained bases: joined once per machine
-            location = assemble(location)
-        if not is_official_checkpoint(location) and not any((location / name).is_file() for name in WEIGHT_FILES):
-            raise CheckpointError(f"no weights in {location}: expected {' or '.join(WEIGHT_FILES[::2])} "
-                                  "(or their .index.json when sharded)")
-        model = QwenAudioForCausalLM.from_pretrained(location, dtype=dtype or torch.float32)
+        model, tokenizer = load_model(location, dtype=dtype or torch.float32)
         if device:
             model.to(device)
-        tokenizer = QwenAudioTokenizer.from_pretrained(str(location))
         return cls(model, tokenizer, model_id=model_id)
 
     # ------------------------------------------------------------------ core: batched generation

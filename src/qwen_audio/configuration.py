@@ -10,7 +10,9 @@ official converter in ``checkpoints.py`` halves/doubles it).
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from transformers import Qwen2Config
@@ -190,3 +192,15 @@ def preset_config(name: str = "paper", **overrides: Any) -> QwenAudioConfig:
         values["audio_config"] = {**values["audio_config"], **audio_overrides}
     values.update(overrides)
     return QwenAudioConfig(**values)
+
+
+def is_official_checkpoint(path: str | Path) -> bool:
+    """A directory whose config.json is the official remote-code Qwen config with an ``"audio"`` dict.
+
+    Here, below both the model and ``checkpoints``, so the model can name the right loader for such a
+    folder without importing the loaders (which import the model)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    values = json.loads(config.read_text())
+    return values.get("model_type") == "qwen" and isinstance(values.get("audio"), dict)

@@ -31,9 +31,9 @@ from transformers.generation.streamers import BaseStreamer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from qwen_audio.audio import MelBatch
-from qwen_audio.configuration import QwenAudioConfig
+from qwen_audio.configuration import QwenAudioConfig, is_official_checkpoint
 from qwen_audio.encoder import AudioEncoder, EncodedAudio, ResidualAttentionBlock, sinusoids
-from qwen_audio.errors import QwenAudioError
+from qwen_audio.errors import CheckpointError, QwenAudioError
 from qwen_audio.long_context import decoder_settings, forward_settings, long_context
 from qwen_audio.llm import (
     FOLD_MAX_BYTES,
@@ -336,14 +336,13 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any) -> QwenAudioForCausalLM:
-        """Also opens an official Qwen-Audio directory (``config.json`` with ``"audio"``), converting on load."""
-        from qwen_audio import checkpoints
-
-        if checkpoints.is_official_checkpoint(pretrained_model_name_or_path):
-            dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
-            if isinstance(dtype, str):
-                dtype = None if dtype == "auto" else getattr(torch, dtype)
-            return checkpoints.load_official(pretrained_model_name_or_path, dtype=dtype)
+        """This package's layout. An official Qwen-Audio folder is refused with the loader to use
+        (``qwen_audio.checkpoints.load_model`` opens every layout)."""
+        if is_official_checkpoint(pretrained_model_name_or_path):
+            raise CheckpointError(
+                f"{pretrained_model_name_or_path} is an official Qwen-Audio folder: open it with "
+                "qwen_audio.checkpoints.load_model(path) or QwenAudio.from_pretrained(path), which convert it on load"
+            )
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 

@@ -19,18 +19,9 @@ from qwen_audio.checkpoints.rules import (
     short_list,
 )
 from qwen_audio.checkpoints.source import TensorSource
-from qwen_audio.configuration import AudioEncoderConfig, QwenAudioConfig
+from qwen_audio.configuration import AudioEncoderConfig, QwenAudioConfig, is_official_checkpoint
 from qwen_audio.errors import CheckpointError, TokenizerError
 from qwen_audio.formats.tokens import AUDIO_PAD, AUDIO_START, ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS, special_token_ids
-
-
-def is_official_checkpoint(path: str | Path) -> bool:
-    """A directory whose config.json is the official remote-code Qwen config with an ``"audio"`` dict."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    values = json.loads(config.read_text())
-    return values.get("model_type") == "qwen" and isinstance(values.get("audio"), dict)
 
 
 # Our config's names for the ids the official code takes from its tokenizer, and the tokens they are.

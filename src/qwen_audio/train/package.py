@@ -13,14 +13,13 @@ from pathlib import Path
 
 import torch
 
-from qwen_audio.tokenizer import QwenAudioTokenizer
 
 
 def package_model(source: Path, destination: Path, dtype: torch.dtype = torch.float16) -> Path:
-    from qwen_audio.model import QwenAudioForCausalLM
+    from qwen_audio.checkpoints.loading import load_model
 
-    model = QwenAudioForCausalLM.from_pretrained(source, dtype=torch.float32).to(dtype)
-    tokenizer = QwenAudioTokenizer.from_pretrained(str(source))
+    model, tokenizer = load_model(source, dtype=torch.float32)
+    model.to(dtype)
     tmp = destination.with_name(destination.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

@@ -127,7 +127,9 @@ def build_model(settings: ModelSettings, tokenizer: QwenAudioTokenizer):  # noqa
         return QwenAudioForCausalLM(config_for_tokenizer(settings.init.split(":", 1)[1], tokenizer, **settings.overrides))
     if settings.overrides:
         raise ConfigError("model.overrides only apply to presets; a checkpoint keeps its own config")
-    return QwenAudioForCausalLM.from_pretrained(settings.init)
+    from qwen_audio.checkpoints.loading import load_model
+
+    return load_model(settings.init, dtype=torch.float32)[0]
 
 
 def make_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: DistributedContext):  # noqa: ANN201

@@ -1,0 +1,43 @@
+"""One way to open a stored model, whatever its layout: this package's folder, an official
+Qwen-Audio / Qwen-Audio-Chat folder (converted on load), or a shipped delta over the pinned
+pretrained bases (joined once per machine). The API, training recipes and packaging all open models
+here, so ``model.py`` stays below the checkpoint loaders (which build the model) instead of
+dispatching to them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from qwen_audio.configuration import is_official_checkpoint
+from qwen_audio.errors import CheckpointError
+
+# What a folder in this package's (transformers') layout keeps its weights in.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def load_model(path: str | Path, *, dtype: torch.dtype | None = None):  # noqa: ANN201
+    """(QwenAudioForCausalLM, QwenAudioTokenizer) from any supported folder.
+
+    ``dtype`` None keeps what the folder stores for an official one and loads ours in fp32.
+    """
+    from qwen_audio.checkpoints.bases import assemble, is_delta_model
+    from qwen_audio.checkpoints.official import load_official
+    from qwen_audio.model import QwenAudioForCausalLM
+    from qwen_audio.tokenizer import QwenAudioTokenizer
+
+    location = Path(path)
+    if not (location / "config.json").is_file():
+        raise CheckpointError(f"no model at {location}: expected a directory with config.json")
+    if is_delta_model(location):  # trained tensors over pinned pretrained bases
+        location = assemble(location)
+    if is_official_checkpoint(location):
+        model = load_official(location, dtype=dtype)
+    else:
+        if not any((location / name).is_file() for name in WEIGHT_FILES):
+            raise CheckpointError(f"no weights in {location}: expected {' or '.join(WEIGHT_FILES[::2])} "
+                                  "(or their .index.json when sharded)")
+        model = QwenAudioForCausalLM.from_pretrained(location, dtype=dtype or torch.float32)
+    return model, QwenAudioTokenizer.from_pretrained(str(location))
