@@ -56,7 +56,7 @@ class SimulatedEngine:
     def _cost(self, size: int) -> None:
         time.sleep(self.call_s + self.item_s * size)
 
-    def chat(self, requests: Sequence[ChatRequest]) -> list[ChatReply]:
+    def chat_batch(self, requests: Sequence[ChatRequest]) -> list[ChatReply]:
         self._cost(len(requests))
         return [ChatReply("a simulated answer", 100, 4) for _ in requests]
 
@@ -64,7 +64,7 @@ class SimulatedEngine:
         self._cost(1)
         yield "a simulated answer"
 
-    def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]:
+    def transcribe_batch(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]:
         self._cost(len(requests))
         return [Transcript("simulated words", "en", r.audio.size / 16_000) for r in requests]
 
@@ -77,7 +77,7 @@ def load_engine(args: argparse.Namespace) -> tuple[Engine, str]:
         from qwen_audio.api import QwenAudio  # type: ignore[import-not-found]
     except ModuleNotFoundError:
         raise SystemExit("qwen_audio.api is not available: pass --fake to measure the server on a simulated engine") from None
-    engine = (QwenAudio.from_pretrained(args.model) if args.model else QwenAudio.from_pretrained()).engine()
+    engine = (QwenAudio.from_pretrained(args.model) if args.model else QwenAudio.from_pretrained())
     return engine, f"model {engine.model_id} ({args.model or 'default'})"
 
 

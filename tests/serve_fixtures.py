@@ -78,7 +78,7 @@ class FakeEngine:
     def batch_sizes(self, method: str) -> list[int]:
         return [size for name, size in self.calls if name == method]
 
-    def chat(self, requests: Sequence[ChatRequest]) -> list[ChatReply]:
+    def chat_batch(self, requests: Sequence[ChatRequest]) -> list[ChatReply]:
         self._enter("chat", len(requests))
         if any(r.turns[-1].text == CRASH_TEXT for r in requests):
             raise RuntimeError("fake engine crashed")
@@ -127,7 +127,7 @@ class FakeEngine:
             yield word if index == 0 else " " + word
         return ChatReply(" ".join(words), len(request.turns), len(words))
 
-    def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]:
+    def transcribe_batch(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]:
         """KNOWN_WORDS spread evenly over the audio; a translation upper-cases them."""
         self._enter("transcribe", len(requests))
         if any(r.language == BAD_LANGUAGE for r in requests):

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from qwen_audio.api import ModelEngine, QwenAudio
+from qwen_audio.api import QwenAudio
 from qwen_audio.errors import AudioFileNotFoundError, CheckpointError, TagFormatError
 from qwen_audio.formats.chatml import AudioItem, ChatTurn, encode_chatml
 from qwen_audio.formats.tags import AnswerResult, LabelResult, NoteResult, Task, TextResult, build_prompt
-from qwen_audio.infer.engine import ChatRequest, Engine, GenerationOptions, Transcript, TranscriptionRequest
+from qwen_audio.infer.engine import (
+    BatchStreamingEngine,
+    ChatRequest,
+    Engine,
+    GenerationOptions,
+    Transcript,
+    TranscriptionRequest,
+)
 
 SHORT = GenerationOptions(max_new_tokens=6)
 
@@ -69,22 +77,22 @@ def test_long_audio_is_windowed_with_global_word_times(api: QwenAudio) -> None:
 
 def test_chat_reply_stream_and_engine(api: QwenAudio) -> None:
     request = ChatRequest((ChatTurn.user(AudioItem("a"), "what is this?"),), {"a": tone(1.0)}, options=SHORT)
-    engine = api.engine()
-    assert isinstance(engine, Engine) and isinstance(engine, ModelEngine)
-    reply = engine.chat([request, request])
+    engine = api  # QwenAudio is the engine the server calls
+    assert isinstance(engine, Engine) and isinstance(engine, BatchStreamingEngine)
+    reply = engine.chat_batch([request, request])
     assert reply[0] == reply[1] and reply[0].prompt_tokens > 30
     assert reply[0].completion_tokens <= 6
     streamed = "".join(engine.stream_chat(request))
     assert streamed == reply[0].text or reply[0].finish_reason == "length"
-    text_only = engine.chat([ChatRequest((ChatTurn.user("hello"),), options=SHORT)])[0]
+    text_only = engine.chat_batch([ChatRequest((ChatTurn.user("hello"),), options=SHORT)])[0]
     assert text_only.prompt_tokens < reply[0].prompt_tokens
-    transcript = engine.transcribe([TranscriptionRequest(tone(1.0), language="en", options=SHORT)])[0]
+    transcript = engine.transcribe_batch([TranscriptionRequest(tone(1.0), language="en", options=SHORT)])[0]
     assert isinstance(transcript, Transcript) and transcript.language == "en"
 
 
 def test_stream_returns_the_final_reply_with_usage(api: QwenAudio) -> None:
     request = ChatRequest((ChatTurn.user(AudioItem("a"), "describe"),), {"a": tone(0.8)}, options=SHORT)
-    stream = api.engine().stream_chat(request)
+    stream = api.stream_chat(request)
     pieces = []
     while True:
         try:
@@ -122,11 +130,34 @@ def test_ask_encodes_the_question_as_plain_text(api: QwenAudio) -> None:
     assert isinstance(api.ask((tone(1.0), 16_000), typed, options=SHORT), AnswerResult)
 
 
-def test_model_engine_counts_prompt_tokens_as_the_reply_reports_them(api: QwenAudio) -> None:
-    engine = api.engine()
-    assert engine.context_length == api.model.config.seq_length
+def test_engine_counts_prompt_tokens_as_the_reply_reports_them(api: QwenAudio) -> None:
+    assert api.context_length == api.model.config.seq_length
     request = ChatRequest((ChatTurn.user(AudioItem("a"), "what is this?"),), {"a": tone(1.0)}, options=SHORT)
-    assert engine.prompt_tokens(request) == engine.chat([request])[0].prompt_tokens
+    assert api.prompt_tokens(request) == api.chat_batch([request])[0].prompt_tokens
+
+
+def test_a_closed_stream_stops_decoding_at_the_next_step(api: QwenAudio) -> None:
+    long = GenerationOptions(max_new_tokens=200, temperature=0.0)
+    request = ChatRequest((ChatTurn.user("count from one to one hundred"),), options=long)
+    steps = []
+    original = api.model.fast_generate
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        streamer = kwargs["streamer"]
+        put = streamer.put
+        streamer.put = lambda value: (steps.append(1), put(value))[1]
+        return original(*args, **kwargs)
+
+    api.model.fast_generate = counted
+    try:
+        stream = api.stream_chat(request)
+        first = next(stream)
+        stream.close()
+    finally:
+        del api.model.fast_generate
+    assert isinstance(first, str)
+    time.sleep(0.5)  # the worker notices at its next piece
+    assert len(steps) < 200
 
 
 def _three_chats(options: GenerationOptions) -> list[ChatRequest]:
@@ -144,8 +175,8 @@ def _three_chats(options: GenerationOptions) -> list[ChatRequest]:
 def test_batched_chat_streams_each_row_as_the_reply_it_answers(api: QwenAudio, options: GenerationOptions) -> None:
     requests = _three_chats(options)
     pieces: dict[int, list[str]] = {0: [], 1: [], 2: []}
-    streamed = api.engine().chat_streamed(requests, lambda row, piece: pieces[row].append(piece))
-    plain = api.engine().chat(requests)
+    streamed = api.chat_streamed(requests, lambda row, piece: pieces[row].append(piece))
+    plain = api.chat_batch(requests)
     assert streamed == plain
     for row, reply in enumerate(plain):
         assert "".join(pieces[row]) == reply.text
@@ -155,7 +186,7 @@ def test_batched_chat_streams_each_row_as_the_reply_it_answers(api: QwenAudio, o
 
 
 def test_reply_pieces_hold_a_character_split_across_tokens(api: QwenAudio) -> None:
-    from qwen_audio.api import ReplyPieces
+    from qwen_audio.infer.streaming import ReplyPieces
 
     text = "你好世界今天天气很好。 café 🎵 done"
     ids = api.tokenizer.encode_plain(text)
@@ -168,12 +199,12 @@ def test_reply_pieces_hold_a_character_split_across_tokens(api: QwenAudio) -> No
 def test_batch_streamer_ends_a_row_at_its_stop_token(api: QwenAudio) -> None:
     import torch
 
-    from qwen_audio.api import _BatchReplyStreamer
+    from qwen_audio.infer.streaming import BatchReplyStreamer
 
     stop = api.model.generation_config.eos_token_id[0]
     a, b = api.tokenizer.encode_plain("a")[0], api.tokenizer.encode_plain("b")[0]
     seen: list[tuple[int, str]] = []
-    streamer = _BatchReplyStreamer(api, 2, lambda row, piece: seen.append((row, piece)))
+    streamer = BatchReplyStreamer(2, [stop], api._reply_text, lambda row, piece: seen.append((row, piece)))
     streamer.put(torch.tensor([[7, 7], [7, 7]]))  # the prompts: not reply text
     for step in ([a, b], [stop, b], [a, b]):  # after its stop, row 0 gets padding (here: anything)
         streamer.put(torch.tensor(step))

@@ -140,11 +140,11 @@ def test_concurrent_streams_take_about_the_time_of_one() -> None:
 
 
 class StreamOnlyEngine:
-    """An engine without ``chat_streamed``: only the protocol's ``chat`` and ``stream_chat``."""
+    """An engine without ``chat_streamed``: only the protocol's ``chat_batch`` and ``stream_chat``."""
 
     def __init__(self, fake) -> None:  # noqa: ANN001 - a FakeEngine
         self.fake, self.model_id = fake, fake.model_id
-        self.chat, self.stream_chat, self.transcribe = fake.chat, fake.stream_chat, fake.transcribe
+        self.chat_batch, self.stream_chat, self.transcribe_batch = fake.chat_batch, fake.stream_chat, fake.transcribe_batch
 
 
 def test_without_batched_streaming_a_lone_stream_uses_stream_chat_and_company_uses_chat() -> None:

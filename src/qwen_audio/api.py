@@ -7,6 +7,8 @@ batch size 1. Audio over 30 s is windowed (``infer.longform``) and stitched with
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -37,6 +39,7 @@ from qwen_audio.formats.tags import (
 )
 from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions, Transcript, TranscriptionRequest
 from qwen_audio.infer.longform import plan_windows, stitch_words
+from qwen_audio.infer.streaming import BatchReplyStreamer
 from qwen_audio.tokenizer import EncodedPrompt, QwenAudioTokenizer
 
 DEFAULT_MODEL = "default"
@@ -300,7 +303,8 @@ class QwenAudio:
             prompts = [self.chat_prompt(requests[i]) for i in members]
             streamer = None
             if on_piece is not None and options.num_beams == 1:
-                streamer = _BatchReplyStreamer(self, len(members), lambda row, text, members=members: on_piece(members[row], text))
+                streamer = BatchReplyStreamer(len(members), self.model.generation_config.eos_token_id, self._reply_text,
+                                              lambda row, text, members=members: on_piece(members[row], text))
             for i, out in zip(members, self.generate(prompts, waves, options, streamer)):
                 replies[i] = ChatReply(self._reply_text(out.ids), out.prompt_tokens,
                                        out.completion_tokens, "stop" if out.finished else "length")
@@ -308,33 +312,56 @@ class QwenAudio:
                     on_piece(i, replies[i].text)
         return [r for r in replies if r is not None]
 
+    def chat_streamed(self, requests: Sequence[ChatRequest], on_piece: Callable[[int, str], None]) -> list[ChatReply]:
+        """Engine protocol (``BatchStreamingEngine``): the server's streamed chats share the batched decoding steps."""
+        return self.chat_batch(requests, on_piece)
+
     def stream_chat(self, request: ChatRequest) -> Generator[str, None, ChatReply]:
-        """Engine protocol: reply text pieces as tokens arrive (UTF-8 safe); returns the ChatReply."""
-        waves = _chat_waves(request)
-        encoded = self.chat_prompt(request)
-        kwargs: dict[str, Any] = {}
-        if waves:
-            mels = batch_log_mel(waves)
-            kwargs = {"audio_features": mels.features, "audio_lengths": mels.mel_lengths}
-        stops = set(self.model.generation_config.eos_token_id)
-        sample = request.options.temperature > 0
-        ids: list[int] = []
-        pieces, finished = ReplyPieces(self._reply_text), False
-        for step in self.model.stream(
-            torch.tensor([encoded.ids]), max_new_tokens=request.options.max_new_tokens, do_sample=sample,
-            temperature=request.options.temperature or None, top_p=request.options.top_p if sample else None, **kwargs,
-        ):
-            token = int(step.reshape(-1)[0])
-            if token in stops:
-                finished = True
-                break
-            ids.append(token)
-            if piece := pieces.add(token):
+        """Engine protocol: reply text pieces as tokens arrive (UTF-8 safe); returns the ChatReply.
+
+        The same batched decoding loop as ``chat_batch`` (one row), run on a worker thread whose
+        pieces this generator hands on; closing the generator stops the decoding at its next step.
+        """
+        pieces: queue.Queue[str | None] = queue.Queue()
+        outcome: dict[str, Any] = {}
+        closed = threading.Event()
+
+        def on_piece(row: int, text: str) -> None:
+            if closed.is_set():
+                raise _StreamClosed
+            pieces.put(text)
+
+        def run() -> None:
+            try:
+                outcome["reply"] = self.chat_batch([request], on_piece)[0]
+            except _StreamClosed:
+                pass
+            except BaseException as error:  # noqa: BLE001  (re-raised in the consumer's thread)
+                outcome["error"] = error
+            finally:
+                pieces.put(None)
+
+        worker = threading.Thread(target=run, name="qwen-audio-stream", daemon=True)
+        worker.start()
+        try:
+            while (piece := pieces.get()) is not None:
                 yield piece
-        if piece := pieces.flush():  # a dangling partial character, as the non-streamed reply has it
-            yield piece
-        # The generator's return value: what a non-streamed call would have answered (usage).
-        return ChatReply(self._reply_text(ids), len(encoded.ids), len(ids) + finished, "stop" if finished else "length")
+        finally:
+            closed.set()
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["reply"]
+
+    @property
+    def context_length(self) -> int:
+        """The tokens the model was trained on at once (``seq_length``): the server's default
+        prompt limit (longer prompts cost memory with the square and lose accuracy)."""
+        return int(self.model.config.seq_length)
+
+    def prompt_tokens(self, request: ChatRequest) -> int:
+        """Engine protocol: what a chat request's prompt costs, counted before it queues for the model."""
+        return len(self.chat_prompt(request).ids)
 
     def chat_prompt(self, request: ChatRequest) -> EncodedPrompt:
         """The ids a chat request is answered from (user text as plain text, audio spans expanded)."""
@@ -344,9 +371,6 @@ class QwenAudio:
         """A chat reply as the user sees it: special tokens dropped, whitespace kept."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def engine(self) -> ModelEngine:
-        return ModelEngine(self)
-
     def transcribe_batch(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]:
         results = []
         for request in requests:
@@ -355,91 +379,10 @@ class QwenAudio:
         return results
 
 
-class ReplyPieces:
-    """A reply's text piece by piece as its tokens arrive. A token may end inside a multi-byte
-    UTF-8 character, so text is held back while it ends in a replacement character; the held
-    tokens are decoded again with the next one. The pieces join to ``decode(all tokens)``:
-    decoding is per byte run, and each piece starts on a character boundary."""
-
-    def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:
-        self._decode = decode
-        self._held: list[int] = []
-
-    def add(self, token: int) -> str:
-        self._held.append(token)
-        text = self._decode(self._held)
-        if text.endswith("\ufffd"):
-            return ""
-        self._held = []
-        return text
-
-    def flush(self) -> str:
-        """What is still held (an unfinished character stays a replacement character, as in the full reply)."""
-        text = self._decode(self._held) if self._held else ""
-        self._held = []
-        return text
-
-
-class _BatchReplyStreamer(BaseStreamer):
-    """``fast_generate``'s streamer for a batch of chats: each row's reply text goes to
-    ``on_piece(row, text)`` as it grows; a row ends at its first stop token (later steps fill it
-    with padding). An exception from ``on_piece`` propagates and stops the generation."""
-
-    def __init__(self, api: QwenAudio, rows: int, on_piece: Callable[[int, str], None]) -> None:
-        self.on_piece = on_piece
-        self.stops = set(api.model.generation_config.eos_token_id)
-        self.rows = [ReplyPieces(api._reply_text) for _ in range(rows)]
-        self.done = [False] * rows
-        self.seen_prompt = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.seen_prompt:  # the prompts come first
-            self.seen_prompt = True
-            return
-        for row, token in enumerate(value.reshape(-1).tolist()):
-            if self.done[row]:
-                continue
-            self.done[row] = token in self.stops
-            piece = self.rows[row].flush() if self.done[row] else self.rows[row].add(token)
-            if piece:
-                self.on_piece(row, piece)
-
-    def end(self) -> None:
-        for row, pieces in enumerate(self.rows):
-            if piece := pieces.flush():
-                self.on_piece(row, piece)
+class _StreamClosed(Exception):
+    """Raised into the decoding loop when the consumer of ``stream_chat`` has gone."""
 
 
 def _chat_waves(request: ChatRequest) -> list[np.ndarray]:
     """The request's audios in prompt order, each cut to the encoder's 30 s."""
     return [request.audios[p][:N_SAMPLES] for t in request.turns for p in t.audio_paths]
-
-
-class ModelEngine:
-    """``QwenAudio`` seen through the ``Engine`` protocol the server and web UI call."""
-
-    def __init__(self, api: QwenAudio) -> None:
-        self.api, self.model_id = api, api.model_id
-
-    @property
-    def context_length(self) -> int:
-        """The tokens the model was trained on at once (``seq_length``): the server's default
-        prompt limit (longer prompts cost memory with the square and lose accuracy)."""
-        return int(self.api.model.config.seq_length)
-
-    def prompt_tokens(self, request: ChatRequest) -> int:
-        """What a chat request's prompt costs, counted before it queues for the model."""
-        return len(self.api.chat_prompt(request).ids)
-
-    def chat(self, requests: Sequence[ChatRequest]) -> list[ChatReply]:
-        return self.api.chat_batch(requests)
-
-    def chat_streamed(self, requests: Sequence[ChatRequest], on_piece: Callable[[int, str], None]) -> list[ChatReply]:
-        """``BatchStreamingEngine``: the server's streamed chats share the batched decoding steps."""
-        return self.api.chat_batch(requests, on_piece)
-
-    def stream_chat(self, request: ChatRequest) -> Iterator[str]:
-        return self.api.stream_chat(request)
-
-    def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]:
-        return self.api.transcribe_batch(requests)

@@ -16,9 +16,6 @@ Decoding: ``generate`` is transformers' (greedy, beams, sampling, streamers, pro
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -315,25 +312,6 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
             return FoldedKVDecoder(self.model, self.lm_head, batch, max_length, self._folded_weights, **settings)
         return StaticKVDecoder(self.model, self.lm_head, batch, max_length, **settings)
 
-    def stream(self, inputs: Tensor, *, on_token: Callable[[Tensor], None] | None = None, **kwargs: Any) -> Iterator[Tensor]:
-        """Yield each step's new tokens ([batch] long) while ``generate`` runs in a background thread."""
-        streamer = TokenStreamer(on_token=on_token)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                self.generate(inputs, streamer=streamer, **kwargs)
-            except BaseException as error:  # re-raised in the caller's thread
-                errors.append(error)
-                streamer.end()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        yield from streamer
-        thread.join()
-        if errors:
-            raise errors[0]
-
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any) -> QwenAudioForCausalLM:
         """This package's layout. An official Qwen-Audio folder is refused with the loader to use
@@ -360,34 +338,6 @@ def _sample(logits: Tensor, temperature: float, top_k: int, top_p: float, genera
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
-class TokenStreamer(BaseStreamer):
-    """Iterator (and optional callback) over tokens as ``generate`` produces them; skips the prompt."""
-
-    _END = object()
-
-    def __init__(self, on_token: Callable[[Tensor], None] | None = None, timeout: float | None = None) -> None:
-        self.on_token = on_token
-        self.timeout = timeout
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._seen_prompt = False
-
-    def put(self, value: Tensor) -> None:
-        if not self._seen_prompt:  # generate first pushes the prompt
-            self._seen_prompt = True
-            return
-        tokens = value.detach().cpu().reshape(-1)
-        if self.on_token is not None:
-            self.on_token(tokens)
-        self._queue.put(tokens)
-
-    def end(self) -> None:
-        self._queue.put(self._END)
-
-    def __iter__(self) -> Iterator[Tensor]:
-        while (item := self._queue.get(timeout=self.timeout)) is not self._END:
-            yield item
-
-
 AutoConfig.register(QwenAudioConfig.model_type, QwenAudioConfig, exist_ok=True)
 AutoModelForCausalLM.register(QwenAudioConfig, QwenAudioForCausalLM, exist_ok=True)
 
@@ -396,7 +346,6 @@ __all__ = [
     "QwenAudioForCausalLM",
     "QwenAudioPreTrainedModel",
     "ResidualAttentionBlock",
-    "TokenStreamer",
     "find_audio_spans",
     "splice_audio",
 ]

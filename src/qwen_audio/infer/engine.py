@@ -92,14 +92,14 @@ class Transcript:
 class Engine(Protocol):
     model_id: str
 
-    def chat(self, requests: Sequence[ChatRequest]) -> list[ChatReply]: ...
+    def chat_batch(self, requests: Sequence[ChatRequest]) -> list[ChatReply]: ...
 
     def stream_chat(self, request: ChatRequest) -> Iterator[str]:
         """Text pieces as they are generated; their concatenation is the reply. A generator may
         ``return`` the final :class:`ChatReply` (token usage, finish reason) for the server's usage."""
         ...
 
-    def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]: ...
+    def transcribe_batch(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]: ...
 
 
 @runtime_checkable

@@ -182,7 +182,7 @@ class ServerState:
         self.max_prompt_tokens = settings.max_prompt_tokens or getattr(engine, "context_length", None)
         common = dict(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms, engine_lock=self.engine_lock)
         self.chat = Batcher[ChatJob, ChatReply](chat_batch_runner(engine), name="chat-batcher", can_retry=can_retry, **common)  # type: ignore[arg-type]
-        self.transcribe = Batcher[TranscriptionRequest, Transcript](engine.transcribe, name="transcribe-batcher", **common)  # type: ignore[arg-type]
+        self.transcribe = Batcher[TranscriptionRequest, Transcript](engine.transcribe_batch, name="transcribe-batcher", **common)  # type: ignore[arg-type]
 
     def start(self) -> None:
         self.chat.start()

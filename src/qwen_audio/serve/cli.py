@@ -29,7 +29,7 @@ def load_engine(model: str | None) -> Engine:
     None), seen through the batched ``Engine`` protocol the server calls."""
     from qwen_audio.api import QwenAudio
 
-    return QwenAudio.from_pretrained(model or "default").engine()
+    return QwenAudio.from_pretrained(model or "default")
 
 
 def bind(settings: ServerSettings) -> socket.socket:

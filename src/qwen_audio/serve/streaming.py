@@ -8,7 +8,7 @@ batches waited behind the streams. Now one decoding step serves every row of a b
 - an engine with ``chat_streamed`` (:class:`~qwen_audio.infer.engine.BatchStreamingEngine`)
   streams every row of a batch as it grows;
 - otherwise a stream alone in its batch is answered by ``stream_chat`` (pieces as they come),
-  and streams batched with others by ``chat``, in one piece each.
+  and streams batched with others by ``chat_batch``, in one piece each.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def chat_batch_runner(engine: Engine) -> Callable[[Sequence[ChatJob]], list[Chat
         requests = [job.request if isinstance(job, StreamedChat) else job for job in jobs]
         streams = {index: job for index, job in enumerate(jobs) if isinstance(job, StreamedChat)}
         if not streams:
-            return engine.chat(requests)
+            return engine.chat_batch(requests)
         if isinstance(engine, BatchStreamingEngine):
             only_streams = len(streams) == len(jobs)
 
@@ -76,7 +76,7 @@ def chat_batch_runner(engine: Engine) -> Callable[[Sequence[ChatJob]], list[Chat
             return engine.chat_streamed(requests, on_piece)
         if len(jobs) == 1:
             return [_stream_alone(engine, streams[0])]
-        replies = engine.chat(requests)
+        replies = engine.chat_batch(requests)
         for index, stream in streams.items():
             stream.send(replies[index].text)
         return replies
