@@ -30,6 +30,8 @@ def load(model_dir: str, weights: str | None):  # noqa: ANN201
     model = QwenAudioForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if weights:
         state = load_file(weights)
+        if "blank" in state:  # a checkpoint of the EmbeddingCtc training wrapper: the model's part only
+            state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [m for m in missing if m != "lm_head.weight"]:
             raise SystemExit(f"{weights}: unexpected {unexpected[:3]} missing {missing[:3]}")
