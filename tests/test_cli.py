@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import typer
 from typer.testing import CliRunner
 
 from qwen_audio.cli import app
@@ -71,6 +72,24 @@ def test_transcribe_writes_subtitles(model_dir: Path, wav: Path, tmp_path: Path)
 def test_bad_options_are_refused(model_dir: Path, wav: Path) -> None:
     result = runner.invoke(app, ["transcribe", str(wav), "-f", "docx", "--model", str(model_dir)])
     assert result.exit_code == 1 and "output-format" in result.output
+
+
+def test_a_bug_keeps_its_traceback_while_user_errors_are_one_line() -> None:
+    from qwen_audio.cli import friendly_errors
+    from qwen_audio.errors import ConfigError
+
+    def broken() -> None:
+        raise ValueError("an internal invariant failed")
+
+    with pytest.raises(ValueError, match="invariant"):  # a real bug is not dressed up as a user error
+        friendly_errors(broken)()
+
+    def refused() -> None:
+        raise ConfigError("--beams must be ≥ 1")
+
+    with pytest.raises(typer.Exit) as exit_info:
+        friendly_errors(refused)()
+    assert exit_info.value.exit_code == 1
 
 
 def test_chat_reads_turns_and_attaches_audio(model_dir: Path, wav: Path) -> None:

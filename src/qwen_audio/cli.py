@@ -49,7 +49,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (QwenAudioError, OSError, ValueError) as error:
+        except (QwenAudioError, OSError) as error:
             print_error(error)
             raise typer.Exit(code=1) from None
 
@@ -114,9 +114,9 @@ def transcribe(
     from qwen_audio.infer.exports import to_json, to_srt, to_vtt
 
     if timestamps not in ("none", "word"):
-        raise ValueError("--timestamps must be 'none' or 'word'")
+        raise ConfigError("--timestamps must be 'none' or 'word'")
     if output_format not in ("txt", "json", "srt", "vtt"):
-        raise ValueError("--output-format must be txt, json, srt or vtt")
+        raise ConfigError("--output-format must be txt, json, srt or vtt")
     # json, srt and vtt carry word times; plain text only when asked (--timestamps word).
     words = timestamps == "word" or output_format != "txt"
     _check_files(files)
@@ -249,7 +249,7 @@ def chat(model: ModelOption = "default", max_new_tokens: MaxTokens = 256) -> Non
             for piece in api.stream_chat(request):
                 reply += piece
                 console.print(piece, end="", markup=False, highlight=False)
-        except (QwenAudioError, OSError, ValueError) as error:
+        except (QwenAudioError, OSError) as error:
             if reply:
                 console.print()
             print_error(f"{error} (this turn is dropped; the conversation goes on)")

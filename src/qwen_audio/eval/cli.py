@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from qwen_audio.errors import ConfigError
 from qwen_audio.eval.benchmarks import BENCHMARKS, get_benchmark
 
 
@@ -30,11 +31,11 @@ def eval_command(
 
     console = Console()
     if (task is None) == (suite is None):
-        raise ValueError("give exactly one of --task BENCHMARK (with --data) or --suite default")
+        raise ConfigError("give exactly one of --task BENCHMARK (with --data) or --suite default")
     settings = EvalSettings(batch_size=batch_size, limit=limit)
     if suite is not None:
         if suite != "default":
-            raise ValueError("the only suite is 'default'")
+            raise ConfigError("the only suite is 'default'")
         from qwen_audio.eval.suite import ensure_test_split, gate_table, run_suite
 
         split = ensure_test_split(corpus or output / "synthetic-corpus")
@@ -47,11 +48,11 @@ def eval_command(
         console.print(table)
         return
     if data is None:
-        raise ValueError("--task needs --data (the dataset folder or a manifest file)")
+        raise ConfigError("--task needs --data (the dataset folder or a manifest file)")
     benchmark = get_benchmark(task)  # type: ignore[arg-type]
     records = list(benchmark.records(data))
     if not records:
-        raise ValueError(f"no {benchmark.task} examples found in {data}")
+        raise ConfigError(f"no {benchmark.task} examples found in {data}")
     api = QwenAudio.from_pretrained(model)
     root = data.parent if data.is_file() else data
     score = run_benchmark(api, benchmark, records, output, settings, root=root)

@@ -37,7 +37,7 @@ from pathlib import Path
 import jiwer
 import sacrebleu
 
-from qwen_audio.errors import MetricUnavailableError
+from qwen_audio.errors import ConfigError, MetricUnavailableError
 from qwen_audio.formats.languages import UNSPACED_LANGUAGES
 
 
@@ -103,7 +103,7 @@ def get_normalizer(name: str, language: str = "en") -> Callable[[str], str]:
         return lambda s: basic(SPECIAL_TOKEN.sub(" ", s))
     if name == "none":
         return lambda s: s
-    raise ValueError(f"unknown normalizer {name!r}; use one of {', '.join(NORMALIZERS)}")
+    raise ConfigError(f"unknown normalizer {name!r}; use one of {', '.join(NORMALIZERS)}")
 
 
 @dataclass(frozen=True)

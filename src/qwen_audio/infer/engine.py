@@ -14,6 +14,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from qwen_audio.errors import ConfigError
 from qwen_audio.formats.chatml import DEFAULT_SYSTEM, ChatTurn
 from qwen_audio.formats.srwt import Word
 
@@ -40,17 +41,17 @@ class GenerationOptions:
 
     def __post_init__(self) -> None:
         if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be an integer ≥ 1, got {self.max_new_tokens!r}")
+            raise ConfigError(f"max_new_tokens must be an integer ≥ 1, got {self.max_new_tokens!r}")
         if not _is_int(self.num_beams) or self.num_beams < 1:
-            raise ValueError(f"num_beams must be an integer ≥ 1, got {self.num_beams!r}")
+            raise ConfigError(f"num_beams must be an integer ≥ 1, got {self.num_beams!r}")
         # Written so that NaN fails too: every comparison with NaN is False.
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(f"temperature must be a finite number ≥ 0, got {self.temperature!r}")
+            raise ConfigError(f"temperature must be a finite number ≥ 0, got {self.temperature!r}")
         if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
-            raise ValueError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
+            raise ConfigError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
         low, high = SEED_RANGE
         if self.seed is not None and not (_is_int(self.seed) and low <= self.seed <= high):
-            raise ValueError(f"seed must be an integer from -2**63 to 2**64 - 1, got {self.seed!r}")
+            raise ConfigError(f"seed must be an integer from -2**63 to 2**64 - 1, got {self.seed!r}")
 
 
 @dataclass(frozen=True)
