@@ -21,7 +21,7 @@ def eval_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Model directory or 'default'.")] = "default",
     output: Annotated[Path, typer.Option(help="Folder for predictions (resumable) and reports.")] = Path("eval-results"),
     batch_size: Annotated[int, typer.Option(help="Examples decoded together.")] = 8,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N examples.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Score N examples spread over the data (one from each of N equal strata, seeded), not the first N.")] = None,
     corpus: Annotated[Optional[Path], typer.Option(help="Suite only: a corpus folder holding test/ (else generated).")] = None,
 ) -> None:
     """Evaluate a model with the official prompts and metrics; reports the official figure beside the
