@@ -333,26 +333,19 @@ def build_tokenizer(
     console.print(f"{path}: {tokenizer.n_ranks} ranks + {len(tokenizer.special_tokens)} special tokens", markup=False)
 
 
-def _register_optional() -> None:
-    """Subcommands whose modules live with their stage (corpus, checkpoints, server, eval)."""
+def _register_stage_commands() -> None:
+    """Subcommands whose modules live with their stage (corpus, server, eval). Their dependencies
+    are hard ones: a broken install fails here, loudly, rather than losing a subcommand."""
     from qwen_audio.data.synth.cli import make_corpus_command
+    from qwen_audio.eval.cli import eval_command
+    from qwen_audio.serve.cli import serve_command
 
     app.command(name="make-corpus")(make_corpus_command)
-    try:
-        from qwen_audio.serve.cli import serve_command
-    except ImportError:
-        pass
-    else:
-        app.command(name="serve")(serve_command)
-    try:
-        from qwen_audio.eval.cli import eval_command
-    except ImportError:
-        pass
-    else:
-        app.command(name="eval")(friendly_errors(eval_command))
+    app.command(name="serve")(serve_command)
+    app.command(name="eval")(friendly_errors(eval_command))
 
 
-_register_optional()
+_register_stage_commands()
 
 
 @app.command()
