@@ -111,14 +111,14 @@ def test_word_spans_hold_speech_and_gaps_are_silent(language: str) -> None:
     voice = speech.Voice(language, speech.ESPEAK_VOICES[language][0], "m3", "male", 170, 50)
     rendered = speech.render_speech(speech.SpeechSpec(sentence, voice, seed=1, augment=False))
     x = rendered.samples
-    assert [w.text for w in rendered.words] == [w.text for w in sentence.words]
+    assert [w.word for w in rendered.words] == [w.text for w in sentence.words]
     edges = [0.0] + [t for w in rendered.words for t in (w.start, w.end)] + [len(x) / SR]
     for w in rendered.words:
         span = x[int(w.start * SR): int(w.end * SR)]
         assert np.sqrt(np.mean(span**2)) > 0.01, f"no speech inside {w}"
         # The word's own render, trimmed, is as long as its labelled span (0.01 s rounding).
         alone = speech.espeak_samples(
-            next(s.spoken for s in sentence.words if s.text == w.text), voice)
+            next(s.spoken for s in sentence.words if s.text == w.word), voice)
         lo, hi = speech.effects.active_bounds(alone)
         assert abs((hi - lo) / SR - (w.end - w.start)) <= 0.021
     for gap_start, gap_end in zip(edges[0::2], edges[1::2]):

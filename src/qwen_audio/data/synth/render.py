@@ -117,7 +117,7 @@ def _render_speech(job: SpeechJob, out_dir: Path) -> RenderedItem:
     rel, seconds = _write(out_dir, job.split, "speech" if job.kind == "sentence" else "numbers",
                           job.id, rendered.samples)
     lang, voice = sentence.language, spec.voice
-    words = tuple(Word(w.text, float(w.start), float(min(w.end, seconds))) for w in rendered.words)
+    words = tuple(Word(w.word, float(w.start), float(min(w.end, seconds))) for w in rendered.words)
     meta = {"voice": voice.name, "variant": voice.variant, "gender": voice.gender,
             "rate": voice.rate, "pitch": voice.pitch, "noise": rendered.noise,
             "snr_db": None if rendered.snr_db is None else round(rendered.snr_db, 1),

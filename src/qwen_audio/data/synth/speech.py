@@ -19,6 +19,7 @@ import soxr
 from qwen_audio.data.synth import effects
 from qwen_audio.data.synth.sentences import Sentence
 from qwen_audio.errors import QwenAudioError
+from qwen_audio.formats.timestamps import Word
 
 # espeak-ng voice per tag language. Chinese is read from pinyin (Debian's espeak-ng ships only
 # a small hanzi dictionary); Japanese lexicon entries are kana, which the ja voice reads.
@@ -72,16 +73,9 @@ class SpeechSpec:
 
 
 @dataclass(frozen=True)
-class TimedWord:
-    text: str
-    start: float
-    end: float
-
-
-@dataclass(frozen=True)
 class RenderedSpeech:
     samples: np.ndarray  # float32, 16 kHz mono
-    words: tuple[TimedWord, ...]
+    words: tuple[Word, ...]  # what was said, each word with its times in the audio
     noise: str | None  # colour, or None
     snr_db: float | None
     rt60: float | None
@@ -123,7 +117,7 @@ def render_speech(spec: SpeechSpec) -> RenderedSpeech:
     rng = random.Random(spec.seed)
     sr = effects.SAMPLE_RATE
     pieces: list[np.ndarray] = []
-    words: list[TimedWord] = []
+    words: list[Word] = []
     position = int(rng.uniform(0.1, 0.5) * sr)
     pieces.append(np.zeros(position, np.float32))
     for i, word in enumerate(spec.sentence.words):
@@ -138,7 +132,7 @@ def render_speech(spec: SpeechSpec) -> RenderedSpeech:
             position += gap
         pieces.append(x)
         # Times are quantised to 0.01 s outward, so [start, end] always covers the word.
-        words.append(TimedWord(word.text, np.floor(position / sr * 100) / 100,
+        words.append(Word(word.text, np.floor(position / sr * 100) / 100,
                                np.ceil((position + len(x)) / sr * 100) / 100))
         position += len(x)
     pieces.append(np.zeros(int(rng.uniform(0.15, 0.5) * sr), np.float32))

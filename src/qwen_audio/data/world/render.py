@@ -145,7 +145,7 @@ def render_job(job: TtsJob, out_dir: Path) -> tuple[ManifestRecord, ...]:
         meta = {"engine": "espeak-ng", "voice": voice.name, "variant": voice.variant,
                 "gender": voice.gender, "rate": voice.rate, "pitch": voice.pitch}
         seconds = len(audio) / SAMPLE_RATE
-        words = tuple(Word(w.text, float(w.start), float(min(w.end, seconds)))
+        words = tuple(Word(w.word, float(w.start), float(min(w.end, seconds)))
                       for w in rendered.words)
     sf.write(str(path), effects.to_int16(audio), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     duration = round(len(audio) / SAMPLE_RATE, 3)
