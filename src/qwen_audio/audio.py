@@ -28,6 +28,7 @@ from qwen_audio.errors import (
     AudioError,
     AudioFileNotFoundError,
     AudioTooLongError,
+    ConfigError,
     EmptyAudioError,
     InvalidAudioError,
 )
@@ -440,9 +441,9 @@ class SpecAugmentConfig:
 
     def __post_init__(self) -> None:
         if min(self.freq_masks, self.max_freq_width, self.time_masks, self.max_time_width) < 0:
-            raise ValueError("SpecAugment counts and widths must be ≥ 0")
+            raise ConfigError("SpecAugment counts and widths must be ≥ 0")
         if not 0.0 <= self.max_time_ratio <= 1.0:
-            raise ValueError("max_time_ratio must be in [0, 1]")
+            raise ConfigError("max_time_ratio must be in [0, 1]")
 
 
 def spec_augment(

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qwen_audio.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class BucketConfig:
@@ -34,15 +36,15 @@ class BucketConfig:
 
     def __post_init__(self) -> None:
         if self.max_batch_seconds <= 0 or self.max_batch_size < 1 or self.num_buckets < 1:
-            raise ValueError("max_batch_seconds > 0, max_batch_size ≥ 1 and num_buckets ≥ 1 are required")
+            raise ConfigError("max_batch_seconds > 0, max_batch_size ≥ 1 and num_buckets ≥ 1 are required")
 
 
 def mixture_weights(sizes: Mapping[str, int], temperature: float = 1.0) -> dict[str, float]:
     """Sampling probability of each dataset: ∝ size^(1/T). T=1 is proportional, T→∞ uniform."""
     if temperature <= 0:
-        raise ValueError("temperature must be > 0")
+        raise ConfigError("temperature must be > 0")
     if not sizes or any(n <= 0 for n in sizes.values()):
-        raise ValueError("every dataset needs at least one example")
+        raise ConfigError("every dataset needs at least one example")
     raw = {name: float(n) ** (1.0 / temperature) for name, n in sizes.items()}
     total = sum(raw.values())
     return {name: value / total for name, value in raw.items()}
@@ -103,7 +105,7 @@ class BucketBatchSampler:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         self.durations = list(durations)
         if not self.durations:
-            raise ValueError("cannot sample batches from an empty dataset")
+            raise ConfigError("cannot sample batches from an empty dataset")
         self.config, self.seed, self.rank, self.world_size = config, seed, rank, world_size
         self.epoch, self.position = 0, 0
         self._epoch_batches: list[list[int]] | None = None
@@ -136,7 +138,7 @@ class BucketBatchSampler:
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         if state["seed"] != self.seed:
-            raise ValueError(f"sampler state was saved with seed {state['seed']}, this run uses {self.seed}")
+            raise ConfigError(f"sampler state was saved with seed {state['seed']}, this run uses {self.seed}")
         self.epoch, self.position, self._epoch_batches = int(state["epoch"]), int(state["position"]), None
 
 
@@ -160,10 +162,10 @@ class TaskMixtureSampler:
         )
         unknown = set(probabilities) - set(self.names)
         if unknown:
-            raise ValueError(f"weights name datasets that are not there: {sorted(unknown)}")
+            raise ConfigError(f"weights name datasets that are not there: {sorted(unknown)}")
         total = sum(probabilities.get(name, 0.0) for name in self.names)
         if total <= 0 or any(p < 0 for p in probabilities.values()):
-            raise ValueError("mixture weights must be ≥ 0 and not all zero")
+            raise ConfigError("mixture weights must be ≥ 0 and not all zero")
         self.probabilities = np.array([probabilities.get(n, 0.0) / total for n in self.names])
         self.samplers = {
             name: BucketBatchSampler(durations[name], config, seed=seed * 1_000_003 + i, rank=rank, world_size=world_size)
@@ -188,7 +190,7 @@ class TaskMixtureSampler:
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         if state["seed"] != self.seed:
-            raise ValueError(f"sampler state was saved with seed {state['seed']}, this run uses {self.seed}")
+            raise ConfigError(f"sampler state was saved with seed {state['seed']}, this run uses {self.seed}")
         self.step = int(state["step"])  # type: ignore[arg-type]
         for name, sampler_state in state["samplers"].items():  # type: ignore[union-attr]
             self.samplers[name].load_state_dict(sampler_state)

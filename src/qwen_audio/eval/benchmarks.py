@@ -21,7 +21,7 @@ from typing import Any
 
 from qwen_audio.data.converters import get_converter
 from qwen_audio.data.manifest import ManifestRecord, read_manifest
-from qwen_audio.errors import ManifestError
+from qwen_audio.errors import ConfigError, ManifestError
 from qwen_audio.eval.scoring import SCORERS, Figure
 from qwen_audio.formats.languages import word_separator
 from qwen_audio.formats.srwt import srwt_reference_text
@@ -120,7 +120,7 @@ def get_benchmark(name: str) -> Benchmark:
     try:
         return BENCHMARKS[name]
     except KeyError:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}") from None
+        raise ConfigError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}") from None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar
 
+from qwen_audio.errors import InvalidAudioError
+
 SAMPLE_RATE = 16_000
 HOP_LENGTH = 160
 CHUNK_SECONDS = 30
@@ -52,13 +54,13 @@ def audio_span(num_samples: int, max_samples: int = N_SAMPLES) -> AudioSpan:
     ``max_samples`` defaults to the official 30 s cut; long-audio windowing calls this per window.
     """
     if num_samples <= 0:
-        raise ValueError(f"an audio must have at least one sample, got {num_samples}")
+        raise InvalidAudioError(f"an audio must have at least one sample, got {num_samples}")
     samples = min(num_samples, max_samples)
     mel_len = mel_frames(samples)
     conv_len = conv_frames(mel_len)
     pooled_len = pooled_frames(mel_len)
     if pooled_len < 1:
-        raise ValueError(
+        raise InvalidAudioError(
             f"audio of {samples} samples ({samples / SAMPLE_RATE * 1000:.0f} ms) is too short: "
             f"at least {min_audio_samples()} samples are needed for one encoder frame"
         )
