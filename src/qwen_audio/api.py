@@ -80,9 +80,9 @@ class QwenAudio:
         from qwen_audio.checkpoints.loading import load_model
 
         location = default_model_path() if path in (None, DEFAULT_MODEL) else Path(path)
-        if not (location / "config.json").is_file():
-            hint = " (the bundled default model is missing: reinstall qwen-audio)" if path in (None, DEFAULT_MODEL) else ""
-            raise CheckpointError(f"no model at {location}: expected a directory with config.json{hint}")
+        if path in (None, DEFAULT_MODEL) and not (location / "config.json").is_file():  # else load_model says so
+            raise CheckpointError(f"no model at {location}: expected a directory with config.json "
+                                  "(the bundled default model is missing: reinstall qwen-audio)")
         model_id = location.name if path not in (None, DEFAULT_MODEL) else "qwen-audio-default"
         model, tokenizer = load_model(location, dtype=dtype or torch.float32)
         if device:

@@ -231,7 +231,7 @@ def transcript_ids(transcript: str | None, tokenizer: QwenAudioTokenizer) -> lis
 
 def token_targets(ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
     """Per-audio CTC targets over LLM token ids, shifted by one (0 is the blank)."""
-    return _ctc_targets([list(row) for row in ids])
+    return _ctc_targets(ids)
 
 
 def _ctc_targets(units: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:

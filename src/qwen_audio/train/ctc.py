@@ -26,21 +26,21 @@ from qwen_audio.encoder import conv_lengths
 BYTE_CLASSES = 257  # blank + 256 byte values (data.dataset.transcript_targets)
 
 
-class EncoderCtc(nn.Module):
-    """``model`` plus a CTC head on its encoder's last block; loss = LM loss + weight × CTC."""
+class _CtcWrapper(nn.Module):
+    """What both CTC wrappers share: the wrapped model, the weight, frames kept by a forward hook,
+    one masked CTC over the audios that have a transcript, and best-path collapsing."""
 
-    def __init__(self, model: nn.Module, weight: float) -> None:
+    def __init__(self, model: nn.Module, weight: float, hooked: nn.Module) -> None:
         super().__init__()
         if weight <= 0:
             raise ValueError(f"CTC weight must be positive, got {weight}")
         self.model, self.weight = model, weight
-        self.ctc_head = nn.Linear(model.audio.config.n_state, BYTE_CLASSES)
-        self._frames: Tensor | None = None
-        model.audio.blocks[-1].register_forward_hook(self._keep_frames)
+        self._hooked: Any = None
+        hooked.register_forward_hook(self._keep)
         self.last_metrics: dict[str, float] = {}
 
-    def _keep_frames(self, module: nn.Module, args: Any, output: Tensor) -> None:
-        self._frames = output
+    def _keep(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._hooked = output
 
     @property
     def config(self) -> Any:
@@ -49,38 +49,54 @@ class EncoderCtc(nn.Module):
     def activation_checkpointing_enable(self, **kwargs: Any) -> None:
         self.model.activation_checkpointing_enable(**kwargs)
 
+    def logits(self, frames: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def ctc_loss(self, frames: Tensor, frame_lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
+        """Mean per-unit CTC over the audios that have a transcript (class 0 is the blank)."""
+        keep = target_lengths.to(frames.device) > 0
+        log_probs = F.log_softmax(self.logits(frames[keep]).float(), dim=-1).transpose(0, 1)
+        return F.ctc_loss(  # audios without a transcript add no units to ``targets``: it needs no filtering
+            log_probs, targets.to(frames.device), frame_lengths.to(frames.device)[keep],
+            target_lengths.to(frames.device)[keep], blank=0, reduction="mean", zero_infinity=True,
+        )
+
+    def best_paths(self, frames: Tensor, frame_lengths: Tensor) -> list[list[int]]:
+        """Each audio's best path, repeats merged and blanks dropped, as unit ids (class − 1)."""
+        best = self.logits(frames).argmax(-1)
+        return [[b - 1 for i, b in enumerate(row[:length]) if b and (i == 0 or b != row[i - 1])]
+                for row, length in zip(best.tolist(), frame_lengths.tolist())]
+
+
+class EncoderCtc(_CtcWrapper):
+    """``model`` plus a CTC head on its encoder's last block; loss = LM loss + weight × CTC."""
+
+    def __init__(self, model: nn.Module, weight: float) -> None:
+        super().__init__(model, weight, model.audio.blocks[-1])
+        self.ctc_head = nn.Linear(model.audio.config.n_state, BYTE_CLASSES)
+
+    def logits(self, frames: Tensor) -> Tensor:
+        return self.ctc_head(frames)
+
     def forward(self, ctc_targets: Tensor | None = None, ctc_lengths: Tensor | None = None, **batch: Any) -> Any:
-        self._frames = None
+        self._hooked = None
         outputs = self.model(**batch)
-        if ctc_targets is None or ctc_lengths is None or self._frames is None or not bool((ctc_lengths > 0).any()):
+        frames = self._hooked
+        if ctc_targets is None or ctc_lengths is None or frames is None or not bool((ctc_lengths > 0).any()):
             self.last_metrics = {"lm_loss": float(outputs.loss.detach())}
             return outputs
-        ctc = self.ctc_loss(self._frames, conv_lengths(batch["audio_lengths"].to(self._frames.device)), ctc_targets, ctc_lengths)
+        ctc = self.ctc_loss(frames, conv_lengths(batch["audio_lengths"].to(frames.device)), ctc_targets, ctc_lengths)
         self.last_metrics = {"lm_loss": float(outputs.loss.detach()), "ctc_loss": float(ctc.detach())}
         outputs.loss = outputs.loss + self.weight * ctc
         return outputs
 
-    def ctc_loss(self, frames: Tensor, frame_lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
-        """Mean per-byte CTC over the audios that have a transcript."""
-        keep = target_lengths.to(frames.device) > 0
-        log_probs = F.log_softmax(self.ctc_head(frames[keep]).float(), dim=-1).transpose(0, 1)
-        return F.ctc_loss(  # audios without a transcript add no bytes to ``targets``: it needs no filtering
-            log_probs, targets.to(frames.device), frame_lengths[keep], target_lengths.to(frames.device)[keep],
-            blank=0, reduction="mean", zero_infinity=True,
-        )
-
 
 def greedy_decode(wrapper: EncoderCtc, frames: Tensor, frame_lengths: Tensor) -> list[str]:
     """Best-path transcripts of the CTC head: a direct read-out of what the encoder has learnt."""
-    best = wrapper.ctc_head(frames).argmax(-1)
-    texts = []
-    for row, length in zip(best.tolist(), frame_lengths.tolist()):
-        collapsed = [b for i, b in enumerate(row[:length]) if b and (i == 0 or b != row[i - 1])]
-        texts.append(bytes(b - 1 for b in collapsed).decode(errors="replace"))
-    return texts
+    return [bytes(path).decode(errors="replace") for path in wrapper.best_paths(frames, frame_lengths)]
 
 
-class EmbeddingCtc(nn.Module):
+class EmbeddingCtc(_CtcWrapper):
     """``model`` plus CTC from its projected audio frames onto its LLM's token embeddings.
 
     Why: with a pretrained, frozen LLM the projection must learn to speak the LLM's input language
@@ -94,26 +110,11 @@ class EmbeddingCtc(nn.Module):
     """
 
     def __init__(self, model: nn.Module, weight: float, *, lm_loss: bool = True) -> None:
-        super().__init__()
-        if weight <= 0:
-            raise ValueError(f"CTC weight must be positive, got {weight}")
-        self.model, self.weight, self.lm_loss = model, weight, lm_loss
+        super().__init__(model, weight, model.audio)
+        self.lm_loss = lm_loss
         width = model.get_input_embeddings().weight.shape[1]
         self.blank = nn.Parameter(torch.zeros(width))
         self.blank_bias = nn.Parameter(torch.zeros(()))
-        self._encoded: Any = None
-        model.audio.register_forward_hook(self._keep_encoded)
-        self.last_metrics: dict[str, float] = {}
-
-    def _keep_encoded(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._encoded = output
-
-    @property
-    def config(self) -> Any:
-        return self.model.config
-
-    def activation_checkpointing_enable(self, **kwargs: Any) -> None:
-        self.model.activation_checkpointing_enable(**kwargs)
 
     def logits(self, frames: Tensor) -> Tensor:
         """[..., frames, width] → [..., frames, 1 + vocab]: class 0 is the blank, class i + 1 token i."""
@@ -121,41 +122,27 @@ class EmbeddingCtc(nn.Module):
         return torch.cat([(frames @ self.blank + self.blank_bias)[..., None], frames @ table.T.to(frames.dtype)], dim=-1)
 
     def forward(self, ctc_targets: Tensor | None = None, ctc_lengths: Tensor | None = None, **batch: Any) -> Any:
-        self._encoded = None
+        self._hooked = None
+        outputs = None
         if self.lm_loss:
             outputs = self.model(**batch)
         elif batch.get("audio_features") is not None:
             self.model.audio(batch["audio_features"], batch["audio_lengths"])
-            outputs = None
-        else:
-            outputs = None
+        encoded = self._hooked
         metrics = {} if outputs is None else {"lm_loss": float(outputs.loss.detach())}
-        if ctc_targets is None or ctc_lengths is None or self._encoded is None or not bool((ctc_lengths > 0).any()):
+        if ctc_targets is None or ctc_lengths is None or encoded is None or not bool((ctc_lengths > 0).any()):
             if outputs is None:  # nothing said in this batch (sounds, text): a step that changes nothing
                 self.last_metrics = {"ctc_loss": 0.0}
                 return CausalLMOutputWithPast(loss=self.blank.sum() * 0.0)
             self.last_metrics = metrics
             return outputs
-        ctc = self.ctc_loss(self._encoded.frames, self._encoded.lengths, ctc_targets, ctc_lengths)
+        ctc = self.ctc_loss(encoded.frames, encoded.lengths, ctc_targets, ctc_lengths)
         self.last_metrics = {**metrics, "ctc_loss": float(ctc.detach())}
         if outputs is None:
             return CausalLMOutputWithPast(loss=self.weight * ctc)
         outputs.loss = outputs.loss + self.weight * ctc
         return outputs
 
-    def ctc_loss(self, frames: Tensor, frame_lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
-        """Mean per-token CTC over the audios that have a transcript."""
-        keep = target_lengths.to(frames.device) > 0
-        log_probs = F.log_softmax(self.logits(frames[keep]).float(), dim=-1).transpose(0, 1)
-        return F.ctc_loss(
-            log_probs, targets.to(frames.device), frame_lengths.to(frames.device)[keep], target_lengths.to(frames.device)[keep],
-            blank=0, reduction="mean", zero_infinity=True,
-        )
-
     def greedy_ids(self, frames: Tensor, frame_lengths: Tensor) -> list[list[int]]:
         """Best-path token ids per audio: what the LLM is shown, read back as text by the tokenizer."""
-        best = self.logits(frames).argmax(-1)
-        out = []
-        for row, length in zip(best.tolist(), frame_lengths.tolist()):
-            out.append([b - 1 for i, b in enumerate(row[:length]) if b and (i == 0 or b != row[i - 1])])
-        return out
+        return self.best_paths(frames, frame_lengths)

@@ -86,7 +86,8 @@ def build_optimizer(model: torch.nn.Module, config: TrainerConfig) -> torch.opti
         if param.requires_grad:
             pattern = next((p for p in config.lr_scales if fnmatch.fnmatchcase(name, p)), None)
             scale = 1.0 if pattern is None else config.lr_scales[pattern]
-            used.add(pattern or "")
+            if pattern is not None:
+                used.add(pattern)
             decays = not (param.ndim < 2 or "norm" in name or name.endswith(".bias"))
             groups.setdefault((scale, decays), []).append(param)
     if not groups:
