@@ -22,6 +22,12 @@ from torch import Tensor, nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from qwen_audio.configuration import AudioEncoderConfig
+from qwen_audio.formats.spans import conv_frames, pooled_frames, pooled_frames_of_conv
+
+# The encoder's names for the stride arithmetic, which is written once, in formats/spans.py:
+# conv_lengths = frames after the stride-2 conv2 (20 ms), pooled_lengths = after pooling (40 ms).
+conv_lengths = conv_frames
+pooled_lengths = pooled_frames
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10_000.0) -> Tensor:
@@ -30,16 +36,6 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10_000.0) -> Te
     inv_timescales = torch.exp(-log_increment * torch.arange(channels // 2, dtype=torch.float32))
     scaled_time = torch.arange(length, dtype=torch.float32)[:, None] * inv_timescales[None, :]
     return torch.cat([scaled_time.sin(), scaled_time.cos()], dim=1)
-
-
-def conv_lengths(mel_lengths: Tensor) -> Tensor:
-    """Frames after the stride-2 conv2 (20 ms each) for each audio's real mel length."""
-    return (mel_lengths - 1) // 2 + 1
-
-
-def pooled_lengths(mel_lengths: Tensor) -> Tensor:
-    """Frames after stride-2 average pooling (40 ms each): the audio tokens between bos and eos."""
-    return (conv_lengths(mel_lengths) - 2) // 2 + 1
 
 
 class MultiHeadAttention(nn.Module):
@@ -164,4 +160,4 @@ class AudioEncoder(nn.Module):
         x = self.avg_pooler(x.transpose(1, 2)).transpose(1, 2)
         x = self.proj(self.ln_post(x))
         bos, eos = self.audio_bos_eos_token.weight
-        return EncodedAudio(frames=x, lengths=(conv_len - 2) // 2 + 1, bos=bos, eos=eos)
+        return EncodedAudio(frames=x, lengths=pooled_frames_of_conv(conv_len), bos=bos, eos=eos)

@@ -3,7 +3,7 @@
 samples (16 kHz) → mel frames (10 ms, hop 160) → conv frames (stride-2 conv2, 20 ms) → pooled
 frames (stride-2 average pooling, 40 ms) → span tokens (pooled + ``<audio>``/``</audio>``).
 The frame functions are plain integer arithmetic, so they apply to ints and, unchanged, to
-integer tensors (``encoder.conv_lengths``/``pooled_lengths`` compute the same; a test checks it).
+integer tensors: the encoder's ``conv_lengths``/``pooled_lengths`` are these very functions.
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ def conv_frames(mel_len: Length) -> Length:
 
 def pooled_frames(mel_len: Length) -> Length:
     """Frames after stride-2 average pooling (40 ms each): the audio tokens between bos and eos."""
-    return (conv_frames(mel_len) - 2) // 2 + 1  # type: ignore[operator,no-any-return]
+    return pooled_frames_of_conv(conv_frames(mel_len))
+
+
+def pooled_frames_of_conv(conv_len: Length) -> Length:
+    """Frames after average pooling (kernel 2, stride 2) of ``conv_len`` conv frames (an odd last one is dropped)."""
+    return (conv_len - 2) // 2 + 1  # type: ignore[operator,no-any-return]
 
 
 @dataclass(frozen=True)
