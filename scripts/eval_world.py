@@ -1,6 +1,6 @@
 """Score a model (or a training checkpoint) on the held-out real-world splits of `data.world`.
 
-    python scripts/eval_world.py --model runs/dm2/base --weights runs/dm2/stage1/checkpoint-300/model.safetensors
+    python scripts/eval_world.py --model runs/dm2/base --checkpoint runs/dm2/stage1c/checkpoint-300
 
 Splits: the md5-reserved Asterisk validation prompts (real voices, never trained on) and the TTS
 test split (held-out text source and voices). Per language: WER with Whisper's normalisers, given
@@ -20,21 +20,18 @@ from pathlib import Path
 import torch
 
 
-def load(model_dir: str, weights: str | None):  # noqa: ANN201
-    from safetensors.torch import load_file
-
+def load(model_dir: str, checkpoint: str | None):  # noqa: ANN201
     from qwen_audio.api import QwenAudio
     from qwen_audio.model import QwenAudioForCausalLM
     from qwen_audio.tokenizer import QwenAudioTokenizer
+    from qwen_audio.train.checkpointing import model_weights
 
     model = QwenAudioForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    if weights:
-        state = load_file(weights)
-        if "blank" in state:  # a checkpoint of the EmbeddingCtc training wrapper: the model's part only
-            state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    if checkpoint:
+        state = model_weights(Path(checkpoint))  # wrappers dropped, LoRA merged
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [m for m in missing if m != "lm_head.weight"]:
-            raise SystemExit(f"{weights}: unexpected {unexpected[:3]} missing {missing[:3]}")
+            raise SystemExit(f"{checkpoint}: unexpected {unexpected[:3]} missing {missing[:3]}")
         model.tie_weights()
     return QwenAudio(model, QwenAudioTokenizer.from_pretrained(model_dir))
 
@@ -54,7 +51,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--weights")
+    parser.add_argument("--checkpoint", help="a training checkpoint directory (or an exported model directory)")
     parser.add_argument("--data", default="world-data")
     parser.add_argument("--per-language", type=int, default=30)
     parser.add_argument("--show", type=int, default=2)
@@ -62,7 +59,7 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", default=["asterisk-validation", "tts-test"])
     parser.add_argument("--out")
     args = parser.parse_args()
-    api = load(args.model, args.weights)
+    api = load(args.model, args.checkpoint)
     report = {}
     for split, manifest in (("asterisk-validation", "asterisk/validation.jsonl"), ("tts-test", "tts/test.jsonl")):
         if split not in args.splits:

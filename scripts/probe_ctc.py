@@ -25,6 +25,7 @@ def main() -> None:
     from qwen_audio.eval.metrics import word_error_rate
     from qwen_audio.model import QwenAudioForCausalLM
     from qwen_audio.tokenizer import QwenAudioTokenizer
+    from qwen_audio.train.checkpointing import model_weights
     from qwen_audio.train.ctc import EmbeddingCtc
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,7 +39,15 @@ def main() -> None:
     model = QwenAudioForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     tokenizer = QwenAudioTokenizer.from_pretrained(args.model)
     wrapper = EmbeddingCtc(model, 1.0, lm_loss=False)
-    wrapper.load_state_dict(load_file(str(Path(args.checkpoint) / "model.safetensors")), strict=False)
+    missing, _ = model.load_state_dict(model_weights(Path(args.checkpoint)), strict=False)  # LoRA merged
+    if [m for m in missing if m != "lm_head.weight"]:
+        raise SystemExit(f"{args.checkpoint} lacks {missing[:3]}")
+    model.tie_weights()
+    blank = load_file(str(Path(args.checkpoint) / "model.safetensors"), device="cpu")
+    if "blank" not in blank:
+        raise SystemExit(f"{args.checkpoint} is not an EmbeddingCtc checkpoint (no blank vector)")
+    wrapper.blank.copy_(blank["blank"])
+    wrapper.blank_bias.copy_(blank["blank_bias"])
     for manifest in args.manifests:
         by_language = defaultdict(list)
         for line in Path(manifest).read_text().splitlines():

@@ -21,4 +21,4 @@ python -m qwen_audio.data.world.lid world-data/lid/train.jsonl world-data/asteri
 [ -f runs/dm2/ctc/final/model.safetensors ] || qwen-audio train configs/default-model-v2-ctc.yaml
 python scripts/probe_ctc.py --model runs/dm2/base --checkpoint runs/dm2/ctc/checkpoint-500
 qwen-audio train configs/default-model-v2-stage1.yaml
-python scripts/eval_world.py --model runs/dm2/base --weights runs/dm2/stage1b/final/model.safetensors --out runs/dm2/stage1-eval.json
+python scripts/eval_world.py --model runs/dm2/base --checkpoint runs/dm2/stage1b/final --out runs/dm2/stage1-eval.json

@@ -230,6 +230,36 @@ def test_delta_holds_only_trained_tensors_and_assembles_back(tiny_pins: TinyBase
     assert assemble(shipped) == target and (target / "model.safetensors").stat().st_mtime_ns == written  # cached
 
 
+def test_merged_lora_ships_as_its_factors_and_assembles_back(tiny_pins: TinyBases, cache: Path, tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from safetensors import safe_open
+
+    model, tokenizer = build_base_model()
+    lora = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "down_proj"], init_lora_weights=False))
+    merged = lora.merge_and_unload()
+    shipped = write_delta(merged, tokenizer, tmp_path / "lora")
+    with safe_open(str(shipped / "trained.safetensors"), framework="pt") as handle:
+        keys = set(handle.keys())
+        rank = handle.get_tensor("model.layers.0.self_attn.q_proj.weight.low_rank_A").shape[0]
+    layers = merged.config.num_hidden_layers
+    assert rank == 2 and len(keys) == 4 * layers  # q_proj and down_proj of each layer, two factors each
+    assert all(k.endswith((".low_rank_A", ".low_rank_B")) for k in keys)
+    loaded = QwenAudioForCausalLM.from_pretrained(assemble(shipped))
+    for name, value in merged.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value, rtol=0, atol=2e-3, msg=name)
+
+
+def test_a_full_rank_change_ships_whole(tiny_pins: TinyBases, cache: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    model, tokenizer = build_base_model()
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.add_(torch.randn_like(model.model.layers[0].mlp.up_proj.weight))
+    shipped = write_delta(model, tokenizer, tmp_path / "full")
+    with safe_open(str(shipped / "trained.safetensors"), framework="pt") as handle:
+        assert set(handle.keys()) == {"model.layers.0.mlp.up_proj.weight"}
+
+
 def test_api_loads_a_delta_model_through_the_bases(tiny_pins: TinyBases, tmp_path: Path) -> None:
     from qwen_audio.api import QwenAudio
 

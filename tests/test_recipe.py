@@ -96,6 +96,22 @@ def test_stage_one_then_stage_two_with_lora(data_dir: Path) -> None:
     assert changed
 
 
+def test_lora_in_stage_one_keeps_the_encoder_training(data_dir: Path) -> None:
+    """PEFT freezes every non-adapter weight; the stage's own trainable set must survive the wrap."""
+    from qwen_audio.model import QwenAudioForCausalLM
+    from qwen_audio.train.recipe import build_model
+
+    lora = "  lora:\n    r: 4\n    alpha: 8\n    target_modules: [q_proj, v_proj]"
+    recipe = Recipe.load(write_recipe(data_dir / "pre.yaml", data_dir, "pretrain", "s1l", "preset:tiny", 3, lora))
+    torch.manual_seed(recipe.seed)
+    initial = build_model(recipe.model, load_tokenizer(recipe.tokenizer))
+    run_recipe(recipe)
+    trained = QwenAudioForCausalLM.from_pretrained(data_dir / "s1l" / "final")
+    assert not torch.equal(trained.audio.proj.weight, initial.audio.proj.weight)
+    assert not torch.equal(trained.model.layers[0].self_attn.q_proj.weight, initial.model.layers[0].self_attn.q_proj.weight)
+    torch.testing.assert_close(trained.model.layers[0].mlp.up_proj.weight, initial.model.layers[0].mlp.up_proj.weight, rtol=0, atol=0)
+
+
 def test_stage_one_freezes_the_llm(data_dir: Path) -> None:
     from qwen_audio.model import QwenAudioForCausalLM
 

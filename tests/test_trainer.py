@@ -176,3 +176,31 @@ def test_tensorboard_event_files_are_written(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     Trainer(ToyModel(), config(tmp_path, max_steps=2, warmup_steps=0, tensorboard=True, save_every=0), source).train(resume=False)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_a_lora_checkpoint_reads_back_as_the_merged_model(tmp_path: Path) -> None:
+    """Checkpoint N of a LoRA run inside a CTC wrapper evaluates as what export_model would ship."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
+
+    from qwen_audio.train.checkpointing import model_weights
+    from qwen_audio.train.ctc import EmbeddingCtc
+    from tests.model_fixtures import tiny_model
+
+    lora = get_peft_model(tiny_model(), LoraConfig(r=2, lora_alpha=6, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    wrapper = EmbeddingCtc(lora, 0.3)
+    checkpoint = tmp_path / "checkpoint-1"
+    checkpoint.mkdir()
+    save_file({k: v.clone() for k, v in wrapper.state_dict().items()}, str(checkpoint / "model.safetensors"))
+    (tmp_path / "recipe.json").write_text(json.dumps({"model": {"lora": {"r": 2, "alpha": 6}}}))
+    weights = model_weights(checkpoint)
+    merged = lora.merge_and_unload().state_dict()
+    assert set(weights) == set(merged)
+    for key, value in merged.items():
+        torch.testing.assert_close(weights[key], value, rtol=0, atol=1e-6)
+
+    (tmp_path / "recipe.json").write_text(json.dumps({"model": {}}))
+    with pytest.raises(CheckpointError, match="rank and alpha"):
+        model_weights(checkpoint)

@@ -12,8 +12,9 @@ GGUF's byte-level BPE ranks + the spec's special tokens appended after them (as 
 tokenizer appends them after Qwen's). New rows start from the mean embedding, except the three
 chat markers, which copy SmolLM2's own ``<|endoftext|>``/``<|im_start|>``/``<|im_end|>`` rows so
 its text chat carries over. :func:`assemble` adds what the project trained (a small safetensors
-file of the tensors that differ from the bases) and writes a normal model directory, cached once
-per machine (dequantising the GGUF takes seconds; loading the cache is fast).
+file of the tensors that differ from the bases, merged LoRA as its low-rank factors) and writes a
+normal model directory, cached once per machine (dequantising the GGUF takes seconds; loading the
+cache is fast).
 """
 
 from __future__ import annotations
@@ -235,8 +236,39 @@ def changed_tensors(model, reference) -> dict[str, torch.Tensor]:  # noqa: ANN00
     return out
 
 
+LOW_RANK_A, LOW_RANK_B = ".low_rank_A", ".low_rank_B"  # weight = base + B·A
+
+
+def low_rank_update(value: torch.Tensor, base: torch.Tensor, max_rank: int = 64, tolerance: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Factors (A, B) with ``value ≈ base + B @ A`` when the change has rank ≤ ``max_rank``, else None.
+
+    LoRA merged into a decoder changes every adapted matrix, but only by a rank-r product: storing
+    the two factors instead of the matrix keeps the shipped file to the adapters' size (a few MB
+    instead of the LLM's). The rank is read off the singular values, and the factors are used only
+    when they reproduce the change to ``tolerance`` (relative Frobenius norm).
+    """
+    if value.dim() != 2:
+        return None
+    change = value.double() - base.double()
+    u, s, vh = torch.linalg.svd(change, full_matrices=False)
+    if s[0] == 0:
+        return None
+    rank = int((s > s[0] * 1e-5).sum())
+    rows, cols = value.shape
+    if rank > max_rank or 2 * rank * (rows + cols) > rows * cols:  # factors must be well under the matrix
+        return None
+    b, a = (u[:, :rank] * s[:rank]), vh[:rank]
+    if torch.linalg.norm(b @ a - change) > tolerance * torch.linalg.norm(change):
+        return None
+    return a.to(value.dtype).contiguous(), b.to(value.dtype).contiguous()
+
+
 def write_delta(model, tokenizer, directory: str | Path, *, dtype: torch.dtype = torch.float16) -> Path:  # noqa: ANN001
-    """Ship ``model`` as a delta over the bases: ``trained.safetensors`` + ``bases.json`` + config."""
+    """Ship ``model`` as a delta over the bases: ``trained.safetensors`` + ``bases.json`` + config.
+
+    A changed matrix whose change has low rank (merged LoRA) ships as two factors (see
+    :func:`low_rank_update`); every other changed tensor ships whole.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -245,6 +277,12 @@ def write_delta(model, tokenizer, directory: str | Path, *, dtype: torch.dtype =
     delta = changed_tensors(model, reference)
     if model.config.tie_word_embeddings:
         delta.pop("lm_head.weight", None)
+    base_state = reference.state_dict()
+    for name in [n for n in delta if n in base_state and n.startswith("model.layers.")]:
+        factors = low_rank_update(delta[name], base_state[name])
+        if factors is not None:
+            del delta[name]
+            delta[name + LOW_RANK_A], delta[name + LOW_RANK_B] = factors
     save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in delta.items()}, str(directory / DELTA_FILE))
     bases = {"encoder": WHISPER_BASE.name, "llm": SMOLLM2_135M.name,
              "packages": [*WHISPER_BASE.packages, *SMOLLM2_135M.packages],
@@ -274,6 +312,12 @@ def assemble(directory: str | Path) -> Path:
     with safe_open(str(directory / DELTA_FILE), framework="pt") as handle:
         state = {k: handle.get_tensor(k) for k in handle.keys()}
     own = model.state_dict()
+    low_rank = {k.removesuffix(LOW_RANK_A) for k in state if k.endswith(LOW_RANK_A)}
+    for name in low_rank:
+        a, b = state.pop(name + LOW_RANK_A), state.pop(name + LOW_RANK_B, None)
+        if name not in own or b is None or (b.shape[0], a.shape[1]) != tuple(own[name].shape) or a.shape[0] != b.shape[1]:
+            raise CheckpointError(f"{directory / DELTA_FILE}: low-rank factors of {name} do not fit the assembled model")
+        state[name] = own[name] + (b.float() @ a.float()).to(own[name].dtype)
     unknown = [k for k in state if k not in own or own[k].shape != state[k].shape]
     if unknown:
         raise CheckpointError(f"{directory / DELTA_FILE}: tensors that do not fit the assembled model: {unknown[:5]}")

@@ -170,3 +170,36 @@ def load_checkpoint(
         set_rng_state(torch.load(path / f"rng-rank{rank}.pt", weights_only=False))
     meta = json.loads((path / "trainer_state.json").read_text())
     return TrainerState(meta["step"], meta["batches_consumed"], meta["data_state"], meta["metrics"])
+
+
+def model_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A training checkpoint's weights as the plain model's state dict: what ``export_model`` would write.
+
+    A checkpoint holds whatever was trained: a CTC wrapper around the model (``model.`` prefix and
+    its head), PEFT's LoRA wrapping (``base_model.model.`` prefix, ``base_layer`` and ``lora_A/B``
+    factors). Evaluating checkpoint N must not need the run to finish, so the wrapper is dropped and
+    each adapter merged (W + α/r · B·A, α and r read from the run's ``recipe.json``).
+    """
+    tensors = load_file(str(Path(path) / "model.safetensors"))
+    if any(k.startswith("model.") and not k.startswith(("model.layers.", "model.embed_tokens.", "model.norm.")) for k in tensors):
+        tensors = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    if not any(k.startswith("base_model.model.") for k in tensors):
+        return tensors
+    tensors = {k.removeprefix("base_model.model."): v for k, v in tensors.items()}
+    recipe = Path(path).parent / "recipe.json"
+    lora = json.loads(recipe.read_text())["model"].get("lora") if recipe.is_file() else None
+    if not lora:
+        raise CheckpointError(f"{path} holds LoRA adapters but {recipe} does not say their rank and alpha")
+    scale = lora["alpha"] / lora["r"]
+    merged: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        if ".lora_" in key:
+            continue
+        if ".base_layer." in key:
+            stem, _, leaf = key.partition(".base_layer.")
+            a, b = tensors.get(f"{stem}.lora_A.default.{leaf}"), tensors.get(f"{stem}.lora_B.default.{leaf}")
+            key = f"{stem}.{leaf}"
+            if a is not None and b is not None and leaf == "weight":
+                value = value + scale * (b.float() @ a.float()).to(value.dtype)
+        merged[key] = value
+    return merged

@@ -110,8 +110,15 @@ def train_only_new_rows(model: torch.nn.Module) -> int:
 
 
 def apply_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
-    """Wrap the decoder's linear layers with PEFT LoRA adapters (everything else frozen)."""
+    """Wrap the decoder's linear layers with PEFT LoRA adapters; what was trainable stays trainable.
+
+    PEFT freezes every non-adapter parameter; a stage-1 recipe that trains the projection (and the
+    new token rows) beside adapters on the frozen LLM needs those back, so the names trainable before
+    wrapping are made trainable again (the adapted base layers themselves stay frozen).
+    """
     from peft import LoraConfig, get_peft_model
+
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
 
     config = LoraConfig(
         r=settings.r,
@@ -121,4 +128,8 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Modul
         modules_to_save=list(settings.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    wrapped = get_peft_model(model, config)
+    for name, param in wrapped.base_model.model.named_parameters():
+        if name in trainable:
+            param.requires_grad_(True)
+    return wrapped
