@@ -21,11 +21,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from qwen_audio.audio import SpecAugmentConfig, log_mel_spectrogram, pad_or_trim, spec_augment
+from qwen_audio.audio import SpecAugmentConfig, spec_augment
 from qwen_audio.data.chat_manifest import ChatRecord
 from qwen_audio.data.examples import IGNORE_INDEX, TextExample, chat_example, record_example, tokenize_example
 from qwen_audio.data.manifest import ManifestRecord
 from qwen_audio.errors import ManifestError
+from qwen_audio.processing import audio_features, no_audio_features, pad_rows
 from qwen_audio.tokenizer import QwenAudioTokenizer
 
 
@@ -187,21 +188,20 @@ def example_item(
             f"{example.id}: {len(tokens.input_ids)} tokens exceed max_tokens={options.max_tokens}; "
             "shorten the example or raise the limit"
         )
-    mels, lengths = [], []
-    for number, wave in enumerate(waves):
-        mel = log_mel_spectrogram(pad_or_trim(wave))
-        length = min(wave.size, mel.shape[-1] * 160) // 160
-        if options.spec_augment is not None:
+    features, lengths = no_audio_features(), torch.zeros(0, dtype=torch.long)
+    if waves:
+        mels = audio_features(waves)
+        features, lengths = mels.features, mels.mel_lengths
+    if options.spec_augment is not None:
+        for number, length in enumerate(lengths.tolist()):
             generator = torch.Generator().manual_seed(_seed(options.seed, source, index, salt, number))
-            mel = spec_augment(mel, length, options.spec_augment, generator=generator)
-        mels.append(mel)
-        lengths.append(length)
+            features[number] = spec_augment(features[number], length, options.spec_augment, generator=generator)
     item = {
         "id": example.id,
         "input_ids": torch.tensor(tokens.input_ids, dtype=torch.long),
         "labels": torch.tensor(tokens.labels, dtype=torch.long),
-        "audio_features": torch.stack(mels) if mels else torch.zeros(0, 80, 3000),
-        "audio_lengths": torch.tensor(lengths, dtype=torch.long),
+        "audio_features": features,
+        "audio_lengths": lengths,
     }
     if options.transcripts == "bytes":
         item["transcripts"] = [audio.transcript for audio in example.audios]
@@ -244,15 +244,11 @@ def _ctc_targets(units: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
 def collate(examples: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad text (labels with ``IGNORE_INDEX``) and concatenate every example's audios.
 
+    Right padding (the processor's ``pad_rows``) keeps each label under its id from column 0.
     Audios stay in reading order (row by row), which is how the model matches them to spans.
     """
-    width = max(len(e["input_ids"]) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example["input_ids"])
-        input_ids[row, :n], labels[row, :n], attention_mask[row, :n] = example["input_ids"], example["labels"], 1
+    input_ids, attention_mask = pad_rows([e["input_ids"] for e in examples], pad_id, "right")
+    labels, _ = pad_rows([e["labels"] for e in examples], IGNORE_INDEX, "right")
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
     features = [e["audio_features"] for e in examples if len(e["audio_features"])]
     if features:
