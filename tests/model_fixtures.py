@@ -15,6 +15,7 @@ from torch import Tensor
 from qwen_audio.audio import audio_span
 from qwen_audio.configuration import QwenAudioConfig, preset_config
 from qwen_audio.model import QwenAudioForCausalLM
+from qwen_audio.processing import pad_rows
 
 
 def tiny_config(**overrides: object) -> QwenAudioConfig:
@@ -40,13 +41,8 @@ def audio_prompt(config: QwenAudioConfig, before: list[int], num_samples: int, a
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row)
-        mask[i, width - len(row):] = 1
-    return ids, mask
+    """Ids and attention mask of a left-padded batch, as generation pads it (the processor's padding)."""
+    return pad_rows(rows, pad_id, "left")
 
 
 # --------------------------------------------------------------------------- official layout, written by hand
