@@ -3,7 +3,7 @@
 The peer is transformers' ``Qwen2ForCausalLM.generate`` holding our decoder's weights and fed the
 same prompt embeddings (audio already spliced, so it does no encoder work); ours is
 ``QwenAudioForCausalLM.fast_generate`` from token ids + mels (the encoder runs inside the timing),
-also with ``fold=False`` (its loop over the decoder's own modules, without ``llm.FoldedWeights``)
+also with ``fold=False`` (its loop over the decoder's own modules, without ``generation.FoldedWeights``)
 and, for reference, our ``generate`` (transformers' loop over our model). Greedy, a fixed number of
 new tokens (no early stop), batch 1 and batch 8 (left-padded, mixed lengths). Prints new tokens per
 second, ratios against the peer, and whether every system produced the same tokens.

@@ -104,7 +104,7 @@ def test_fast_generate_equals_generate_batched_and_alone(fold: bool, kv_heads: i
     ids, mask = left_pad(rows, model.config.endoftext_id)
     options = dict(audio_features=mel, audio_lengths=lengths, max_new_tokens=12, fold=fold)
     fast = model.fast_generate(ids, attention_mask=mask, eos_token_id=[], **options)
-    assert (getattr(model, "_folded_weights", None) is not None) == fold
+    assert (model.kv_backends.folded is not None) == fold
     slow = model.generate(ids, attention_mask=mask, do_sample=False, eos_token_id=[], max_new_tokens=12,
                           audio_features=mel, audio_lengths=lengths)
     assert torch.equal(fast, slow)
@@ -146,6 +146,19 @@ def test_fast_generate_sampling_and_streaming() -> None:
     assert sum(recorder.puts[1:], []) == streamed[0, ids.shape[1]:].tolist() == a[0, ids.shape[1]:].tolist()
 
 
+
+def test_next_token_logits_are_the_forwards_batched_or_alone() -> None:
+    """The decoding loop's prefill alone (language detection reads it) gives the forward's last logits."""
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids, mask = left_pad(rows, model.config.endoftext_id)
+    batched = model.next_token_logits(ids, attention_mask=mask, audio_features=mel, audio_lengths=lengths)
+    assert batched.shape == (3, model.config.vocab_size) and not batched.is_inference()
+    for i, row in enumerate(rows):
+        with torch.no_grad():
+            forward = model(input_ids=torch.tensor([row]), audio_features=mel[i : i + 1], audio_lengths=lengths[i : i + 1]).logits[0, -1]
+        torch.testing.assert_close(batched[i], forward, rtol=0, atol=1e-4)  # folded weights: float rounding
+
 class Recorder(BaseStreamer):
     """What a streamer is handed, put by put."""
 
@@ -161,10 +174,10 @@ class Recorder(BaseStreamer):
 
 
 @pytest.mark.parametrize("folded", [False, True])
-def test_static_kv_decoder_logits_equal_the_forward_at_every_step(folded: bool) -> None:
-    """The lean loop (fused RMSNorm, rolled rotary) gives the Qwen2 forward's logits, prefill and steps;
-    the folded one (fused, norm-folded, complex rotary) gives them to float rounding."""
-    from qwen_audio.llm import FoldedKVDecoder, StaticKVDecoder, fold_weights
+def test_kv_backend_logits_equal_the_forward_at_every_step(folded: bool) -> None:
+    """StaticKV (fused RMSNorm, rolled rotary) gives the Qwen2 forward's logits, prefill and steps;
+    FoldedKV (fused, norm-folded, complex rotary) gives them to float rounding."""
+    from qwen_audio.generation import FoldedKV, StaticKV, fold_weights
 
     model = tiny_model(num_key_value_heads=2)
     rows, mel, lengths = prompts(model)
@@ -174,35 +187,34 @@ def test_static_kv_decoder_logits_equal_the_forward_at_every_step(folded: bool) 
         full = torch.cat([ids, torch.tensor([tokens])], dim=1)
         reference = model(input_ids=full, audio_features=mel[1:2], audio_lengths=lengths[1:2]).logits[0]
         embeds = model.embed_inputs(ids, mel[1:2], lengths[1:2])
-        decoder = (FoldedKVDecoder(model.model, model.lm_head, 1, full.shape[1], fold_weights(model.model, model.lm_head)) if folded
-                   else StaticKVDecoder(model.model, model.lm_head, 1, full.shape[1]))
+        backend = (FoldedKV(model.model, model.lm_head, 1, full.shape[1], fold_weights(model.model, model.lm_head)) if folded
+                   else StaticKV(model.model, model.lm_head, 1, full.shape[1]))
         width = ids.shape[1]
-        got = [decoder(embeds, torch.arange(width)[None], torch.ones(1, width, dtype=torch.bool))]
+        got = [backend.prefill(embeds, torch.arange(width)[None], torch.ones(1, width, dtype=torch.bool))]
         for step, token in enumerate(tokens[:-1]):
-            got.append(decoder(model.model.embed_tokens(torch.tensor([[token]])), torch.tensor([[width + step]]),
-                               torch.ones(1, 1, dtype=torch.bool)))
+            got.append(backend.step(model.model.embed_tokens(torch.tensor([[token]])), torch.tensor([[width + step]])))
     torch.testing.assert_close(torch.cat(got), reference[width - 1 : width - 1 + len(tokens)], rtol=0, atol=1e-5)
 
 
 def test_folded_weights_are_reused_until_a_weight_changes() -> None:
-    from qwen_audio.llm import fold_weights
+    from qwen_audio.generation import fold_weights
 
     model = tiny_model()
     rows, mel, lengths = prompts(model)
     ids = torch.tensor([rows[0]])
     options = dict(audio_features=mel[:1], audio_lengths=lengths[:1], max_new_tokens=8, eos_token_id=[])
     before = model.fast_generate(ids, **options)
-    first = model._folded_weights
+    first = model.kv_backends.folded
     model.fast_generate(ids, **options)
-    assert model._folded_weights is first and fold_weights(model.model, model.lm_head, first) is first
+    assert model.kv_backends.folded is first and fold_weights(model.model, model.lm_head, first) is first
     with torch.no_grad():  # e.g. an optimizer step: in place, same memory
         model.model.layers[0].mlp.up_proj.weight.mul_(-3.0)
         model.model.layers[1].input_layernorm.weight.add_(0.5)
         model.model.norm.weight.add_(0.5)
     model.fast_generate(ids, fold=False, **options)  # the unfolded loop leaves the cache alone
-    assert model._folded_weights is first
+    assert model.kv_backends.folded is first
     after = model.fast_generate(ids, **options)
-    assert model._folded_weights is not first
+    assert model.kv_backends.folded is not first
     assert torch.equal(after, model.generate(ids, do_sample=False, **options))
     assert not torch.equal(after, before)
 
@@ -210,7 +222,7 @@ def test_folded_weights_are_reused_until_a_weight_changes() -> None:
 def test_fold_is_refused_where_a_copy_would_be_wrong_or_too_big() -> None:
     from peft import LoraConfig, get_peft_model
 
-    from qwen_audio.llm import can_fold
+    from qwen_audio.generation import can_fold
 
     model = tiny_model()
     assert can_fold(model.model, model.lm_head, max_bytes=1 << 20)

@@ -118,7 +118,7 @@ def test_padded_batch_generation_equals_each_row_alone() -> None:
         assert (scores[i] - torch.stack(alone.scores, dim=1)[0]).abs().max() <= 1e-4
 
 
-# --------------------------------------------------------------------------- fast_generate (KV decoders)
+# --------------------------------------------------------------------------- fast_generate (KV backends)
 
 
 @pytest.mark.parametrize("fold", [True, False])
@@ -136,8 +136,8 @@ def test_fast_generate_equals_generate_past_seq_length(fold: bool) -> None:
 
 @pytest.mark.parametrize("folded", [False, True])
 @pytest.mark.parametrize("prompt", [10, 40])
-def test_kv_decoders_give_the_released_logits_at_every_step(folded: bool, prompt: int) -> None:
-    from qwen_audio.llm import FoldedKVDecoder, StaticKVDecoder, fold_weights
+def test_kv_backends_give_the_released_logits_at_every_step(folded: bool, prompt: int) -> None:
+    from qwen_audio.generation import FoldedKV, StaticKV, fold_weights
 
     model = long_model()
     ids = tokens(prompt, seed=prompt + 1)
@@ -145,12 +145,13 @@ def test_kv_decoders_give_the_released_logits_at_every_step(folded: bool, prompt
     full = reference(model, ids + new, alpha=released_ntk_alpha(prompt, SEQ))
     settings = dict(ntk_alphas=[dynamic_ntk_alpha(prompt, SEQ)], logn_seq_length=SEQ)
     length = prompt + len(new)
-    decoder = (FoldedKVDecoder(model.model, model.lm_head, 1, length, fold_weights(model.model, model.lm_head), **settings)
-               if folded else StaticKVDecoder(model.model, model.lm_head, 1, length, **settings))
+    backend = (FoldedKV(model.model, model.lm_head, 1, length, fold_weights(model.model, model.lm_head), **settings)
+               if folded else StaticKV(model.model, model.lm_head, 1, length, **settings))
     with torch.no_grad():
-        got = [decoder(model.model.embed_tokens(torch.tensor([ids])), torch.arange(prompt)[None])]
+        got = [backend.prefill(model.model.embed_tokens(torch.tensor([ids])), torch.arange(prompt)[None],
+                               torch.ones(1, prompt, dtype=torch.bool))]
         for step, token in enumerate(new[:-1]):
-            got.append(decoder(model.model.embed_tokens(torch.tensor([[token]])), torch.tensor([[prompt + step]])))
+            got.append(backend.step(model.model.embed_tokens(torch.tensor([[token]])), torch.tensor([[prompt + step]])))
     assert (torch.cat(got) - full[prompt - 1 : prompt - 1 + len(new)]).abs().max() <= 1e-4
 
 

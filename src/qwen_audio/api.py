@@ -174,9 +174,9 @@ class QwenAudio:
         for wave in waves:  # one forward each: the prompts are identical in length per audio
             e = self.tokenizer.encode_prompt(prompt, [min(wave.size, N_SAMPLES)])
             mels = batch_log_mel([wave[:N_SAMPLES]])
-            logits = self.model(
-                input_ids=torch.tensor([e.ids]), audio_features=mels.features, audio_lengths=mels.mel_lengths
-            ).logits[0, -1]
+            logits = self.model.next_token_logits(  # the decoding loop's prefill
+                torch.tensor([e.ids]), audio_features=mels.features, audio_lengths=mels.mel_lengths
+            )[0]
             ids = torch.tensor(list(self.language_ids.values()))
             codes.append(list(self.language_ids)[int(logits[ids].argmax())])
         return codes

@@ -46,6 +46,11 @@ class CheckpointError(QwenAudioError):
     """A checkpoint is missing, has unexpected/missing keys, or a tensor has the wrong shape."""
 
 
+class Qwen2StructureError(QwenAudioError, RuntimeError):
+    """The installed transformers no longer has a Qwen2 module attribute that ``llm.py`` reads
+    (its decoding and long-context paths use the blocks' internals): a transformers upgrade."""
+
+
 class ConfigError(QwenAudioError, ValueError):
     """A configuration value is invalid."""
 

@@ -16,20 +16,22 @@ batched path does not: its padded rows are rotated by their padding).
 
 The decoder is transformers' Qwen2 stack, so this module applies the two changes around it:
 :func:`long_context` swaps in per-row rotary frequencies and scales the output of every
-``q_proj`` (rotary is linear, so scaling before it equals scaling after) for one forward call.
+query projection (rotary is linear, so scaling before it equals scaling after) for one forward call,
+through ``llm.py``'s adapter onto the blocks' internals.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from qwen_audio.configuration import QwenAudioConfig
+from qwen_audio.llm import qwen2_parts, rotary_frequencies
 
 
 def dynamic_ntk_alpha(length: int, seq_length: int) -> int:
@@ -86,7 +88,7 @@ def forward_settings(
 
 
 def decoder_settings(config: QwenAudioConfig, attention_mask: Tensor) -> dict[str, Any]:
-    """``StaticKVDecoder``'s long-context arguments for a prefill under ``attention_mask`` (as ``forward``)."""
+    """The KV backends' long-context arguments (``generation/kv.py``) for a prefill under ``attention_mask`` (as ``forward``)."""
     lengths = attention_mask.long().sum(-1).tolist()
     return dict(
         ntk_alphas=[dynamic_ntk_alpha(n, config.seq_length) for n in lengths] if config.use_dynamic_ntk else None,
@@ -99,30 +101,25 @@ def long_context(decoder: nn.Module, alphas: list[int] | None, query_scale: Tens
     """For one forward of a Qwen2 ``decoder``: per-row NTK rotary (``alphas``, None: unchanged) and
     queries scaled by ``query_scale`` [batch, new] (None: unscaled).
 
-    Not re-entrant and not for two threads on one model at once: it swaps the rotary buffer and
-    hooks the ``q_proj`` modules (whatever wraps them, e.g. LoRA) until the block ends.
+    Not re-entrant and not for two threads on one model at once: it swaps the rotary frequencies and
+    hooks the query projections (whatever wraps them, e.g. LoRA) until the block ends.
     """
-    rotary = decoder.rotary_emb
-    saved = rotary.inv_freq
-    hooks = []
-    try:
+    parts = qwen2_parts(decoder)
+    device = parts.inv_freq.device
+    with ExitStack() as stack:
         if alphas is not None and any(alpha != 1 for alpha in alphas):
-            head_dim = saved.shape[-1] * 2
+            head_dim = parts.inv_freq.shape[-1] * 2
             base = float(decoder.config.rope_parameters["rope_theta"])
-            # [batch, 1, head_dim / 2]: Qwen2RotaryEmbedding multiplies position_ids[..., None] by it
-            rotary.inv_freq = ntk_inv_freq(base, head_dim, alphas).to(saved.device)[:, None, :]
+            stack.enter_context(rotary_frequencies(decoder, ntk_inv_freq(base, head_dim, alphas)[:, None, :]))
         if query_scale is not None:
-            factor = query_scale[..., None].to(saved.device)
+            factor = query_scale[..., None].to(device)
 
             def scale(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
                 return output * factor.to(output.dtype)
 
-            hooks = [layer.self_attn.q_proj.register_forward_hook(scale) for layer in decoder.layers]
+            for layer in parts.layers:
+                stack.callback(layer.q.register_forward_hook(scale).remove)
         yield
-    finally:
-        rotary.inv_freq = saved
-        for hook in hooks:
-            hook.remove()
 
 
 __all__ = [

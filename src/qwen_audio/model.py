@@ -10,8 +10,9 @@ Audio input: ``audio_features`` [n_audio, n_mels, frames] (log-mels padded to 30
 (``samples // 160``, ``MelBatch.mel_lengths``), or a ``MelBatch`` as ``audio_features``.
 
 Decoding: ``generate`` is transformers' (greedy, beams, sampling, streamers, processors);
-``fast_generate`` is a lean greedy/sampling loop with the same tokens and less per-step overhead;
-``stream`` yields tokens as they come. Batches are left-padded with an ``attention_mask``.
+``fast_generate`` runs this package's one decoding loop (``generation/``: greedy/sampling, stop
+tokens, streamer) with the same tokens and less per-step overhead; ``next_token_logits`` is its
+prefill alone. Batches are left-padded with an ``attention_mask``.
 """
 
 from __future__ import annotations
@@ -32,15 +33,8 @@ from qwen_audio.configuration import QwenAudioConfig, is_official_checkpoint
 from qwen_audio.encoder import AudioEncoder, EncodedAudio, ResidualAttentionBlock, sinusoids
 from qwen_audio.errors import CheckpointError, QwenAudioError
 from qwen_audio.long_context import decoder_settings, forward_settings, long_context
-from qwen_audio.llm import (
-    FOLD_MAX_BYTES,
-    FoldedKVDecoder,
-    StaticKVDecoder,
-    build_decoder,
-    can_fold,
-    fold_weights,
-    position_ids_from_attention_mask,
-)
+from qwen_audio.generation import KVBackend, KVBackends, Sampling, decode, prefill
+from qwen_audio.llm import build_decoder, position_ids_from_attention_mask
 
 
 class AudioSpanError(QwenAudioError, ValueError):
@@ -120,6 +114,7 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         self.model = build_decoder(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+        self.kv_backends = KVBackends()  # fast_generate's backend choice and the folded weights it keeps
         self.generation_config.eos_token_id = list(config.eos_token_ids)
         self.generation_config.pad_token_id = config.endoftext_id
 
@@ -262,55 +257,50 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         generator: torch.Generator | None = None,
         fold: bool = True,
     ) -> Tensor:
-        """Greedy or sampled decoding without ``generate``'s per-step overhead (no beams, no processors).
+        """Greedy or sampled decoding without ``generate``'s per-step overhead (no beams, no processors):
+        ``generation.decode`` over the backend ``self.kv_backends`` picks.
 
         Same contract as ``generate``: left-padded batches with ``attention_mask`` equal batch size 1,
         rows that finished are filled with the pad id, returns prompt + new tokens. ``fold=False``
-        runs the decoder's own modules (``llm.StaticKVDecoder``) even where ``llm.FoldedKVDecoder``
+        runs the decoder's own modules (``generation.StaticKV``) even where ``generation.FoldedKV``
         could be used; tokens are the same, to float rounding of the logits.
         """
-        input_ids = input_ids.to(self.device)
-        batch, length = input_ids.shape
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
         stops = self.generation_config.eos_token_id if eos_token_id is None else eos_token_id
         stops = {stops} if isinstance(stops, int) else set(stops or ())
-        pad = self.generation_config.pad_token_id
-        pieces = [input_ids]
-        if streamer is not None:
-            streamer.put(input_ids.cpu())
-        # inference mode: no version counters or autograd metadata on the ~100 small ops of a step
+        input_ids = input_ids.to(self.device)
         with torch.inference_mode():
-            embeds = self.embed_inputs(input_ids, audio_features, audio_lengths)
-            settings = {} if self.training else decoder_settings(self.config, mask)  # as forward: none in training
-            decoder = self._kv_decoder(batch, length + max_new_tokens, fold, settings)
-            positions = position_ids_from_attention_mask(mask, length)
-            logits = decoder(embeds, positions, mask.bool())
-            next_positions = positions[:, -1:] + torch.arange(1, max_new_tokens + 1, device=self.device)
-            finished = [False] * batch  # bookkeeping of a few ids in Python: each tensor op costs a cold step
-            for step in range(max_new_tokens):
-                tokens = _sample(logits, temperature, top_k, top_p, generator) if do_sample else logits.argmax(-1)
-                if any(finished):
-                    tokens = tokens.masked_fill(torch.tensor(finished, device=self.device), pad)
-                pieces.append(tokens[:, None])
-                if streamer is not None:
-                    streamer.put(tokens.cpu())
-                finished = [done or token in stops for done, token in zip(finished, tokens.tolist())]
-                if step == max_new_tokens - 1 or all(finished):
-                    break
-                logits = decoder(self.model.embed_tokens(tokens[:, None]), next_positions[:, step : step + 1])
-        if streamer is not None:
-            streamer.end()
-        return torch.cat(pieces, dim=1)  # outside inference mode: callers get an ordinary tensor
+            embeds, mask, backend = self._decoding_inputs(input_ids, attention_mask, audio_features, audio_lengths,
+                                                          input_ids.shape[1] + max_new_tokens, fold)
+        return decode(
+            backend, self.model.embed_tokens, input_ids, embeds, mask, max_new_tokens=max_new_tokens,
+            sampling=Sampling(do_sample, temperature, top_k, top_p), stops=stops,
+            pad_id=self.generation_config.pad_token_id, streamer=streamer, generator=generator,
+        )
 
-    def _kv_decoder(self, batch: int, max_length: int, fold: bool, settings: dict[str, Any] | None = None) -> StaticKVDecoder:
-        """The folded decoder where ``can_fold`` allows it (weights cached until they change), else the plain one."""
-        settings = settings or {}
-        if not can_fold(self.model, self.lm_head, FOLD_MAX_BYTES):
-            self._folded_weights = None  # e.g. after .half(): do not keep the old weights alive
-        elif fold:
-            self._folded_weights = fold_weights(self.model, self.lm_head, getattr(self, "_folded_weights", None))
-            return FoldedKVDecoder(self.model, self.lm_head, batch, max_length, self._folded_weights, **settings)
-        return StaticKVDecoder(self.model, self.lm_head, batch, max_length, **settings)
+    @torch.no_grad()
+    def next_token_logits(
+        self, input_ids: Tensor, *, attention_mask: Tensor | None = None, audio_features: Tensor | None = None,
+        audio_lengths: Tensor | None = None,
+    ) -> Tensor:
+        """Logits [batch, vocab] of each row's next token: the decoding loop's prefill alone (language
+        detection reads the language tags' logits). Left-padded rows get their batch-of-one logits."""
+        input_ids = input_ids.to(self.device)
+        with torch.inference_mode():
+            embeds, mask, backend = self._decoding_inputs(input_ids, attention_mask, audio_features, audio_lengths,
+                                                          input_ids.shape[1], True)
+            logits = prefill(backend, embeds, mask)
+        return logits.clone()  # outside inference mode: an ordinary tensor
+
+    def _decoding_inputs(
+        self, input_ids: Tensor, attention_mask: Tensor | None, audio_features: Tensor | None,
+        audio_lengths: Tensor | None, max_length: int, fold: bool,
+    ) -> tuple[Tensor, Tensor, KVBackend]:
+        """The prompts' embeddings (audio spliced), their mask, and a backend with room for ``max_length`` columns."""
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
+        embeds = self.embed_inputs(input_ids, audio_features, audio_lengths)
+        settings = {} if self.training else decoder_settings(self.config, mask)  # as forward: none in training
+        backend = self.kv_backends.open(self.model, self.lm_head, input_ids.shape[0], max_length, fold=fold, **settings)
+        return embeds, mask, backend
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any) -> QwenAudioForCausalLM:
@@ -322,20 +312,6 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
                 "qwen_audio.checkpoints.load_model(path) or QwenAudio.from_pretrained(path), which convert it on load"
             )
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
-
-def _sample(logits: Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None) -> Tensor:
-    """Temperature, then top-k, then nucleus filtering (transformers' order), then one draw per row."""
-    logits = logits.float() / max(temperature, 1e-5)
-    if top_k > 0:
-        kth = logits.topk(min(top_k, logits.shape[-1])).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        ordered, order = logits.sort(dim=-1)
-        drop = ordered.softmax(-1).cumsum(-1) <= 1 - top_p
-        drop[:, -1] = False
-        logits = logits.scatter(1, order, ordered.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
 AutoConfig.register(QwenAudioConfig.model_type, QwenAudioConfig, exist_ok=True)

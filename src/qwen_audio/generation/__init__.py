@@ -1,0 +1,12 @@
+"""Generation: the one decoding loop (``loop.py``: prefill, steps, greedy/sampling, stop tokens,
+streamer) over pluggable KV backends (``kv.py``: ``StaticKV`` on the decoder's modules; ``folded.py``:
+``FoldedKV`` on fused copies of its weights, and ``KVBackends``, which picks one)."""
+
+from qwen_audio.generation.folded import FOLD_MAX_BYTES, FoldedKV, FoldedWeights, KVBackends, can_fold, fold_weights
+from qwen_audio.generation.kv import KVBackend, KVCache, RotaryTables, StaticKV
+from qwen_audio.generation.loop import Sampling, decode, prefill
+
+__all__ = [
+    "FOLD_MAX_BYTES", "FoldedKV", "FoldedWeights", "KVBackend", "KVBackends", "KVCache", "RotaryTables", "Sampling",
+    "StaticKV", "can_fold", "decode", "fold_weights", "prefill",
+]

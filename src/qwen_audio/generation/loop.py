@@ -1,0 +1,95 @@
+"""The one decoding loop: prefill the prompts, then one step per new token, greedy or sampled, each
+row ending at its first stop token; a streamer sees the prompts, then each step's tokens.
+
+Every decode of this package that is not a beam search runs here, over a ``KVBackend``:
+``QwenAudioForCausalLM.fast_generate`` (and through it the API's tasks, chat, streamed chat and the
+server) and ``QwenAudioForCausalLM.next_token_logits`` (the prefill alone: language detection).
+Beam search stays on transformers' ``generate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers.generation.streamers import BaseStreamer
+
+from qwen_audio.generation.kv import KVBackend
+from qwen_audio.llm import position_ids_from_attention_mask
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a next token is chosen: the argmax (``do_sample=False``), or a draw after temperature,
+    top-k (0: off) and nucleus top-p (1.0: off) filtering, in transformers' order."""
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def choose(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One token per row of ``logits`` [batch, vocab]."""
+        if not self.do_sample:
+            return logits.argmax(-1)
+        logits = logits.float() / max(self.temperature, 1e-5)
+        if self.top_k > 0:
+            kth = logits.topk(min(self.top_k, logits.shape[-1])).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1.0:
+            ordered, order = logits.sort(dim=-1)
+            drop = ordered.softmax(-1).cumsum(-1) <= 1 - self.top_p
+            drop[:, -1] = False
+            logits = logits.scatter(1, order, ordered.masked_fill(drop, float("-inf")))
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
+def prefill(backend: KVBackend, embeds: Tensor, attention_mask: Tensor) -> Tensor:
+    """Run left-padded prompts [batch, length, hidden] through ``backend``: logits [batch, vocab] of each
+    row's next token. Positions count real tokens only, so a padded row gets its batch-of-one logits."""
+    positions = position_ids_from_attention_mask(attention_mask, embeds.shape[1])
+    return backend.prefill(embeds, positions, attention_mask.bool())
+
+
+def decode(
+    backend: KVBackend, embed_tokens: Callable[[Tensor], Tensor], input_ids: Tensor, prompt_embeds: Tensor,
+    attention_mask: Tensor, *, max_new_tokens: int, sampling: Sampling = Sampling(), stops: Collection[int] = (),
+    pad_id: int, streamer: BaseStreamer | None = None, generator: torch.Generator | None = None,
+) -> Tensor:
+    """Prompts + up to ``max_new_tokens`` new tokens, [batch, length + new]; rows that stopped are
+    filled with ``pad_id``, and decoding ends when every row has stopped.
+
+    ``prompt_embeds`` are the embeddings of ``input_ids`` (audio spliced in); ``embed_tokens`` embeds
+    the new ones. ``backend`` must have room for ``length + max_new_tokens`` columns. An exception from
+    the streamer stops decoding (``streamer.end`` is then not called).
+    """
+    stops = set(stops)
+    batch, length = input_ids.shape
+    pieces = [input_ids]
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+    # inference mode: no version counters or autograd metadata on the ~100 small ops of a step
+    with torch.inference_mode():
+        logits = prefill(backend, prompt_embeds, attention_mask)
+        last = position_ids_from_attention_mask(attention_mask, 1)
+        next_positions = last + torch.arange(1, max_new_tokens + 1, device=last.device)
+        finished = [False] * batch  # bookkeeping of a few ids in Python: each tensor op costs a cold step
+        for step in range(max_new_tokens):
+            tokens = sampling.choose(logits, generator)
+            if any(finished):
+                tokens = tokens.masked_fill(torch.tensor(finished, device=tokens.device), pad_id)
+            pieces.append(tokens[:, None])
+            if streamer is not None:
+                streamer.put(tokens.cpu())
+            finished = [done or token in stops for done, token in zip(finished, tokens.tolist())]
+            if step == max_new_tokens - 1 or all(finished):
+                break
+            logits = backend.step(embed_tokens(tokens[:, None]), next_positions[:, step : step + 1])
+    if streamer is not None:
+        streamer.end()
+    return torch.cat(pieces, dim=1)  # outside inference mode: callers get an ordinary tensor
+
+
+__all__ = ["Sampling", "decode", "prefill"]
