@@ -234,3 +234,28 @@ def test_beam_search_chat_streams_each_reply_in_one_piece(api: QwenAudio) -> Non
     replies = api.chat_batch(requests, lambda row, piece: pieces[row].append(piece))
     assert replies == api.chat_batch(requests)
     assert all(pieces[row] == ([reply.text] if reply.text else []) for row, reply in enumerate(replies))
+
+
+@pytest.mark.parametrize("options", [GenerationOptions(max_new_tokens=24, temperature=0.8, seed=11),
+                                     GenerationOptions(max_new_tokens=24, temperature=0.8, top_p=0.9, seed=3),
+                                     GenerationOptions(max_new_tokens=24)],
+                         ids=["sampled", "nucleus", "greedy"])
+def test_streamed_and_plain_chat_give_identical_text(api: QwenAudio, options: GenerationOptions) -> None:
+    """chat(stream=True) and chat() run the one decoding loop: same seed and options, same text, to the
+    character, whether the reply ends on a stop token or at the length limit."""
+    messages = [{"role": "user", "content": "tell me a story about a bell"}]
+    plain = api.chat(messages, options=options)
+    assert "".join(api.chat(messages, stream=True, options=options)) == plain.text
+    request = ChatRequest((ChatTurn.user(AudioItem("a"), "what is this sound?"),), {"a": tone(1.0)}, options=options)
+    stream = api.stream_chat(request)
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as stop:
+            final = stop.value
+            break
+    assert final == api.chat_batch([request])[0] and "".join(pieces) == final.text
+    if options.temperature > 0:  # sampling is really on: another seed gives another reply
+        other = GenerationOptions(max_new_tokens=24, temperature=0.8, top_p=options.top_p, seed=options.seed + 1)
+        assert api.chat(messages, options=other).text != plain.text
