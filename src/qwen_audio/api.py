@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from qwen_audio.audio import N_SAMPLES, SAMPLE_RATE, AudioSource, batch_log_mel, load_audio, load_audios
+from qwen_audio.audio import SAMPLE_RATE, AudioSource, load_audio, load_audios
 from qwen_audio.errors import CheckpointError, TagFormatError
 from qwen_audio.formats.chatml import DEFAULT_SYSTEM, AudioItem, ChatTurn, encode_chatml, turn_from_dict
 from qwen_audio.formats.languages import word_separator
@@ -40,6 +40,7 @@ from qwen_audio.formats.tags import (
 from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions, Transcript, TranscriptionRequest
 from qwen_audio.infer.longform import plan_windows, stitch_words
 from qwen_audio.infer.streaming import BatchReplyStreamer
+from qwen_audio.processing import QwenAudioProcessor
 from qwen_audio.tokenizer import EncodedPrompt, QwenAudioTokenizer
 
 DEFAULT_MODEL = "default"
@@ -70,6 +71,7 @@ class QwenAudio:
 
     def __init__(self, model: Any, tokenizer: QwenAudioTokenizer, *, model_id: str = "qwen-audio") -> None:
         self.model, self.tokenizer, self.model_id = model.eval(), tokenizer, model_id
+        self.processor = QwenAudioProcessor(tokenizer)
         self.language_ids = {code: tokenizer.convert_tokens_to_ids(f"<|{code}|>") for code in LANGUAGES}
 
     @classmethod
@@ -103,20 +105,9 @@ class QwenAudio:
         ``streamer`` sees the prompts, then each step's tokens (one per row); beam search is not
         streamed (a step's best beams are not yet the answer), its streamer sees nothing.
         """
-        encoded = [p if isinstance(p, EncodedPrompt) else self.tokenizer.encode_prompt(p, [a.size for a in waves])
-                   for p, waves in zip(prompts, audios)]
-        width = max(len(e.ids) for e in encoded)
-        pad = self.tokenizer.eod_id
-        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for row, e in enumerate(encoded):  # left padding: every prompt ends at the last column
-            input_ids[row, width - len(e.ids):] = torch.tensor(e.ids)
-            mask[row, width - len(e.ids):] = 1
-        flat = [a for waves in audios for a in waves]
-        kwargs: dict[str, Any] = {}
-        if flat:
-            mels = batch_log_mel(flat)
-            kwargs = {"audio_features": mels.features, "audio_lengths": mels.mel_lengths}
+        inputs = self.processor(prompts, audios, padding_side="left")  # every prompt ends at the last column
+        input_ids, mask, kwargs = inputs.input_ids, inputs.attention_mask, inputs.audio_kwargs()
+        width = input_ids.shape[1]
         if options.seed is not None:
             torch.manual_seed(options.seed)
         sample = options.temperature > 0
@@ -131,7 +122,7 @@ class QwenAudio:
                 input_ids, attention_mask=mask, max_new_tokens=options.max_new_tokens, do_sample=sample,
                 temperature=options.temperature or 1.0, top_p=options.top_p, streamer=streamer, **kwargs,
             )
-        return [self._result(row[width:].tolist(), len(e.ids)) for row, e in zip(output, encoded)]
+        return [self._result(row[width:].tolist(), n) for row, n in zip(output, inputs.prompt_lengths)]
 
     def _result(self, new_ids: list[int], prompt_tokens: int) -> Generated:
         stops = set(self.model.generation_config.eos_token_id)
@@ -148,8 +139,8 @@ class QwenAudio:
 
     def _run_task(self, task: Task, audio: Audio | Sequence[Audio], options: GenerationOptions, **prompt: Any) -> tuple[list[Any], bool]:
         waves, single = self._waves(audio)
-        prompts = [self._task_prompt(task, min(w.size, N_SAMPLES), **prompt) for w in waves]
-        outputs = self.generate(prompts, [[w[:N_SAMPLES]] for w in waves], options)
+        prompts = [self._task_prompt(task, w.size, **prompt) for w in waves]
+        outputs = self.generate(prompts, [[w] for w in waves], options)
         return [parse_output(task, o.text) for o in outputs], single
 
     def _task_prompt(self, task: Task, samples: int, question: str | None = None, **prompt: Any) -> EncodedPrompt:
@@ -171,12 +162,9 @@ class QwenAudio:
     def _detect(self, waves: Sequence[np.ndarray]) -> list[str]:
         prompt = build_prompt(Task.LANGUAGE_ID, audio="audio")
         codes = []
-        for wave in waves:  # one forward each: the prompts are identical in length per audio
-            e = self.tokenizer.encode_prompt(prompt, [min(wave.size, N_SAMPLES)])
-            mels = batch_log_mel([wave[:N_SAMPLES]])
-            logits = self.model.next_token_logits(  # the decoding loop's prefill
-                torch.tensor([e.ids]), audio_features=mels.features, audio_lengths=mels.mel_lengths
-            )[0]
+        for wave in waves:  # the decoding loop's prefill alone, one audio at a time (a batch of one needs no mask)
+            inputs = self.processor([prompt], [[wave]])
+            logits = self.model.next_token_logits(inputs.input_ids, **inputs.audio_kwargs())[0]
             ids = torch.tensor(list(self.language_ids.values()))
             codes.append(list(self.language_ids)[int(logits[ids].argmax())])
         return codes
@@ -255,7 +243,7 @@ class QwenAudio:
                      options: GenerationOptions = GenerationOptions(max_new_tokens=16)) -> NoteResult | list[NoteResult]:
         """Pitch, velocity and instrument of a musical note (NSynth-style note analysis)."""
         waves, single = self._waves(audio)
-        parts = {task: self.generate([build_prompt(task, audio="a")] * len(waves), [[w[:N_SAMPLES]] for w in waves], options)
+        parts = {task: self.generate([build_prompt(task, audio="a")] * len(waves), [[w] for w in waves], options)
                  for task in (Task.NOTE_PITCH, Task.NOTE_VELOCITY, Task.NOTE_INSTRUMENT)}
         results = []
         for i in range(len(waves)):
@@ -384,5 +372,5 @@ class _StreamClosed(Exception):
 
 
 def _chat_waves(request: ChatRequest) -> list[np.ndarray]:
-    """The request's audios in prompt order, each cut to the encoder's 30 s."""
-    return [request.audios[p][:N_SAMPLES] for t in request.turns for p in t.audio_paths]
+    """The request's audios in prompt order (whole: spans count at most 30 s, the processor cuts the samples)."""
+    return [request.audios[p] for t in request.turns for p in t.audio_paths]
