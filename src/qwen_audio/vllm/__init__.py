@@ -1,0 +1,50 @@
+"""Qwen-Audio (v1) as a vLLM model: an out-of-tree plugin for vLLM's serving engine.
+
+vLLM calls :func:`register` in every one of its processes (the ``vllm.general_plugins`` entry
+point in pyproject.toml) before it opens a model. It makes a folder in this package's layout
+(``model_type: qwen_audio``, ``architectures: [QwenAudioForCausalLM]``) servable as it is:
+
+- the config and tokenizer classes become known to transformers' ``Auto*`` classes, so vLLM reads
+  the folder's config.json and tokenizer_config.json (``tokenizer.VllmPromptTokenizer`` stands in
+  for ``QwenAudioTokenizer``: it writes each ``<audio>…</audio>`` as a placeholder span);
+- ``QwenAudioForCausalLM`` names ``model.QwenAudioForCausalLM``: our Whisper encoder, spliced
+  into vLLM's own Qwen2 decoder (paged KV cache, continuous batching, tensor parallelism);
+- the folder's chat template falls back to ``chat_template.jinja`` (ChatML with ``Audio k:``
+  items, as ``formats.chatml`` renders it).
+
+vLLM lives in its own environment (``scripts/setup-vllm-env.sh``): it pins another transformers.
+Nothing else in ``qwen_audio`` imports this package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ARCHITECTURE = "QwenAudioForCausalLM"
+CHAT_TEMPLATE = Path(__file__).with_name("chat_template.jinja")
+
+
+def register() -> None:
+    """The plugin entry point: idempotent, as vLLM may call it more than once per process."""
+    from transformers import AutoConfig, AutoTokenizer
+    from vllm import ModelRegistry
+    from vllm.transformers_utils.chat_templates.registry import get_chat_template_fallback_path
+
+    from qwen_audio.configuration import QwenAudioConfig
+    from qwen_audio.tokenizer import QwenAudioTokenizer
+    from qwen_audio.vllm.tokenizer import VllmPromptTokenizer
+
+    AutoConfig.register(QwenAudioConfig.model_type, QwenAudioConfig, exist_ok=True)
+    # A folder's tokenizer_config.json names QwenAudioTokenizer; the "fast" alias is what
+    # AutoTokenizer then builds, here the subclass that encodes audio spans as placeholders.
+    AutoTokenizer.register(QwenAudioConfig, slow_tokenizer_class=QwenAudioTokenizer,
+                           fast_tokenizer_class=VllmPromptTokenizer, exist_ok=True)
+    if ARCHITECTURE not in ModelRegistry.get_supported_archs():
+        ModelRegistry.register_model(ARCHITECTURE, "qwen_audio.vllm.model:QwenAudioForCausalLM")
+    if get_chat_template_fallback_path(QwenAudioConfig.model_type, "") is None:
+        from vllm.transformers_utils.chat_templates.registry import register_chat_template_fallback_path
+
+        register_chat_template_fallback_path(QwenAudioConfig.model_type, CHAT_TEMPLATE)
+
+
+__all__ = ["ARCHITECTURE", "CHAT_TEMPLATE", "register"]

@@ -1,0 +1,123 @@
+"""vLLM running the plugin decodes exactly as ``QwenAudio.generate``: greedy tokens, one mixed batch.
+
+Eight requests go to the engine in one call, so its scheduler batches them continuously: speech
+recognition in two languages, word timestamps (SRWT), a caption, an audio question given as token
+ids with its span already expanded, a chat over two audios, a text-only chat and an audio past the
+encoder's 30 s window. Each one's prompt ids and greedy tokens must equal what this package's own
+batched generation produces from the same folder.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM runs in its own environment: scripts/setup-vllm-env.sh")
+
+from qwen_audio.formats.chatml import AudioItem, ChatTurn, encode_chatml, render_chatml
+from qwen_audio.formats.tags import Task, build_prompt
+from qwen_audio.infer.engine import GenerationOptions
+from tests.vllm.checkpoints import tone
+
+pytestmark = pytest.mark.slow
+MAX_TOKENS = 16
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_checkpoint: Path):  # noqa: ANN201
+    from vllm import LLM
+
+    engine = LLM(model=str(tiny_checkpoint), dtype="float32", max_model_len=2048, enforce_eager=True, seed=0)
+    yield engine
+    del engine
+    gc.collect()
+
+
+def mixed_batch(reference) -> list[tuple[str, object, list[np.ndarray]]]:  # noqa: ANN001
+    """(name, prompt as this package writes it, its audios): a str is tag text, an EncodedPrompt is ids."""
+    speech, other, words, sound, question, first, second, long = (
+        tone(s, f, seed=i) for i, (s, f) in enumerate(
+            [(2.0, 220), (3.3, 330), (5.0, 440), (7.0, 660), (1.5, 880), (2.5, 300), (4.0, 500), (31.0, 250)])
+    )
+    qa = build_prompt(Task.AUDIO_QA, audio="q", question="What rings?")
+    chat = [ChatTurn.user(AudioItem("a.wav"), AudioItem("b.wav"), "Which of the two is louder?")]
+    return [
+        ("asr", build_prompt(Task.ASR, audio="s", audio_language="en"), [speech]),
+        ("asr_zh", build_prompt(Task.ASR, audio="s", audio_language="zh"), [other]),
+        ("srwt", build_prompt(Task.SRWT, audio="s", audio_language="en"), [words]),
+        ("caption", build_prompt(Task.CAPTION_CLOTHO, audio="s"), [sound]),
+        ("qa_ids", reference.tokenizer.encode_prompt(qa, [question.size]), [question]),
+        ("chat_two_audios", encode_chatml(reference.tokenizer, chat, [first.size, second.size]), [first, second]),
+        ("text_only", render_chatml([ChatTurn.user("Say hello.")]), []),
+        ("asr_past_30s", build_prompt(Task.ASR, audio="s", audio_language="en"), [long]),
+    ]
+
+
+def vllm_request(name: str, prompt: object, waves: list[np.ndarray]) -> dict:
+    """The request vLLM gets: text prompts as text (its tokenizer writes placeholder spans), ids as ids."""
+    from qwen_audio.formats.tokens import EncodedPrompt
+
+    request: dict = {"prompt_token_ids": prompt.ids} if isinstance(prompt, EncodedPrompt) else {"prompt": prompt}
+    if name == "chat_two_audios":  # the chat goes in as its ChatML text, audio items numbered as the template does
+        request = {"prompt": render_chatml([ChatTurn.user(AudioItem("1"), AudioItem("2"), "Which of the two is louder?")])}
+    if waves:
+        request["multi_modal_data"] = {"audio": waves}
+    return request
+
+
+def test_mixed_batch_greedy_tokens_equal_qwen_audio_generate(llm, reference) -> None:  # noqa: ANN001
+    from vllm import SamplingParams
+
+    batch = mixed_batch(reference)
+    expected = reference.generate([p for _, p, _ in batch], [w for _, _, w in batch], GenerationOptions(max_new_tokens=MAX_TOKENS))
+    outputs = llm.generate([vllm_request(*item) for item in batch], SamplingParams(max_tokens=MAX_TOKENS, temperature=0))
+
+    stops = set(reference.model.generation_config.eos_token_id)
+    for (name, prompt, waves), want, got in zip(batch, expected, outputs):
+        ids = prompt.ids if hasattr(prompt, "ids") else reference.tokenizer.encode_prompt(prompt, [w.size for w in waves]).ids
+        assert got.prompt_token_ids == ids, f"{name}: prompt ids differ"
+        tokens = list(got.outputs[0].token_ids)
+        cut = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
+        assert tuple(tokens[:cut]) == want.ids, f"{name}: vLLM {tokens} vs QwenAudio {list(want.ids)}"
+        assert (cut < len(tokens)) == want.finished, name
+
+
+def wav_data_url(wave: np.ndarray) -> str:
+    """A float WAV as a data URL: the samples survive the trip exactly."""
+    import base64
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, 16_000, format="WAV", subtype="FLOAT")
+    return "data:audio/wav;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_chat_with_audio_parts_equals_qwen_audio_chat(llm, reference) -> None:  # noqa: ANN001
+    """``LLM.chat`` with OpenAI content parts (the folder's chat template, audio as data URLs) builds the
+    prompt ``QwenAudio`` builds for the same conversation, and decodes the same reply."""
+    from vllm import SamplingParams
+
+    first, second = tone(1.0, 300), tone(2.0, 600, seed=1)
+    audio = [{"type": "audio_url", "audio_url": {"url": wav_data_url(w)}} for w in (first, second)]
+    messages = [
+        {"role": "system", "content": "You answer briefly."},
+        {"role": "user", "content": [audio[0], {"type": "text", "text": "Hi"}]},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": [{"type": "text", "text": "And this? "}, audio[1]]},
+    ]
+    turns = [ChatTurn.user(AudioItem("1"), "Hi"), ChatTurn.assistant("Hello."), ChatTurn.user("And this? ", AudioItem("2"))]
+    prompt = encode_chatml(reference.tokenizer, turns, [first.size, second.size], system="You answer briefly.")
+    want = reference.generate([prompt], [[first, second]], GenerationOptions(max_new_tokens=MAX_TOKENS))[0]
+
+    got = llm.chat(messages, SamplingParams(max_tokens=MAX_TOKENS, temperature=0, skip_special_tokens=True))[0]
+
+    assert got.prompt_token_ids == prompt.ids
+    stops = set(reference.model.generation_config.eos_token_id)
+    assert tuple(t for t in got.outputs[0].token_ids if t not in stops) == want.ids
+    if want.finished or not want.text.endswith("\ufffd"):  # vLLM holds back an unfinished UTF-8 character
+        assert got.outputs[0].text == reference.tokenizer.decode(list(want.ids), skip_special_tokens=True)
