@@ -1,11 +1,18 @@
 """Server throughput and a soak test.
 
-Levels (the default): requests/s and p50/p95 latency with 1, 8 and 32 concurrent clients; each
+Levels (the default): requests/s and p50/p95/p99 latency with 1, 8 and 32 concurrent clients; each
 level is bounded by a request count and a wall-clock limit. Loopback only.
 
     python benchmarks/serve.py [--model PATH] [--task chat|transcribe] [--requests 64]
     python benchmarks/serve.py --stream mixed   # chat: half the requests streamed (SSE), timed apart
     python benchmarks/serve.py --fake      # no model: a simulated engine (measures the server alone)
+    python benchmarks/serve.py --engine vllm [--vllm-python .venv-vllm/bin/python] [--vllm-args "..."]
+
+``--engine vllm`` measures the same chat requests on the same model twice in one run: against a
+``qwen-audio serve`` process (the built-in engine), then against vLLM's OpenAI server running the
+``qwen_audio.vllm`` plugin (started here from vLLM's own environment, scripts/setup-vllm-env.sh),
+each in its own process, and prints vLLM's req/s over the built-in engine's per level. On a GPU pass e.g.
+``--vllm-args "--dtype float16 --tensor-parallel-size 2"``; the default, float32, is the CPU's.
 
 The fake engine sleeps ``--fake-call-ms`` per batched call plus ``--fake-item-ms`` per request,
 the cost shape of a model on an accelerator, so the figures show what batching buys.
@@ -92,7 +99,7 @@ def make_request(task: str, audio: bytes, stream: bool = False) -> dict:
     if task == "chat":
         part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(audio).decode(), "format": "wav"}}
         messages = [{"role": "user", "content": [part, {"type": "text", "text": "What is this sound?"}]}]
-        body = {"model": "qwen-audio", "messages": messages, "max_tokens": 32, "stream": stream}
+        body = {"model": "qwen-audio", "messages": messages, "max_tokens": 32, "temperature": 0, "stream": stream}
         return {"method": "POST", "url": "/v1/chat/completions", "json": body}
     return {"method": "POST", "url": "/v1/audio/transcriptions", "files": {"file": ("a.wav", audio, "audio/wav")},
             "data": {"model": "qwen-audio"}}
@@ -209,6 +216,9 @@ def request_kinds(args: argparse.Namespace, audio: bytes) -> list[dict]:
 
 
 def run_levels(args: argparse.Namespace) -> None:
+    if args.engine == "vllm":
+        compare_with_vllm(args)
+        return
     engine, description = load_engine(args)
     settings = ServerSettings(port=0, max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
                               max_queue=max(64, 2 * max(args.clients)))
@@ -218,21 +228,94 @@ def run_levels(args: argparse.Namespace) -> None:
           f"wait {args.batch_wait_ms:g} ms, loopback")
     with BackgroundServer(engine, settings) as server:
         batcher = server.app.state.qwen.chat if args.task == "chat" else server.app.state.qwen.transcribe
-        run_level(server.url, 1, 2, args.max_seconds, kinds)  # warm-up: imports, caches, first call
-        print(f"{'clients':>7} {'requests':>8} {'failed':>6} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'mean batch':>10}"
-              + (f" {'stream p50':>10} {'plain p50':>10}" if args.stream == "mixed" else ""))
-        for clients in args.clients:
-            seen = len(batcher.batch_sizes)
-            outcomes, wall = run_level(server.url, clients, args.requests, args.max_seconds, kinds)
-            sizes = batcher.batch_sizes[seen:]
-            done = [o.seconds for o in outcomes if o.status == "ok"]
-            line = (f"{clients:>7} {len(done):>8} {len(outcomes) - len(done):>6} {len(done) / wall:>8.1f} "
-                    f"{percentile(done, 50) * 1000:>8.1f} {percentile(done, 95) * 1000:>8.1f} "
-                    f"{statistics.fmean(sizes) if sizes else float('nan'):>10.2f}")
-            if args.stream == "mixed":
-                line += (f" {percentile(latencies(outcomes, True), 50) * 1000:>10.1f}"
-                         f" {percentile(latencies(outcomes, False), 50) * 1000:>10.1f}")
-            print(line)
+        measure_levels(server.url, args, kinds, batcher.batch_sizes)
+
+
+def compare_with_vllm(args: argparse.Namespace) -> None:
+    """The built-in engine (``qwen-audio serve``) and vLLM's server, each in its own process, one after the other."""
+    kinds = request_kinds(args, test_audio(args.audio_seconds))
+    print(f"task: chat, stream {args.stream}, {args.audio_seconds:g} s audio, max_tokens 32, greedy, loopback; "
+          f"model {args.model or 'bundled default'}")
+    process, url = start_server(args)
+    try:
+        print(f"engine: qwen-audio serve (built-in, batch ≤ {args.max_batch_size}, wait {args.batch_wait_ms:g} ms)")
+        builtin = measure_levels(url, args, kinds)
+    finally:
+        stop(process)
+    process, url, command = start_vllm_server(args)
+    try:
+        print(f"engine: vLLM {' '.join(command[2:])}")
+        served = measure_levels(url, args, kinds)
+    finally:
+        stop(process)
+    print("vLLM / built-in req/s: " + ", ".join(
+        f"{c} clients {v / b:.2f}x" if b else f"{c} clients n/a" for c, b, v in zip(args.clients, builtin, served)))
+
+
+def measure_levels(url: str, args: argparse.Namespace, kinds: list[dict], batch_sizes: list[int] | None = None) -> list[float]:
+    """The table of one server: a warm-up, then one line per concurrency level; returns req/s per level."""
+    run_level(url, 1, 2, args.max_seconds, kinds)  # warm-up: imports, caches, first call
+    print(f"{'clients':>7} {'requests':>8} {'failed':>6} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+          + (f" {'mean batch':>10}" if batch_sizes is not None else "")
+          + (f" {'stream p50':>10} {'plain p50':>10}" if args.stream == "mixed" else ""))
+    rates = []
+    for clients in args.clients:
+        seen = len(batch_sizes) if batch_sizes is not None else 0
+        outcomes, wall = run_level(url, clients, args.requests, args.max_seconds, kinds)
+        done = [o.seconds for o in outcomes if o.status == "ok"]
+        rates.append(len(done) / wall)
+        line = (f"{clients:>7} {len(done):>8} {len(outcomes) - len(done):>6} {len(done) / wall:>8.1f} "
+                f"{percentile(done, 50) * 1000:>8.1f} {percentile(done, 95) * 1000:>8.1f} {percentile(done, 99) * 1000:>8.1f}")
+        if batch_sizes is not None:
+            sizes = batch_sizes[seen:]
+            line += f" {statistics.fmean(sizes) if sizes else float('nan'):>10.2f}"
+        if args.stream == "mixed":
+            line += (f" {percentile(latencies(outcomes, True), 50) * 1000:>10.1f}"
+                     f" {percentile(latencies(outcomes, False), 50) * 1000:>10.1f}")
+        failures = sorted({o.status for o in outcomes if o.status != "ok"})
+        print(line + (f"  failures: {failures[:3]}" if failures else ""))
+    return rates
+
+
+def start_vllm_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str, list[str]]:
+    """vLLM's OpenAI server on the same model, from vLLM's environment, once it answers /health.
+
+    Through its module: the CPU wheel's ``vllm`` command needs a distribution named "vllm"."""
+    import shlex
+
+    from qwen_audio.api import default_model_path
+
+    python = Path(args.vllm_python)
+    if not python.is_file():
+        raise SystemExit(f"no {python}: build vLLM's environment with scripts/setup-vllm-env.sh, or pass --vllm-python")
+    port = free_port()
+    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(args.model or default_model_path()),
+               "--served-model-name", "qwen-audio", "--host", "127.0.0.1", "--port", str(port), *shlex.split(args.vllm_args)]
+    environment = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_NO_USAGE_STATS": "1", **os.environ}  # KV GiB on a CPU
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-serve-{port}.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"vLLM's server exited {process.returncode}; its log: {log.name}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return process, url, command
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    stop(process)
+    raise SystemExit(f"vLLM's server did not answer /health within 600 s; its log: {log.name}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 # ---------------------------------------------------------------------------- soak
@@ -365,6 +448,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint folder (default: the bundled model)")
     parser.add_argument("--fake", action="store_true", help="use a simulated engine instead of the model (levels only)")
+    parser.add_argument("--engine", choices=("builtin", "vllm"), default="builtin",
+                        help="vllm: the built-in engine, then vLLM's server on the same model, in one run (chat only)")
+    parser.add_argument("--vllm-python", default=str(Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"),
+                        help="python of vLLM's environment (scripts/setup-vllm-env.sh)")
+    parser.add_argument("--vllm-args", default="--dtype float32", help="more arguments for vLLM's server, one string")
     parser.add_argument("--fake-call-ms", type=float, default=20.0)
     parser.add_argument("--fake-item-ms", type=float, default=2.0)
     parser.add_argument("--task", choices=("chat", "transcribe"), default="chat")
@@ -385,6 +473,8 @@ def main() -> None:
     soak.add_argument("--url", help="soak a server already running there instead of starting qwen-audio serve")
     soak.add_argument("--server-pid", type=int, help="with --url: the server's pid, for its RSS")
     args = parser.parse_args()
+    if args.engine == "vllm" and (args.task != "chat" or args.fake or args.soak is not None):
+        parser.error("--engine vllm measures chat on a real model (no --fake, --soak, --task transcribe)")
     if args.soak is not None:
         if args.task != "chat" or args.fake:
             parser.error("--soak runs chat against qwen-audio serve (no --fake, --task chat)")
