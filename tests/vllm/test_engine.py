@@ -147,3 +147,14 @@ def test_chat_with_audio_parts_equals_qwen_audio_chat(llm, reference) -> None:  
     assert tuple(t for t in got.outputs[0].token_ids if t not in stops) == want.ids
     if want.finished or not want.text.endswith("\ufffd"):  # vLLM holds back an unfinished UTF-8 character
         assert got.outputs[0].text == reference.tokenizer.decode(list(want.ids), skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("spans, audios", [(2, 1), (1, 2)])
+def test_spans_and_audios_must_pair_up(llm, spans: int, audios: int) -> None:  # noqa: ANN001
+    from vllm import SamplingParams
+
+    from qwen_audio.vllm.processing import AudioSpanCountError
+
+    prompt = "<audio>a</audio>" * spans + build_prompt(Task.CAPTION_CLOTHO)
+    with pytest.raises(AudioSpanCountError, match=f"{spans} <audio>…</audio> spans but {audios} audios"):
+        llm.generate({"prompt": prompt, "multi_modal_data": {"audio": [tone(1.0)] * audios}}, SamplingParams(max_tokens=2))

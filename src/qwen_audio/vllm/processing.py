@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from transformers import BatchFeature
 from vllm.config.multimodal import MultiModalDummyOptions
-from vllm.inputs import MultiModalDataDict
+from vllm.inputs import MultiModalDataDict, MultiModalInput
 from vllm.multimodal.inputs import MultiModalFieldConfig, MultiModalKwargsItems
 from vllm.multimodal.parse import MultiModalDataItems, MultiModalDataParser
 from vllm.multimodal.processing import (
@@ -28,11 +28,18 @@ from vllm.multimodal.processing import (
     PromptReplacement,
     PromptUpdate,
 )
+from vllm.multimodal.processing.context import TimingContext
+from vllm.multimodal.processing.inputs import ProcessorInputs
 
 from qwen_audio.audio import batch_log_mel
 from qwen_audio.configuration import QwenAudioConfig
+from qwen_audio.errors import QwenAudioError
 from qwen_audio.formats.spans import N_SAMPLES, SAMPLE_RATE, audio_span, min_audio_samples, pooled_frames
 from qwen_audio.formats.tokens import AUDIO_END, AUDIO_START
+
+
+class AudioSpanCountError(QwenAudioError, ValueError):
+    """A prompt's audio spans and its audios differ in number (a ValueError: the server answers 400)."""
 
 
 def span_ids(config: QwenAudioConfig, pooled_len: int) -> list[int]:
@@ -75,6 +82,18 @@ class QwenAudioDummyInputsBuilder(BaseDummyInputsBuilder[QwenAudioProcessingInfo
 
 
 class QwenAudioMultiModalProcessor(BaseMultiModalProcessor[QwenAudioProcessingInfo]):
+    def apply(self, inputs: ProcessorInputs, timing_ctx: TimingContext) -> MultiModalInput:
+        # A span left without audio would reach the decoder as plain token embeddings; an audio without
+        # a span fails deep in vLLM. (A prompt with spans and no audio at all never comes here: vLLM
+        # sends it straight to the decoder, unchecked.)
+        spans = list(inputs.prompt).count(self.info.get_hf_config().audio_start_id)
+        audios = inputs.mm_data_items.get_all_counts().get("audio", 0)
+        if spans != audios:
+            raise AudioSpanCountError(
+                f"the prompt holds {spans} <audio>…</audio> spans but {audios} audios came with it: give one audio per span"
+            )
+        return super().apply(inputs, timing_ctx)
+
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
         waves = [np.asarray(w, dtype=np.float32) for w in hf_data.get("audio", ())]  # type: ignore[union-attr]
         for wave in waves:
@@ -113,5 +132,5 @@ class QwenAudioMultiModalProcessor(BaseMultiModalProcessor[QwenAudioProcessingIn
 
 
 __all__ = [
-    "QwenAudioDummyInputsBuilder", "QwenAudioMultiModalProcessor", "QwenAudioProcessingInfo", "span_ids",
+    "AudioSpanCountError", "QwenAudioDummyInputsBuilder", "QwenAudioMultiModalProcessor", "QwenAudioProcessingInfo", "span_ids",
 ]
