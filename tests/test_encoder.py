@@ -109,6 +109,24 @@ def test_batch_of_mixed_lengths_equals_one_by_one() -> None:
             assert (batch.frames[i, :n] - alone.frames[0, :n]).abs().max() <= 1e-5
 
 
+def test_grouped_runs_audios_of_similar_length_together_with_the_same_result() -> None:
+    from qwen_audio.encoder import length_groups
+
+    assert length_groups([100, 60, 80, 99, 75, 20]) == [[0, 3, 2, 4], [1], [5]]  # 75 ≥ 0.75 × 100; 60 is not
+    assert length_groups([50, 50, 50]) == [[0, 1, 2]] and length_groups([]) == []
+    encoder = random_encoder()
+    mel = torch.randn(4, 80, 40)
+    lengths = torch.tensor([40, 12, 38, 14])  # two groups: {40, 38} and {14, 12}
+    out = encoder.grouped(mel, lengths)
+    out.frames.sum().backward()  # differentiable, though decoding is what uses it
+    assert out.lengths.tolist() == [10, 3, 9, 3] and out.frames.shape == (4, 10, CONFIG.output_dim)
+    with torch.no_grad():
+        for i in range(4):
+            alone = encoder(mel[i : i + 1], lengths[i : i + 1])
+            assert (out.frames[i, : int(alone.lengths)] - alone.frames[0]).abs().max() <= 1e-5
+    assert encoder.proj.weight.grad.abs().sum() > 0
+
+
 def test_runs_only_up_to_the_longest_audio() -> None:
     encoder = random_encoder(AudioEncoderConfig(n_ctx=1500, n_state=32, n_head=4, n_layer=1, output_dim=48))
     with torch.no_grad():

@@ -196,6 +196,39 @@ def test_kv_backend_logits_equal_the_forward_at_every_step(folded: bool) -> None
     torch.testing.assert_close(torch.cat(got), reference[width - 1 : width - 1 + len(tokens)], rtol=0, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("folded", [False, True])
+def test_padded_prompts_prefill_packed_and_step_as_if_alone(folded: bool) -> None:
+    """A left-padded batch prefills only its real tokens (each row attends over its own) and then
+    decodes each row as it would alone; what the cache holds under padding never leaks (it starts
+    as NaN here: 0 × NaN would poison a row)."""
+    from qwen_audio.generation import FoldedKV, StaticKV, fold_weights
+    from qwen_audio.llm import position_ids_from_attention_mask
+
+    model = tiny_model(num_key_value_heads=2)
+    rows = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
+    ids, mask = left_pad(rows, model.config.endoftext_id)
+    steps = torch.tensor([[20], [21], [22]])
+
+    def run(ids: torch.Tensor, mask: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, width = ids.shape
+        backend = (FoldedKV(model.model, model.lm_head, batch, width + 1, fold_weights(model.model, model.lm_head)) if folded
+                   else StaticKV(model.model, model.lm_head, batch, width + 1))
+        for buffer in backend.cache.keys + backend.cache.values:
+            buffer.fill_(float("nan"))
+        positions = position_ids_from_attention_mask(mask, width)
+        first = backend.prefill(model.model.embed_tokens(ids), positions, mask.bool())
+        second = backend.step(model.model.embed_tokens(steps), positions[:, -1:] + 1)
+        return first, second
+
+    with torch.no_grad():
+        first, second = run(ids, mask, steps)
+        assert first.isfinite().all() and second.isfinite().all()
+        for i, row in enumerate(rows):
+            alone = run(torch.tensor([row]), torch.ones(1, len(row), dtype=torch.long), steps[i : i + 1])
+            torch.testing.assert_close(first[i], alone[0][0], rtol=0, atol=1e-5)
+            torch.testing.assert_close(second[i], alone[1][0], rtol=0, atol=1e-5)
+
 def test_folded_weights_are_reused_until_a_weight_changes() -> None:
     from qwen_audio.generation import fold_weights
 

@@ -124,7 +124,8 @@ def qwen2_parts(decoder: Qwen2Model) -> Qwen2Parts:
     for where, norm in norms:
         _read(norm, "weight", where)
         if float(_read(norm, "variance_epsilon", where)) != eps:
-            raise Qwen2StructureError(f"the decoder's RMSNorms differ in epsilon ({where}): qwen-audio's decoding assumes one")
+            raise Qwen2StructureError(
+                f"the decoder's RMSNorms differ in epsilon ({where}): qwen-audio's decoding assumes one")
     return Qwen2Parts(
         layers=tuple(layers), final_norm=final_norm, rms_norm_eps=eps,
         inv_freq=_read(decoder, "rotary_emb.inv_freq", ""),
@@ -150,5 +151,6 @@ def rotary_frequencies(decoder: Qwen2Model, inv_freq: Tensor) -> Iterator[None]:
 
 
 __all__ = [
-    "Qwen2LayerParts", "Qwen2Parts", "build_decoder", "position_ids_from_attention_mask", "qwen2_parts", "rotary_frequencies",
+    "Qwen2LayerParts", "Qwen2Parts", "build_decoder", "position_ids_from_attention_mask", "qwen2_parts",
+    "rotary_frequencies",
 ]

@@ -130,19 +130,25 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
-    def encode_audio(self, audio_features: Tensor | MelBatch, audio_lengths: Tensor | None = None) -> EncodedAudio:
+    def encode_audio(
+        self, audio_features: Tensor | MelBatch, audio_lengths: Tensor | None = None, *, grouped: bool = False,
+    ) -> EncodedAudio:
         """Run the encoder; ``audio_lengths`` are real mel frames (default: all frames are real).
 
         ``audio_features`` may also be an ``audio.MelBatch``, which carries its own mel lengths.
+        ``grouped`` runs audios of similar length together (``AudioEncoder.grouped``): the same
+        result, faster for mixed lengths; decoding uses it, training keeps one call per batch.
         """
         if isinstance(audio_features, MelBatch):
             audio_features, audio_lengths = audio_features.features, audio_features.mel_lengths
-        return self.audio(audio_features.to(self.device), audio_lengths)
+        encode = self.audio.grouped if grouped else self.audio
+        return encode(audio_features.to(self.device), audio_lengths)
 
     def embed_inputs(
-        self, input_ids: Tensor, audio_features: Tensor | MelBatch | None = None, audio_lengths: Tensor | None = None
+        self, input_ids: Tensor, audio_features: Tensor | MelBatch | None = None, audio_lengths: Tensor | None = None,
+        *, grouped: bool = False,
     ) -> Tensor:
-        """Token embeddings with every audio span replaced by its encoder output."""
+        """Token embeddings with every audio span replaced by its encoder output (``grouped``: see ``encode_audio``)."""
         embeds = self.model.embed_tokens(input_ids)
         if audio_features is None:
             if (input_ids == self.config.audio_start_id).any():
@@ -151,7 +157,8 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
                     "(audio.batch_log_mel) as audio_features= and their mel lengths as audio_lengths="
                 )
             return embeds
-        return splice_audio(embeds, input_ids, self.encode_audio(audio_features, audio_lengths), self.config.audio_start_id)
+        encoded = self.encode_audio(audio_features, audio_lengths, grouped=grouped)
+        return splice_audio(embeds, input_ids, encoded, self.config.audio_start_id)
 
     def forward(
         self,
@@ -236,7 +243,8 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         ):
             if input_ids is None:
                 raise ValueError("generate with audio needs input_ids holding the audio spans")
-            kwargs["inputs_embeds"] = self.embed_inputs(input_ids.to(self.device), audio_features, audio_lengths)
+            ids = input_ids.to(self.device)
+            kwargs["inputs_embeds"] = self.embed_inputs(ids, audio_features, audio_lengths, grouped=True)
         return super().generate(input_ids, **kwargs)
 
     @torch.no_grad()
@@ -297,7 +305,7 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
     ) -> tuple[Tensor, Tensor, KVBackend]:
         """The prompts' embeddings (audio spliced), their mask, and a backend with room for ``max_length`` columns."""
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
-        embeds = self.embed_inputs(input_ids, audio_features, audio_lengths)
+        embeds = self.embed_inputs(input_ids, audio_features, audio_lengths, grouped=True)
         settings = {} if self.training else decoder_settings(self.config, mask)  # as forward: none in training
         backend = self.kv_backends.open(self.model, self.lm_head, input_ids.shape[0], max_length, fold=fold, **settings)
         return embeds, mask, backend

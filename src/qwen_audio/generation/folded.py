@@ -87,7 +87,8 @@ def fold_weights(decoder: Qwen2Model, lm_head: nn.Module, previous: FoldedWeight
     qkv, qkv_bias, o, gate_up, down = [], [], [], [], []
     with torch.no_grad():
         for layer in parts.layers:
-            w = torch.cat((_interleave_heads(layer.q.weight, heads), _interleave_heads(layer.k.weight, kv_heads), layer.v.weight))
+            q, k = _interleave_heads(layer.q.weight, heads), _interleave_heads(layer.k.weight, kv_heads)
+            w = torch.cat((q, k, layer.v.weight))
             qkv.append((w * layer.input_norm.weight).t().contiguous())
             qkv_bias.append(torch.cat((_interleave_heads(layer.q.bias, heads), _interleave_heads(layer.k.bias, kv_heads),
                                        layer.v.bias)))
@@ -123,40 +124,57 @@ class FoldedKV:
         self.eps = torch.tensor(parts.rms_norm_eps, dtype=torch.float32, device=device)
         self.inverse_width = 1.0 / config.hidden_size
 
-    @torch.no_grad()
-    def prefill(self, embeds: Tensor, positions: Tensor, key_valid: Tensor) -> Tensor:
-        return self._forward(embeds, positions, key_valid)
-
-    @torch.no_grad()
-    def step(self, embeds: Tensor, positions: Tensor) -> Tensor:
-        return self._forward(embeds, positions, None)
-
     def _inverse_rms(self, x: Tensor) -> Tensor:
         """1 / sqrt(mean(x²) + eps) of each row of [rows, hidden], as [rows, 1], in two ops."""
         return torch.baddbmm(self.eps, x[:, None], x[:, :, None], alpha=self.inverse_width).view(-1, 1).rsqrt_()
 
-    def _forward(self, embeds: Tensor, positions: Tensor, key_valid: Tensor | None) -> Tensor:
-        batch, new, hidden = embeds.shape
+    def _qkv(self, i: int, x: Tensor, rotation: Tensor) -> tuple[Tensor, Tensor]:
+        """Layer ``i``'s rotated queries and keys [*, heads + kv_heads, head_dim] and its values
+        [*, kv_heads, head_dim] for ``x`` [rows, hidden]; ``rotation`` is [*, 1, head_dim / 2]."""
         heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
-        start, end, mask = self.cache.extend(embeds, key_valid)
-        rotation = self.rotary.at(self.rotation, positions)[:, :, None]
-        query_scale = self.rotary.query_scale(positions, embeds.dtype)
-        w = self.weights
         split = (heads + kv_heads) * head_dim
-        x = embeds.reshape(batch * new, hidden)
-        for i in range(len(w.qkv)):
-            qkv = torch.addcmul(w.qkv_bias[i], x @ w.qkv[i], self._inverse_rms(x)).view(batch, new, -1)
-            pairs = torch.view_as_complex(qkv[..., :split].unflatten(-1, (heads + kv_heads, head_dim // 2, 2)))
-            qk = torch.view_as_real(pairs * rotation).flatten(-2).transpose(1, 2)
-            v = qkv[..., split:].unflatten(-1, (kv_heads, head_dim)).transpose(1, 2)
-            q = qk[:, :heads] if query_scale is None else qk[:, :heads] * query_scale
-            context = self.cache.attend(i, q, qk[:, heads:], v, mask, start, end)
-            x = torch.addmm(x, context, w.o[i])
-            gate_up = (x @ w.gate_up[i]).mul_(self._inverse_rms(x))
-            act = F.silu(gate_up[:, : self.intermediate]).mul_(gate_up[:, self.intermediate :])
-            x = torch.addmm(x, act, w.down[i])
-        last = x.view(batch, new, hidden)[:, -1]
-        return (last @ w.lm_head).mul_(self._inverse_rms(last))
+        qkv = torch.addcmul(self.weights.qkv_bias[i], x @ self.weights.qkv[i], self._inverse_rms(x))
+        qkv = qkv.view(*rotation.shape[:-2], -1)
+        pairs = torch.view_as_complex(qkv[..., :split].unflatten(-1, (heads + kv_heads, head_dim // 2, 2)))
+        return torch.view_as_real(pairs * rotation).flatten(-2), qkv[..., split:].unflatten(-1, (kv_heads, head_dim))
+
+    def _rest_of_layer(self, i: int, x: Tensor, context: Tensor) -> Tensor:
+        """Layer ``i`` after attention: output projection, residual, SwiGLU, residual."""
+        w = self.weights
+        x = torch.addmm(x, context, w.o[i])
+        gate_up = (x @ w.gate_up[i]).mul_(self._inverse_rms(x))
+        act = F.silu(gate_up[:, : self.intermediate]).mul_(gate_up[:, self.intermediate :])
+        return torch.addmm(x, act, w.down[i])
+
+    def _logits(self, last: Tensor) -> Tensor:
+        return (last @ self.weights.lm_head).mul_(self._inverse_rms(last))
+
+    @torch.no_grad()
+    def prefill(self, embeds: Tensor, positions: Tensor, key_valid: Tensor) -> Tensor:
+        prompt = self.cache.start(key_valid)
+        x = embeds[key_valid]  # [tokens, hidden]: the real tokens, packed
+        at = positions[key_valid]
+        rotation = self.rotary.at(self.rotation, at, prompt.rows)[:, None]
+        query_scale = self.rotary.query_scale(at, embeds.dtype)
+        for i in range(len(self.weights.qkv)):
+            qk, v = self._qkv(i, x, rotation)
+            q = qk[:, : self.heads] if query_scale is None else qk[:, : self.heads] * query_scale[:, None, None]
+            x = self._rest_of_layer(i, x, self.cache.attend_prompt(i, prompt, q, qk[:, self.heads :], v))
+        return self._logits(x[prompt.last])
+
+    @torch.no_grad()
+    def step(self, embeds: Tensor, positions: Tensor) -> Tensor:
+        batch, _, hidden = embeds.shape
+        column, mask = self.cache.extend()
+        rotation = self.rotary.at(self.rotation, positions)[:, :, None]  # [batch, 1, 1, head_dim / 2]
+        query_scale = self.rotary.query_scale(positions, embeds.dtype)
+        x = embeds.reshape(batch, hidden)
+        for i in range(len(self.weights.qkv)):
+            qk, v = self._qkv(i, x, rotation)  # [batch, 1, heads + kv_heads, head_dim], [batch, 1, kv_heads, head_dim]
+            qk, v = qk.transpose(1, 2), v.transpose(1, 2)
+            q = qk[:, : self.heads] if query_scale is None else qk[:, : self.heads] * query_scale[:, None, :, None]
+            x = self._rest_of_layer(i, x, self.cache.attend(i, q, qk[:, self.heads :], v, mask, column))
+        return self._logits(x)
 
 
 class KVBackends:
