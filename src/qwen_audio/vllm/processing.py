@@ -31,11 +31,11 @@ from vllm.multimodal.processing import (
 from vllm.multimodal.processing.context import TimingContext
 from vllm.multimodal.processing.inputs import ProcessorInputs
 
-from qwen_audio.audio import batch_log_mel
 from qwen_audio.configuration import QwenAudioConfig
 from qwen_audio.errors import QwenAudioError
 from qwen_audio.formats.spans import N_SAMPLES, SAMPLE_RATE, audio_span, min_audio_samples, pooled_frames
 from qwen_audio.formats.tokens import AUDIO_END, AUDIO_START
+from qwen_audio.processing import audio_features
 
 
 class AudioSpanCountError(QwenAudioError, ValueError):
@@ -99,7 +99,7 @@ class QwenAudioMultiModalProcessor(BaseMultiModalProcessor[QwenAudioProcessingIn
         for wave in waves:
             audio_span(wave.shape[-1])  # too short for one frame: InvalidAudioError (a ValueError: the server's 400)
         # One mel per audio, as vLLM caches processed items one by one.
-        mels = [batch_log_mel([wave[:N_SAMPLES]]) for wave in waves]
+        mels = [audio_features([wave]) for wave in waves]  # the package's one 30 s cut and log-mel
         return BatchFeature({
             "audio_features": torch.cat([m.features for m in mels]),
             "audio_lengths": torch.cat([m.mel_lengths for m in mels]),
