@@ -25,6 +25,13 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_official_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.vllm.checkpoints import write_tiny_official_checkpoint
+
+    return write_tiny_official_checkpoint(tmp_path_factory.mktemp("tiny-qwen-audio-official"))
+
+
+@pytest.fixture(scope="session")
 def reference(tiny_checkpoint: Path):  # noqa: ANN201
     """``QwenAudio`` on the same folder: the engine vLLM must agree with."""
     from qwen_audio.api import QwenAudio

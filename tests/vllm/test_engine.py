@@ -1,5 +1,6 @@
 """vLLM running the plugin decodes exactly as ``QwenAudio.generate``: greedy tokens, one mixed batch,
-for a tiny random checkpoint and for the bundled default model.
+for a tiny random checkpoint in this package's layout and in the official one, and for the bundled
+default model.
 
 Eight requests go to the engine in one call, so its scheduler batches them continuously: speech
 recognition in two languages, word timestamps (SRWT), a caption, an audio question given as token
@@ -27,10 +28,11 @@ pytestmark = pytest.mark.slow
 MAX_TOKENS = 16
 
 
-@pytest.fixture(scope="module", params=["tiny", "default"])
+@pytest.fixture(scope="module", params=["tiny", "official", "default"])
 def model_dir(request: pytest.FixtureRequest) -> Path:
-    if request.param == "tiny":
-        return request.getfixturevalue("tiny_checkpoint")
+    """This package's layout, the official one read as it is (QwenAudio opens it with load_model), the bundled model."""
+    if request.param in ("tiny", "official"):
+        return request.getfixturevalue({"tiny": "tiny_checkpoint", "official": "tiny_official_checkpoint"}[request.param])
     from qwen_audio.api import default_model_path
 
     return default_model_path()
@@ -48,7 +50,8 @@ def reference(model_dir: Path):  # noqa: ANN201
 def llm(model_dir: Path):  # noqa: ANN201
     from vllm import LLM
 
-    engine = LLM(model=str(model_dir), dtype="float32", max_model_len=2048, enforce_eager=True, seed=0)
+    # Remote code trusted: the official folder's stand-ins raise if imported, so this shows they never are.
+    engine = LLM(model=str(model_dir), dtype="float32", max_model_len=2048, enforce_eager=True, seed=0, trust_remote_code=True)
     yield engine
     del engine
     gc.collect()

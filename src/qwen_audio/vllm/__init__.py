@@ -2,7 +2,9 @@
 
 vLLM calls :func:`register` in every one of its processes (the ``vllm.general_plugins`` entry
 point in pyproject.toml) before it opens a model. It makes a folder in this package's layout
-(``model_type: qwen_audio``, ``architectures: [QwenAudioForCausalLM]``) servable as it is:
+(``model_type: qwen_audio``, ``architectures: [QwenAudioForCausalLM]``) servable as it is, and an
+official Qwen-Audio / Qwen-Audio-Chat folder too (``official.py``: its config, tokenizer and tensor
+names read by this package, no remote code run):
 
 - the config and tokenizer classes become known to transformers' ``Auto*`` classes, so vLLM reads
   the folder's config.json and tokenizer_config.json (``tokenizer.VllmPromptTokenizer`` stands in
@@ -28,23 +30,32 @@ def register() -> None:
     """The plugin entry point: idempotent, as vLLM may call it more than once per process."""
     from transformers import AutoConfig, AutoTokenizer
     from vllm import ModelRegistry
-    from vllm.transformers_utils.chat_templates.registry import get_chat_template_fallback_path
+    from vllm.transformers_utils.chat_templates.registry import (
+        get_chat_template_fallback_path,
+        register_chat_template_fallback_path,
+    )
 
     from qwen_audio.configuration import QwenAudioConfig
     from qwen_audio.tokenizer import QwenAudioTokenizer
+    from qwen_audio.vllm.official import OfficialPromptTokenizer, QwenAudioOfficialConfig, QWenTokenizer
     from qwen_audio.vllm.tokenizer import VllmPromptTokenizer
 
     AutoConfig.register(QwenAudioConfig.model_type, QwenAudioConfig, exist_ok=True)
-    # A folder's tokenizer_config.json names QwenAudioTokenizer; the "fast" alias is what
-    # AutoTokenizer then builds, here the subclass that encodes audio spans as placeholders.
+    AutoConfig.register(QwenAudioOfficialConfig.model_type, QwenAudioOfficialConfig, exist_ok=True)
+    # A folder's tokenizer_config.json names QwenAudioTokenizer (ours) or QWenTokenizer (official); the
+    # "fast" alias is what AutoTokenizer then builds, here the subclass that encodes audio spans as
+    # placeholders. The official name is registered first, so our config's entry is the second's; the
+    # official config class stays out of the mapping: the name alone resolves, which makes it local
+    # code that wins over the folder's tokenization_qwen.py.
+    AutoTokenizer.register(QwenAudioConfig, slow_tokenizer_class=QWenTokenizer,
+                           fast_tokenizer_class=OfficialPromptTokenizer, exist_ok=True)
     AutoTokenizer.register(QwenAudioConfig, slow_tokenizer_class=QwenAudioTokenizer,
                            fast_tokenizer_class=VllmPromptTokenizer, exist_ok=True)
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         ModelRegistry.register_model(ARCHITECTURE, "qwen_audio.vllm.model:QwenAudioForCausalLM")
-    if get_chat_template_fallback_path(QwenAudioConfig.model_type, "") is None:
-        from vllm.transformers_utils.chat_templates.registry import register_chat_template_fallback_path
-
-        register_chat_template_fallback_path(QwenAudioConfig.model_type, CHAT_TEMPLATE)
+    for model_type in (QwenAudioConfig.model_type, QwenAudioOfficialConfig.model_type):
+        if get_chat_template_fallback_path(model_type, "") is None:
+            register_chat_template_fallback_path(model_type, CHAT_TEMPLATE)
 
 
 __all__ = ["ARCHITECTURE", "CHAT_TEMPLATE", "register"]

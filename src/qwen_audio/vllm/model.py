@@ -8,8 +8,8 @@ decoder is vLLM's ``Qwen2ForCausalLM`` (Qwen v1 is Qwen2: biased QKV, untied hea
 attention, continuous batching and tensor/pipeline parallelism come with it.
 
 Weights load from this package's layout, whose decoder names (``model.*``, ``lm_head.*``) are
-already Qwen2's; ``audio.*`` goes to the encoder. An official Qwen-Audio folder is converted first
-(``qwen-audio convert``, see the README).
+already Qwen2's; ``audio.*`` goes to the encoder. An official Qwen-Audio folder's tensors are renamed
+into that layout as they stream in (``official.native_weights``).
 
 Long context: the released model's dynamic NTK and log-n attention change logits only past
 ``seq_length`` (2048) tokens. vLLM's decoder has neither, so the context is capped there.
@@ -31,6 +31,7 @@ from qwen_audio.configuration import QwenAudioConfig
 from qwen_audio.encoder import AudioEncoder
 from qwen_audio.errors import CheckpointError, ConfigError
 from qwen_audio.formats.tokens import AUDIO_END, AUDIO_START
+from qwen_audio.vllm.official import native_weights
 from qwen_audio.vllm.processing import (
     QwenAudioDummyInputsBuilder,
     QwenAudioMultiModalProcessor,
@@ -98,12 +99,15 @@ class QwenAudioForCausalLM(nn.Module, SupportsMultiModal, SupportsPP):
         return self.language_model.compute_logits(hidden_states)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        """``audio.*`` into the encoder (its stored buffers included); the rest is Qwen2's own layout."""
+        """``audio.*`` into the encoder (its stored buffers included); the rest is Qwen2's own layout.
+
+        An official folder's ``transformer.*`` tensors are renamed into this package's names first.
+        """
         encoder = self.audio.state_dict(keep_vars=True)
         loaded: set[str] = set()
 
         def decoder_weights() -> Iterable[tuple[str, torch.Tensor]]:
-            for name, tensor in weights:
+            for name, tensor in native_weights(self.config, weights):
                 if not name.startswith("audio."):
                     yield name, tensor
                     continue
