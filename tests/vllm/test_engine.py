@@ -161,3 +161,15 @@ def test_spans_and_audios_must_pair_up(llm, spans: int, audios: int) -> None:  #
     prompt = "<audio>a</audio>" * spans + build_prompt(Task.CAPTION_CLOTHO)
     with pytest.raises(AudioSpanCountError, match=f"{spans} <audio>…</audio> spans but {audios} audios"):
         llm.generate({"prompt": prompt, "multi_modal_data": {"audio": [tone(1.0)] * audios}}, SamplingParams(max_tokens=2))
+
+
+@pytest.mark.parametrize("end", ["<|im_end|>", "<|endoftext|>"])
+def test_generation_ends_at_either_end_token(llm, reference, end: str) -> None:  # noqa: ANN001
+    """As QwenAudio does, also for the official folder, whose generation_config.json names <|endoftext|> alone."""
+    from vllm import SamplingParams
+
+    token = reference.tokenizer.convert_tokens_to_ids(end)
+    params = SamplingParams(max_tokens=4, temperature=0, logit_bias={token: 100.0})  # the end token comes first
+    output = llm.generate({"prompt": render_chatml([ChatTurn.user("Hi")])}, params)[0].outputs[0]
+
+    assert output.finish_reason == "stop" and list(output.token_ids) == [token]
