@@ -259,3 +259,20 @@ def test_streamed_and_plain_chat_give_identical_text(api: QwenAudio, options: Ge
     if options.temperature > 0:  # sampling is really on: another seed gives another reply
         other = GenerationOptions(max_new_tokens=24, temperature=0.8, top_p=options.top_p, seed=options.seed + 1)
         assert api.chat(messages, options=other).text != plain.text
+
+
+def test_a_short_clip_cannot_loop_for_max_new_tokens(api: QwenAudio, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Transcription caps new tokens by the audio's length; long audio keeps the caller's limit."""
+    seen: list[int] = []
+    generate = api.generate
+
+    def spy(prompts, audios, options=GenerationOptions(), streamer=None):  # noqa: ANN001, ANN202
+        seen.append(options.max_new_tokens)
+        return generate(prompts, audios, options, streamer)
+
+    monkeypatch.setattr(api, "generate", spy)
+    api.transcribe((tone(2.0), 16_000), language="en", options=GenerationOptions(max_new_tokens=256))
+    api.transcribe((tone(2.0), 16_000), language="en", word_timestamps=True, options=GenerationOptions(max_new_tokens=256))
+    api.transcribe((tone(2.0), 16_000), language="en", options=GenerationOptions(max_new_tokens=20))
+    api.transcribe((tone(20.0), 16_000), language="en", options=GenerationOptions(max_new_tokens=256))
+    assert seen == [16 + 36, 16 + 56, 20, 256]

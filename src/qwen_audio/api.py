@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Union
@@ -192,12 +192,14 @@ class QwenAudio:
             windows = plan_windows(wave)
             long = len(windows) > 1
             if not (word_timestamps or long):
-                out = self.generate([build_prompt(Task.ASR, audio="a", audio_language=lang)], [[wave]], options)[0]
+                budget = speech_budget(options, wave.size, timestamps=False)
+                out = self.generate([build_prompt(Task.ASR, audio="a", audio_language=lang)], [[wave]], budget)[0]
                 results.append(Transcript(strip_tags(out.text), lang, wave.size / SAMPLE_RATE))
                 continue
             # Word times are what lets windows be stitched without doubling words at the joins.
             prompts = [build_prompt(Task.SRWT, audio="a", audio_language=lang)] * len(windows)
-            outs = self.generate(prompts, [[wave[w.start:w.end]] for w in windows], options)
+            budget = speech_budget(options, max(w.end - w.start for w in windows), timestamps=True)
+            outs = self.generate(prompts, [[wave[w.start:w.end]] for w in windows], budget)
             words = stitch_words(windows, [parse_srwt_result(o.text).words for o in outs])
             separator = word_separator(lang)
             text = separator.join(w.word for w in words)
@@ -208,7 +210,7 @@ class QwenAudio:
         windows = plan_windows(wave)
         pieces = [wave[int(w.keep_from * SAMPLE_RATE): int(min(w.keep_until * SAMPLE_RATE, wave.size))] for w in windows]
         prompt = build_prompt(Task.S2TT, audio="a", audio_language=language, text_language=target)
-        outs = self.generate([prompt] * len(pieces), [[p] for p in pieces], options)
+        outs = self.generate([prompt] * len(pieces), [[p] for p in pieces], speech_budget(options, max(p.size for p in pieces), timestamps=False))
         return " ".join(strip_tags(o.text) for o in outs)
 
     def translate(self, audio: Audio | Sequence[Audio], to: str = "en", language: str | None = None,
@@ -365,6 +367,20 @@ class QwenAudio:
             results += self.transcribe_waves([request.audio], request.language, request.word_timestamps,
                                              request.options, translate_to=request.translate_to)
         return results
+
+
+def speech_budget(options: GenerationOptions, samples: int, *, timestamps: bool) -> GenerationOptions:
+    """``options`` with ``max_new_tokens`` capped by what ``samples`` of speech can hold.
+
+    Why: a model that falls into a loop on a 2 s clip would otherwise repeat a phrase for all of
+    ``max_new_tokens`` (256): one mis-heard word becomes a WER of several hundred percent, and the
+    user waits for 256 steps. No one says more than ~5 words a second; 18 tokens a second (about 3.5
+    tokens a word in the least favourable vocabulary), plus 10 for SRWT's two time tokens a word, plus
+    16 for the tags, is a bound that real speech never reaches and a loop always does.
+    """
+    seconds = samples / SAMPLE_RATE
+    cap = 16 + int(np.ceil(seconds * (28 if timestamps else 18)))
+    return options if options.max_new_tokens <= cap else replace(options, max_new_tokens=cap)
 
 
 class _StreamClosed(Exception):
