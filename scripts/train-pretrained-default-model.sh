@@ -6,7 +6,10 @@
 #             espeak-ng/flite/festival with held-out voices and a held-out text source (qwen_audio.data.world)
 #   warm-up — configs/default-model-v2-ctc.yaml: CTC of the projected frames onto SmolLM2's embeddings,
 #             no LLM pass (~5 s a step of 60 s of audio on 2 cores; 500 steps)
-#   stage 1 — configs/default-model-v2-stage1.yaml (LLM frozen, token CTC kept at 0.3), from the warm-up;
+#   stage 1 — configs/default-model-v2-stage1.yaml (LLM frozen, token CTC kept at 0.3), from the warm-up,
+#             stopped at step 696 (its final/ is that export); then
+#             configs/default-model-v2-stage1-lora.yaml: the same data with rank-16 LoRA on the frozen
+#             LLM and the encoder frozen whole (far faster learning: see the issue note);
 #             each resumes from its newest checkpoint
 # Needs scripts/install-system-packages.sh plus the Asterisk sound packages (see data/world/asterisk.py).
 # On 2 CPU cores stage 1 runs ~8 s a step (10 utterances); this script does not yet ship the model.
@@ -20,5 +23,6 @@ python -m qwen_audio.data.world.lid world-data/lid/train.jsonl world-data/asteri
 [ -f runs/dm2/base/model.safetensors ] || python -m qwen_audio.checkpoints.bases runs/dm2/base
 [ -f runs/dm2/ctc/final/model.safetensors ] || qwen-audio train configs/default-model-v2-ctc.yaml
 python scripts/probe_ctc.py --model runs/dm2/base --checkpoint runs/dm2/ctc/checkpoint-500
-qwen-audio train configs/default-model-v2-stage1.yaml
-python scripts/eval_world.py --model runs/dm2/base --checkpoint runs/dm2/stage1b/final --out runs/dm2/stage1-eval.json
+[ -f runs/dm2/stage1b/final/model.safetensors ] || qwen-audio train configs/default-model-v2-stage1.yaml
+qwen-audio train configs/default-model-v2-stage1-lora.yaml
+python scripts/eval_world.py --model runs/dm2/base --checkpoint runs/dm2/stage1c/final --out runs/dm2/stage1c-eval.json
