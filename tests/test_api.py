@@ -118,6 +118,15 @@ def test_chat_encodes_what_users_type_as_plain_text(api: QwenAudio) -> None:
         assert reply.prompt_tokens == len(plain.ids) and not plain.audios
 
 
+def test_chat_reads_each_audio_slice_as_its_own_audio(api: QwenAudio, tmp_path: Path) -> None:
+    path = tmp_path / "two.wav"
+    sf.write(path, np.linspace(-0.5, 0.5, 32_000, dtype=np.float32), 16_000)
+    parts = [{"type": "audio", "audio": str(path), "offset": 1.0, "duration": 0.5},
+             {"type": "audio", "audio": str(path)}, {"type": "text", "text": "compare"}]
+    request = api.chat_request([{"role": "user", "content": parts}], options=SHORT)
+    assert [len(request.audios[p]) for p in request.turns[0].audio_paths] == [8_000, 32_000]
+
+
 def test_ask_encodes_the_question_as_plain_text(api: QwenAudio) -> None:
     typed = "is it <|im_end|> or <audio>x</audio> <|answer|>?"
     prompt = api._task_prompt(Task.AUDIO_QA, 16_000, question=typed)

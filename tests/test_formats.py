@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from qwen_audio.formats.chatml import AudioItem, ChatTurn, TextItem, turn_from_dict
+from qwen_audio.formats.chatml import AudioItem, ChatTurn, TextItem, turn_from_dict, turn_to_dict
 from qwen_audio.formats.languages import LANGUAGES, UNSPACED_LANGUAGES, word_separator
 from qwen_audio.formats.spans import audio_span, conv_frames, mel_frames, min_audio_samples, pooled_frames
 from qwen_audio.formats.srwt import build_srwt_target, official_segments, parse_srwt, srwt_reference_text
@@ -105,6 +105,16 @@ def test_turn_from_dict_reads_openai_style_messages() -> None:
     assert turn_from_dict({"role": "user", "content": "hi"}) == ChatTurn("user", (TextItem("hi"),))
     message = {"role": "user", "content": [{"type": "audio", "audio": "a.wav"}, {"type": "text", "text": "what?"}]}
     assert turn_from_dict(message) == ChatTurn("user", (AudioItem("a.wav"), TextItem("what?")))
+
+
+def test_turn_dicts_carry_an_audio_slice_both_ways() -> None:
+    message = {"role": "user", "content": [{"type": "audio", "audio": "a.wav", "offset": 1.5, "duration": 2.0},
+                                           {"type": "audio", "audio": "a.wav"}]}
+    turn = turn_from_dict(message)
+    assert turn.audios == (AudioItem("a.wav", 1.5, 2.0), AudioItem("a.wav"))
+    assert [a.key for a in turn.audios] == ["a.wav#1.5+2.0", "a.wav"]
+    assert turn_to_dict(turn) == message
+    assert turn_to_dict(ChatTurn.assistant("hi")) == {"role": "assistant", "content": "hi"}
 
 
 def test_srwt_reference_shares_a_token_where_words_touch_and_reads_back() -> None:

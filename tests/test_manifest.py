@@ -9,10 +9,7 @@ from pathlib import Path
 import pytest
 
 from qwen_audio.data.chat_manifest import (
-    AudioContent,
-    ChatMessage,
     ChatRecord,
-    TextContent,
     read_chat_manifest,
     validate_chat_manifest,
     write_chat_manifest,
@@ -28,6 +25,7 @@ from qwen_audio.data.manifest import (
     validate_manifest,
     write_manifest,
 )
+from qwen_audio.formats.chatml import AudioItem, ChatTurn, TextItem
 from qwen_audio.errors import ManifestError
 
 
@@ -156,12 +154,11 @@ def test_records_are_hashable_despite_meta() -> None:
 
 def _conversation() -> ChatRecord:
     return ChatRecord(id="c1", messages=(
-        ChatMessage("system", (TextContent("You are a helpful assistant."),)),
-        ChatMessage("user", (AudioContent("a.wav"), AudioContent("b.wav", 1.0, 2.0),
-                             TextContent("compare them"))),
-        ChatMessage("assistant", (TextContent("The first is louder."),)),
-        ChatMessage("user", (TextContent("why?"),)),
-        ChatMessage("assistant", (TextContent("More energy."),)),
+        ChatTurn("system", (TextItem("You are a helpful assistant."),)),
+        ChatTurn.user(AudioItem("a.wav"), AudioItem("b.wav", 1.0, 2.0), "compare them"),
+        ChatTurn.assistant("The first is louder."),
+        ChatTurn.user("why?"),
+        ChatTurn.assistant("More energy."),
     ))
 
 
@@ -174,7 +171,7 @@ def test_chat_round_trip_and_audio_numbering(tmp_path: Path) -> None:
                                                  "offset": 1.0, "duration": 2.0}
     (back,) = read_chat_manifest(path)
     assert back == _conversation()
-    assert [a.audio for a in back.audios] == ["a.wav", "b.wav"]
+    assert [a.path for a in back.audios] == ["a.wav", "b.wav"]
     assert validate_manifest(path) == []  # auto-detects the chat format
 
 

@@ -198,7 +198,7 @@ def test_tiny_corpus_is_complete_and_valid(tiny_corpus: Path) -> None:
                 assert info.samplerate == SR and info.channels == 1 and info.subtype == "PCM_16"
                 assert abs(info.frames / SR - r.duration) < 1e-3
         for chat in read_chat_manifest(tiny_corpus / split / "chat.jsonl"):
-            assert all((tiny_corpus / split / a.audio).is_file() for a in chat.audios)
+            assert all((tiny_corpus / split / a.path).is_file() for a in chat.audios)
     assert {"asr", "srwt", "language_id", "gender", "aqa", "s2tt", "note_analysis", "pitch",
             "instrument", "velocity", "music_caption", "sound_event", "caption", "scene"} <= tasks
     assert {r.audio_language for r in _records(tiny_corpus, "speech")["train"]} == set(lx.LANGUAGES)

@@ -271,10 +271,14 @@ class QwenAudio:
             if turn.role == "system":
                 system = turn.text
                 continue
+            items = []
             for item in turn.items:
-                if isinstance(item, AudioItem) and item.path not in audios:
-                    audios[item.path] = load_audio(item.path)
-            turns.append(turn)
+                if isinstance(item, AudioItem):
+                    if item.key not in audios:
+                        audios[item.key] = load_audio(item.path, offset=item.offset, duration=item.duration)
+                    item = AudioItem(item.key)  # a slice goes by its key: two slices of one file stay two audios
+                items.append(item)
+            turns.append(ChatTurn(turn.role, tuple(items)))
         return ChatRequest(tuple(turns), audios, system, options)
 
     def chat_batch(self, requests: Sequence[ChatRequest],

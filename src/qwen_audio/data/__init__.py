@@ -1,10 +1,7 @@
 """Data: manifests (task and chat), converters from the paper's datasets, and their I/O."""
 
 from qwen_audio.data.chat_manifest import (
-    AudioContent,
-    ChatMessage,
     ChatRecord,
-    TextContent,
     read_chat_manifest,
     validate_chat_manifest,
     write_chat_manifest,
@@ -26,8 +23,8 @@ from qwen_audio.data.manifest import (
 )
 
 __all__ = [
-    "KNOWN_LANGUAGES", "KNOWN_TASKS", "AudioContent", "ChatMessage", "ChatRecord",
-    "ManifestProblem", "ManifestRecord", "ManifestValidationError", "TextContent", "Word",
+    "KNOWN_LANGUAGES", "KNOWN_TASKS", "ChatRecord",
+    "ManifestProblem", "ManifestRecord", "ManifestValidationError", "Word",
     "check_manifest", "read_chat_manifest", "read_manifest", "register_language",
     "register_task", "tag_task", "validate_chat_manifest", "validate_manifest", "write_chat_manifest",
     "write_manifest",

@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from qwen_audio.data.jsonl import (
     ManifestProblem,
@@ -28,64 +28,27 @@ from qwen_audio.data.jsonl import (
     open_text,
     validate_lines,
 )
-from qwen_audio.formats.chatml import ROLES
-
-
-@dataclass(frozen=True)
-class TextContent:
-    text: str
-
-
-@dataclass(frozen=True)
-class AudioContent:
-    """An audio item; ``offset``/``duration`` (seconds) select a slice, as in task manifests."""
-
-    audio: str
-    offset: float = 0.0
-    duration: float | None = None
-
-
-Content = Union[TextContent, AudioContent]
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    role: str
-    content: tuple[Content, ...]
-
-    @property
-    def audios(self) -> tuple[AudioContent, ...]:
-        return tuple(c for c in self.content if isinstance(c, AudioContent))
-
-    @property
-    def text(self) -> str:
-        """The message's text items joined (audio items left out)."""
-        return "".join(c.text for c in self.content if isinstance(c, TextContent))
+from qwen_audio.formats.chatml import ROLES, AudioItem, ChatTurn, turn_from_dict, turn_to_dict
 
 
 @dataclass(frozen=True)
 class ChatRecord:
-    """One conversation. Build with `from_dict` to get validation with every problem listed."""
+    """One conversation of ChatML turns (``AudioItem`` paths as written: relative to the
+    manifest's folder, absolute, or URLs). Build with `from_dict` to get validation with every
+    problem listed."""
 
     id: str
-    messages: tuple[ChatMessage, ...]
+    messages: tuple[ChatTurn, ...]
     meta: Mapping[str, Any] | None = field(default=None, hash=False, compare=True)
 
     @property
-    def audios(self) -> tuple[AudioContent, ...]:
+    def audios(self) -> tuple[AudioItem, ...]:
         """All audios in conversation order: the `Audio 1:`, `Audio 2:` … numbering of ChatML."""
         return tuple(a for m in self.messages for a in m.audios)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; a message holding one text item is written as a plain string."""
-        messages = []
-        for m in self.messages:
-            if len(m.content) == 1 and isinstance(m.content[0], TextContent):
-                content: Any = m.content[0].text
-            else:
-                content = [_content_dict(c) for c in m.content]
-            messages.append({"role": m.role, "content": content})
-        out: dict[str, Any] = {"id": self.id, "messages": messages}
+        out: dict[str, Any] = {"id": self.id, "messages": [turn_to_dict(m) for m in self.messages]}
         if self.meta is not None:
             out["meta"] = dict(self.meta)
         return out
@@ -98,32 +61,9 @@ class ChatRecord:
         return _build(obj)
 
 
-def _content_dict(c: Content) -> dict[str, Any]:
-    if isinstance(c, TextContent):
-        return {"type": "text", "text": c.text}
-    out: dict[str, Any] = {"type": "audio", "audio": c.audio}
-    if c.offset:
-        out["offset"] = c.offset
-    if c.duration is not None:
-        out["duration"] = c.duration
-    return out
-
-
 def _build(obj: Mapping[str, Any]) -> ChatRecord:
-    messages = []
-    for m in obj["messages"]:
-        items = m["content"]
-        if isinstance(items, str):
-            content: tuple[Content, ...] = (TextContent(items),)
-        else:
-            content = tuple(
-                TextContent(i["text"]) if i["type"] == "text"
-                else AudioContent(i["audio"], float(i.get("offset", 0.0)),
-                                  None if i.get("duration") is None else float(i["duration"]))
-                for i in items
-            )
-        messages.append(ChatMessage(m["role"], content))
-    return ChatRecord(obj["id"], tuple(messages), obj.get("meta"))
+    """A validated line → record (``chat_problems`` found nothing)."""
+    return ChatRecord(obj["id"], tuple(turn_from_dict(m) for m in obj["messages"]), obj.get("meta"))
 
 
 def _number(v: Any) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from qwen_audio.audio import load_audio
-from qwen_audio.data.chat_manifest import AudioContent, ChatMessage, ChatRecord
+from qwen_audio.data.chat_manifest import ChatRecord
 from qwen_audio.data.manifest import ManifestRecord, tag_task
 from qwen_audio.errors import ManifestError
 from qwen_audio.formats.chatml import AudioItem, ChatTurn, TextItem, render_segments
@@ -39,9 +39,7 @@ class AudioRef:
     @property
     def key(self) -> str:
         """Names this audio (slice included) in a prompt and in a ChatRequest's ``audios``."""
-        if self.offset == 0 and self.duration is None:
-            return self.source
-        return f"{self.source}#{self.offset:g}+{self.duration if self.duration is not None else 'end'}"
+        return AudioItem(self.source, self.offset, self.duration).key
 
     def load(self) -> np.ndarray:
         """The audio at 16 kHz mono, sliced as the manifest says."""
@@ -120,25 +118,26 @@ def record_example(record: ManifestRecord, manifest_dir: str | Path, *, eos: str
 
 
 def chat_turns(
-    messages: Sequence[ChatMessage], manifest_dir: str | Path
+    messages: Sequence[ChatTurn], manifest_dir: str | Path
 ) -> tuple[str | None, list[ChatTurn], list[AudioRef]]:
-    """A chat manifest's messages as ChatML turns: (system prompt or None, turns, audios in order).
+    """A chat manifest's turns ready to render: (system prompt or None, turns, audios in order).
 
-    Each ``AudioItem.path`` is its ``AudioRef.key``, so a caller can map items to decoded audio."""
+    Each returned ``AudioItem.path`` is its ``AudioRef.key`` (the path resolved against
+    ``manifest_dir``, slice included), so a caller can map items to decoded audio."""
     system, turns, audios = None, [], []
     for message in messages:
         if message.role == "system":
             system = message.text
             continue
         items: list[AudioItem | TextItem] = []
-        for content in message.content:
-            if isinstance(content, AudioContent):
-                source = content.audio if _is_absolute(content.audio) else str((Path(manifest_dir) / content.audio).resolve())
-                audios.append(AudioRef(source, content.offset, content.duration))
+        for item in message.items:
+            if isinstance(item, AudioItem):
+                source = item.path if _is_absolute(item.path) else str((Path(manifest_dir) / item.path).resolve())
+                audios.append(AudioRef(source, item.offset, item.duration))
                 items.append(AudioItem(audios[-1].key))
             else:
-                items.append(TextItem(content.text))
-        turns.append(ChatTurn(message.role, tuple(items)))  # type: ignore[arg-type]
+                items.append(item)
+        turns.append(ChatTurn(message.role, tuple(items)))
     return system, turns, audios
 
 

@@ -25,7 +25,18 @@ _ASSISTANT_PREFIX = f"{IM_START}assistant\n"
 
 @dataclass(frozen=True)
 class AudioItem:
+    """An audio in a turn: a path or URL, and optionally a slice of it (seconds), as in manifests."""
+
     path: str
+    offset: float = 0.0
+    duration: float | None = None
+
+    @property
+    def key(self) -> str:
+        """Names this audio, slice included: the path itself when the whole file is meant."""
+        if self.offset == 0 and self.duration is None:
+            return self.path
+        return f"{self.path}#{self.offset:g}+{self.duration if self.duration is not None else 'end'}"
 
 
 @dataclass(frozen=True)
@@ -60,24 +71,51 @@ class ChatTurn:
         return "".join(item.text for item in self.items if isinstance(item, TextItem))
 
     @property
+    def audios(self) -> tuple[AudioItem, ...]:
+        return tuple(item for item in self.items if isinstance(item, AudioItem))
+
+    @property
     def audio_paths(self) -> list[str]:
-        return [item.path for item in self.items if isinstance(item, AudioItem)]
+        return [item.path for item in self.audios]
 
 
 def turn_from_dict(message: Mapping[str, Any]) -> ChatTurn:
-    """OpenAI-style ``{"role", "content": str | [{"type": "text"|"audio", …}]}`` → ChatTurn."""
+    """OpenAI-style ``{"role", "content": str | [{"type": "text"|"audio", …}]}`` → ChatTurn.
+
+    An audio part may carry ``offset``/``duration`` (seconds). The one conversion from dicts:
+    the API's chat and the chat manifests (which validate the line first) both use it."""
     content = message.get("content", "")
     if isinstance(content, str):
         return ChatTurn(message["role"], (TextItem(content),))
     items: list[ChatItem] = []
     for part in content:
         if part.get("type") == "audio":
-            items.append(AudioItem(str(part["audio"])))
+            duration = part.get("duration")
+            items.append(AudioItem(str(part["audio"]), float(part.get("offset", 0.0)),
+                                   None if duration is None else float(duration)))
         elif part.get("type") == "text":
             items.append(TextItem(part["text"]))
         else:
             raise TagFormatError(f"unknown content part type {part.get('type')!r}: use 'text' or 'audio'")
     return ChatTurn(message["role"], tuple(items))
+
+
+def turn_to_dict(turn: ChatTurn) -> dict[str, Any]:
+    """Inverse of :func:`turn_from_dict`; a turn of one text item is written as a plain string."""
+    if len(turn.items) == 1 and isinstance(turn.items[0], TextItem):
+        return {"role": turn.role, "content": turn.items[0].text}
+    parts: list[dict[str, Any]] = []
+    for item in turn.items:
+        if isinstance(item, TextItem):
+            parts.append({"type": "text", "text": item.text})
+            continue
+        part: dict[str, Any] = {"type": "audio", "audio": item.path}
+        if item.offset:
+            part["offset"] = item.offset
+        if item.duration is not None:
+            part["duration"] = item.duration
+        parts.append(part)
+    return {"role": turn.role, "content": parts}
 
 
 def _items(items: Iterable[Union[str, ChatItem]]) -> tuple[ChatItem, ...]:

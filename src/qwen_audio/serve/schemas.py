@@ -43,6 +43,9 @@ ContentPart = Annotated[Union[TextPart, InputAudioPart, AudioURLPart], Field(dis
 
 
 class ChatMessage(_Request):
+    """One message as the HTTP request spells it (OpenAI's wire shape). Only the server's input:
+    ``serve/inputs.py`` turns it into the one chat type, :class:`qwen_audio.formats.chatml.ChatTurn`."""
+
     role: Literal["system", "developer", "user", "assistant"]
     content: Union[str, list[ContentPart], None] = None
 

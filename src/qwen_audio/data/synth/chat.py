@@ -10,19 +10,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from qwen_audio.data.chat_manifest import AudioContent, ChatMessage, ChatRecord, TextContent
+from qwen_audio.data.chat_manifest import ChatRecord
 from qwen_audio.data.synth import lexicon as lx
 from qwen_audio.data.synth.render import LANGUAGE_NAMES
+from qwen_audio.formats.chatml import AudioItem, ChatTurn, TextItem
 
 SYSTEM_PROMPT = "You are a helpful assistant."
-
-
-def _user(*items: str | AudioContent) -> ChatMessage:
-    return ChatMessage("user", tuple(TextContent(i) if isinstance(i, str) else i for i in items))
-
-
-def _assistant(text: str) -> ChatMessage:
-    return ChatMessage("assistant", (TextContent(text),))
 
 
 def _speech_turns(fact: dict[str, Any], rng: random.Random) -> list[tuple[str, str]]:
@@ -37,12 +30,12 @@ def _speech_turns(fact: dict[str, Any], rng: random.Random) -> list[tuple[str, s
     return turns[: rng.randint(1, 2)]
 
 
-def speech_chat(fact: dict[str, Any], rng: random.Random) -> list[ChatMessage]:
+def speech_chat(fact: dict[str, Any], rng: random.Random) -> list[ChatTurn]:
     ask = rng.choice(("what does the speaker say?", "please transcribe this audio.",
                       "what is said in this recording?"))
-    messages = [_user(AudioContent(fact["audio"]), ask), _assistant(fact["text"])]
+    messages = [ChatTurn.user(AudioItem(fact["audio"]), ask), ChatTurn.assistant(fact["text"])]
     for question, answer in _speech_turns(fact, rng):
-        messages += [_user(question), _assistant(answer)]
+        messages += [ChatTurn.user(question), ChatTurn.assistant(answer)]
     return messages
 
 
@@ -58,22 +51,22 @@ def describe(fact: dict[str, Any]) -> str:
 
 
 def two_audio_chat(speech: dict[str, Any], other: dict[str, Any], rng: random.Random
-                   ) -> list[ChatMessage]:
+                   ) -> list[ChatTurn]:
     """Two audios in one conversation: which one is speech, then what each holds."""
     first_is_speech = rng.random() < 0.5
     a, b = (speech, other) if first_is_speech else (other, speech)
     which = "the first" if first_is_speech else "the second"
     n_speech, n_other = (1, 2) if first_is_speech else (2, 1)
     return [
-        _user(AudioContent(a["audio"]), AudioContent(b["audio"]),
+        ChatTurn.user(AudioItem(a["audio"]), AudioItem(b["audio"]),
               "which of these two audios contains speech?"),
-        _assistant(f"Audio {n_speech}, {which} one, contains speech."),
-        _user(f"what is said in audio {n_speech}?"), _assistant(speech["text"]),
-        _user(f"and what do you hear in audio {n_other}?"), _assistant(describe(other)),
+        ChatTurn.assistant(f"Audio {n_speech}, {which} one, contains speech."),
+        ChatTurn.user(f"what is said in audio {n_speech}?"), ChatTurn.assistant(speech["text"]),
+        ChatTurn.user(f"and what do you hear in audio {n_other}?"), ChatTurn.assistant(describe(other)),
     ]
 
 
-def text_only_turns(rng: random.Random) -> list[ChatMessage]:
+def text_only_turns(rng: random.Random) -> list[ChatTurn]:
     """Plain text questions with exact answers (arithmetic, number words, colour names)."""
     kind = rng.randrange(3)
     if kind == 0:
@@ -90,7 +83,7 @@ def text_only_turns(rng: random.Random) -> list[ChatMessage]:
         word = form[0] if isinstance(form, tuple) else form
         question = f"what is the colour {lx.COLOUR_NAMES[c]} called in {LANGUAGE_NAMES[lang]}?"
         answer = f"In {LANGUAGE_NAMES[lang]} it is {word}."
-    return [_user(question), _assistant(answer)]
+    return [ChatTurn.user(question), ChatTurn.assistant(answer)]
 
 
 def build_chats(facts: list[dict[str, Any]], count: int, split: str, seed: int
@@ -109,14 +102,14 @@ def build_chats(facts: list[dict[str, Any]], count: int, split: str, seed: int
             messages = two_audio_chat(rng.choice(speech), rng.choice(others), rng)
         elif kind == 2 and others:
             fact, label = rng.choice(others), "sound"
-            messages = [_user(AudioContent(fact["audio"]), "what can you hear in this audio?"),
-                        _assistant(describe(fact))]
+            messages = [ChatTurn.user(AudioItem(fact["audio"]), "what can you hear in this audio?"),
+                        ChatTurn.assistant(describe(fact))]
         else:
             label, messages = "text", text_only_turns(rng)
             if speech and rng.random() < 0.5:  # a text turn, then an audio turn
                 label = "text_then_audio"
                 messages += speech_chat(rng.choice(speech), rng)[:2]
-        system = ChatMessage("system", (TextContent(SYSTEM_PROMPT),))
+        system = ChatTurn("system", (TextItem(SYSTEM_PROMPT),))
         records.append(ChatRecord(f"{split}-chat-{i:05d}", (system, *messages),
                                   meta={"kind": label}))
     return records
