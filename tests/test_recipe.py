@@ -196,6 +196,30 @@ def test_filtered_sources_draw_only_their_slice(data_dir: Path) -> None:
         DataSource(shards="shards", tasks=("asr",))
 
 
+def test_recipe_paths_are_relative_to_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qwen_audio.errors import ConfigError
+
+    recipe_path = tmp_path / "configs" / "r.yaml"
+    recipe_path.parent.mkdir()
+    recipe_path.write_text("""
+stage: pretrain
+tokenizer: runs/qwen.tiktoken
+model: {init: "preset:tiny"}
+data: {train: [{manifest: corpus/tasks.jsonl}, {shards: /abs/shards}]}
+trainer: {output_dir: runs/out, max_steps: 1}
+""")
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    recipe = Recipe.load(recipe_path)
+    assert recipe.tokenizer == str(workdir / "runs" / "qwen.tiktoken")
+    assert recipe.data.train[0].manifest == str(workdir / "corpus" / "tasks.jsonl")
+    assert recipe.data.train[1].shards == "/abs/shards" and recipe.model.init == "preset:tiny"
+    assert recipe.trainer.output_dir == str(workdir / "runs" / "out")
+    with pytest.raises(ConfigError, match="relative to the folder you run from"):
+        load_tokenizer(recipe.tokenizer)
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_load(path: Path) -> None:
     recipe = Recipe.load(path)

@@ -204,7 +204,7 @@ def test_resume_reproduces_the_stream_without_decoding_skipped_audio(
             assert all(torch.equal(want[k], got[k]) for k in want)
 
 
-def test_recipe_trains_from_shards(corpus: Path, tokenizer, tiktoken_file: Path) -> None:
+def test_recipe_trains_from_shards(corpus: Path, tokenizer, tiktoken_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from qwen_audio.train.distributed import DistributedContext
     from qwen_audio.train.recipe import DataSource, Recipe, make_batch_source
 
@@ -225,7 +225,8 @@ data:
   spec_augment: null
 trainer: {{output_dir: out, max_steps: 1}}
 """)
-    recipe = Recipe.load(recipe_path)  # relative paths: relative to configs/..
+    monkeypatch.chdir(corpus)
+    recipe = Recipe.load(recipe_path)  # relative paths: relative to the working directory
     assert recipe.data.train[0].shards == str(corpus / "shards")
     source = make_batch_source(recipe, tokenizer, DistributedContext(0, 1, 0, torch.device("cpu")))
     stream = ShardStream(ShardIndex.load(corpus / "shards"), tokenizer, DatasetOptions(max_tokens=2048, spec_augment=None),

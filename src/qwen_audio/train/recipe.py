@@ -88,12 +88,14 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
-        recipe = load_yaml_config(cls, path)
-        base = Path(path).resolve().parent.parent  # configs/ lives at the project root
-        return recipe.resolved(base)
+        """Read a recipe; its relative paths (tokenizer, model.init, manifests, shards, output_dir)
+        are relative to the current working directory, as with any command-line tool, not to the
+        YAML file's folder: run from the project root, as ``scripts/`` do. They come back absolute,
+        so a run does not depend on the folder it was started from afterwards."""
+        return load_yaml_config(cls, path).resolved(Path.cwd())
 
     def resolved(self, base: Path) -> Recipe:
-        """Relative paths in a recipe are relative to the project root (configs/..)."""
+        """This recipe with its relative paths made absolute against ``base``."""
 
         def fix(p: str) -> str:
             return p if Path(p).is_absolute() or p.startswith("preset:") else str(base / p)
@@ -116,7 +118,8 @@ def load_tokenizer(path: str | Path) -> QwenAudioTokenizer:
     if location.is_dir():
         return QwenAudioTokenizer.from_pretrained(str(location))
     if not location.is_file():
-        raise ConfigError(f"tokenizer not found: {location} (a qwen.tiktoken file or a model directory)")
+        raise ConfigError(f"tokenizer not found: {location} (a qwen.tiktoken file or a model directory; "
+                          "a recipe's relative paths are relative to the folder you run from)")
     return QwenAudioTokenizer(location)
 
 
