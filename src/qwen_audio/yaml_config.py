@@ -1,17 +1,24 @@
 """Frozen dataclass configs from YAML: unknown keys and wrong types are errors, with their path.
 
 A typo in a recipe (``lerning_rate``) must stop the run before hours of compute, not be ignored.
+pydantic validates: the configs stay plain frozen stdlib dataclasses (no pydantic import where
+they are defined), and a one-field wrapper model carries ``extra="forbid"``, which pydantic hands
+down to the stdlib dataclasses nested in it (``TypeAdapter(cls, config=…)`` refuses a config for
+a dataclass). Its lax mode also reads ``learning_rate: 1e-4``, which YAML 1.1 leaves a string.
+``__post_init__`` checks still run, and their ``ConfigError`` comes back with the key's path.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pydantic
 import yaml
 
 from qwen_audio.errors import ConfigError
@@ -32,22 +39,13 @@ def load_yaml_config(cls: type[T], path: str | Path) -> T:
 
 
 def from_dict(cls: type[T], data: Any, *, where: str = "config") -> T:
+    """Build ``cls`` from plain data; every problem is listed, each named by its key path."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(fields)}")
-    values = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
     try:
-        return cls(**values)
-    except TypeError as error:  # a required field is missing
-        raise ConfigError(f"{where}: {error}") from None
-    except ConfigError:
-        raise
-    except ValueError as error:  # validation in __post_init__
-        raise ConfigError(f"{where}: {error}") from None
+        return _wrapper(cls).model_validate({"value": data}).value
+    except pydantic.ValidationError as error:
+        raise ConfigError("\n".join(_messages(cls, error, where))) from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -63,53 +61,52 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _convert(option, value, where)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {args}")
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where=where)  # type: ignore[arg-type]
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            items = [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-        elif origin is tuple and args:
-            if len(args) != len(value):
-                raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
-            items = [_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
+@functools.cache
+def _wrapper(cls: type) -> type[pydantic.BaseModel]:
+    return pydantic.create_model(f"{cls.__name__}File", __config__=pydantic.ConfigDict(extra="forbid"), value=(cls, ...))
+
+
+def _messages(cls: type, error: pydantic.ValidationError, where: str) -> list[str]:
+    unknown: dict[tuple, list[str]] = {}
+    out: list[str] = []
+    for problem in error.errors():
+        loc = problem["loc"][1:]  # past the wrapper's "value"
+        if problem["type"] == "unexpected_keyword_argument":
+            unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
+        elif problem["type"] == "value_error":  # a ConfigError from __post_init__
+            out.append(f"{_path(where, loc)}: {problem['ctx']['error']}")
+        elif problem["type"] == "missing":
+            out.append(f"{_path(where, loc)}: required")
         else:
-            items = [_convert(args[0] if args else Any, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or hint is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint in (str, bool):
-        if not isinstance(value, hint):
-            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-        return value
-    return value
+            out.append(f"{_path(where, loc)}: {problem['msg']}, got {problem['input']!r}")
+    for loc, keys in unknown.items():
+        owner = _dataclass_at(cls, loc)
+        known = f" for {owner.__name__}; known: {sorted(f.name for f in dataclasses.fields(owner))}" if owner else ""
+        out.insert(0, f"{_path(where, loc)}: unknown key(s) {sorted(keys)}{known}")
+    return out
+
+
+def _path(where: str, loc: tuple) -> str:
+    return where + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+
+
+def _dataclass_at(cls: type, loc: tuple) -> type | None:
+    """The dataclass whose keys sit at ``loc`` (to list the known keys), if the hints tell it."""
+    hint: Any = cls
+    for part in loc:
+        hint = _without_none(hint)
+        if isinstance(part, int) and typing.get_origin(hint) in (tuple, list):
+            hint = typing.get_args(hint)[0]
+        elif isinstance(part, str) and dataclasses.is_dataclass(hint):
+            hint = typing.get_type_hints(hint).get(part)
+        else:
+            return None
+    hint = _without_none(hint)
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def _without_none(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return options[0] if len(options) == 1 else hint
+    return hint
