@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from qwen_audio.api import QwenAudio
-from qwen_audio.errors import AudioFileNotFoundError, CheckpointError, TagFormatError
+from qwen_audio.errors import AudioFileNotFoundError, CheckpointError, InvalidAudioError, TagFormatError
 from qwen_audio.formats.chatml import AudioItem, ChatTurn, encode_chatml
 from qwen_audio.formats.tags import AnswerResult, LabelResult, NoteResult, Task, TextResult, build_prompt
 from qwen_audio.infer.engine import (
@@ -125,6 +125,15 @@ def test_chat_reads_each_audio_slice_as_its_own_audio(api: QwenAudio, tmp_path: 
              {"type": "audio", "audio": str(path)}, {"type": "text", "text": "compare"}]
     request = api.chat_request([{"role": "user", "content": parts}], options=SHORT)
     assert [len(request.audios[p]) for p in request.turns[0].audio_paths] == [8_000, 32_000]
+
+
+def test_a_tuple_of_paths_is_refused_rather_than_read_as_one_audio(api: QwenAudio, tmp_path: Path) -> None:
+    paths = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    for path in paths:
+        sf.write(path, tone(1.0), 16_000)
+    with pytest.raises(InvalidAudioError, match="pass a list for a batch"):
+        api.transcribe(tuple(str(p) for p in paths), language="en", options=SHORT)
+    assert len(api.transcribe([str(p) for p in paths], language="en", options=SHORT)) == 2
 
 
 def test_ask_encodes_the_question_as_plain_text(api: QwenAudio) -> None:

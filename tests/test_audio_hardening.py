@@ -118,3 +118,18 @@ def test_a_duration_limit_must_be_finite_and_positive(limit: float) -> None:
     # NaN switched the limit off (`length > nan` is False): a 31-minute upload was accepted
     with pytest.raises(InvalidAudioError, match="max_duration"):
         load_audio(lying_wav(16_000), max_duration=limit)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [("a.wav", "b.wav"), (np.zeros(160, np.float32), 16_000, 1), (np.zeros(160, np.float32), "16000"),
+     (np.zeros(160, np.float32), True), (np.zeros(160, np.float32), np.zeros(160, np.float32)), ()],
+    ids=["two-paths", "three-items", "rate-as-text", "rate-as-bool", "two-arrays", "empty"],
+)
+def test_a_tuple_is_one_audio_and_anything_else_says_pass_a_list(source: tuple) -> None:
+    with pytest.raises(InvalidAudioError, match="pass a list for a batch"):
+        load_audio(source)
+
+
+def test_a_samples_and_rate_tuple_is_read_at_its_rate() -> None:
+    assert load_audio((np.ones(800, np.float32) * 0.1, 8_000.0)).size == 1_600

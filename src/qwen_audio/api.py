@@ -67,7 +67,13 @@ class Generated:
 
 
 class QwenAudio:
-    """A loaded model + tokenizer with task methods; also the server's batched ``Engine``."""
+    """A loaded model + tokenizer with task methods; also the server's batched ``Engine``.
+
+    Audio arguments take one audio — a path, encoded bytes, a file object, or a
+    ``(samples, sample_rate)`` tuple — and return one result; a **list** of them is a batch and
+    returns a list. So a tuple is always one audio: one that is not exactly (array, rate), such
+    as a tuple of paths, raises ``InvalidAudioError`` ("pass a list for a batch").
+    """
 
     def __init__(self, model: Any, tokenizer: QwenAudioTokenizer, *, model_id: str = "qwen-audio") -> None:
         self.model, self.tokenizer, self.model_id = model.eval(), tokenizer, model_id
@@ -133,7 +139,7 @@ class QwenAudio:
     # ------------------------------------------------------------------ tasks
 
     def _waves(self, audio: Audio | Sequence[Audio]) -> tuple[list[np.ndarray], bool]:
-        single = not isinstance(audio, list)  # a tuple is one (samples, rate) audio
+        single = not isinstance(audio, list)  # a tuple is one (samples, rate) audio; load_audio refuses others
         items = [audio] if single else list(audio)
         return load_audios(items), single
 

@@ -78,8 +78,12 @@ def load_audio(
     """
     _check_rate(sr, "target sample rate `sr`")
     if isinstance(source, tuple):
-        if len(source) != 2:
-            raise InvalidAudioError("an audio tuple must be (samples, sample_rate)")
+        # A tuple is one audio, never a batch: ("a.wav", "b.wav") used to decode a.wav alone.
+        if len(source) != 2 or not isinstance(source[0], (np.ndarray, torch.Tensor)) or isinstance(source[1], bool) \
+                or not isinstance(source[1], (int, float, np.integer)):
+            kinds = ", ".join(type(item).__name__ for item in source)
+            raise InvalidAudioError(f"an audio tuple is one audio, (samples array, sample_rate); got ({kinds}): "
+                                    "pass a list for a batch")
         source, source_sr = source
     # Written so that NaN fails too: `nan > limit` is False, which would switch the limit off.
     if not (math.isfinite(offset) and offset >= 0) or (duration is not None and not (math.isfinite(duration) and duration > 0)):
