@@ -27,3 +27,5 @@ plugins = [e.value for e in entry_points(group="vllm.general_plugins")]
 assert "qwen_audio.vllm:register" in plugins, plugins
 print(f"vLLM {vllm.__version__} with the qwen_audio plugin in {__import__('sys').prefix}")
 PY
+# `qwen-audio serve --engine vllm` starts from this environment's command.
+"$VENV/bin/qwen-audio" serve --help > /dev/null

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,17 +22,11 @@ import soundfile as sf
 from qwen_audio.formats.chatml import AudioItem, ChatTurn, encode_chatml
 from qwen_audio.infer.engine import GenerationOptions
 from tests.vllm.checkpoints import tone
+from tests.vllm.servers import free_port, running
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.slow
-STARTUP_SECONDS = 420  # two busy cores: the engine's first start imports torch twice and profiles
 MAX_TOKENS = 12
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -48,32 +38,8 @@ def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_checkpoint), "--host", "127.0.0.1",
                "--port", str(port), "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
                "--served-model-name", "qwen-audio-tiny"]
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=os.environ.copy())
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + STARTUP_SECONDS
-            import httpx
-
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"vllm serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"vllm serve did not answer /health in {STARTUP_SECONDS} s:\n{log.read_text()[-4000:]}")
-                time.sleep(2)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running(command, f"http://127.0.0.1:{port}", log, "vllm serve") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

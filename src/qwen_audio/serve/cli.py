@@ -24,9 +24,26 @@ if TYPE_CHECKING:
 err_console = Console(stderr=True)
 
 
-def load_engine(model: str | None) -> Engine:
+VLLM_SETUP = ("set that up with `bash scripts/setup-vllm-env.sh` (it builds .venv-vllm in the repository) and start the "
+              "server from there: `.venv-vllm/bin/qwen-audio serve --engine vllm …`")
+
+
+def load_engine(model: str | None, engine: str = "builtin", vllm_args: str = "") -> Engine:
     """The model behind ``QwenAudio.from_pretrained(model)`` (the bundled one when ``model`` is
-    None), seen through the batched ``Engine`` protocol the server calls."""
+    None), seen through the batched ``Engine`` protocol the server calls; with ``engine="vllm"``
+    the same tasks decoded by a vLLM engine (``qwen_audio.vllm.engine``, vLLM's environment only)."""
+    if engine == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError(f"--engine vllm needs vLLM, which is not installed here: it runs in its own environment; {VLLM_SETUP}")
+        from qwen_audio.vllm.engine import VllmQwenAudio
+
+        return VllmQwenAudio.from_pretrained(model or "default", engine_args=vllm_args)
+    if engine != "builtin":
+        raise ConfigError(f"--engine is 'builtin' or 'vllm', not {engine!r}")
+    if vllm_args:
+        raise ConfigError("--vllm-args goes with --engine vllm")
     from qwen_audio.api import QwenAudio
 
     return QwenAudio.from_pretrained(model or "default")
@@ -64,6 +81,10 @@ def serve_command(
     allowed_host: Annotated[Optional[list[str]], typer.Option(help="A Host name the server answers to (repeat it; '*': any). "
                                                               "Default: the bound address and localhost; any on 0.0.0.0.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    engine: Annotated[str, typer.Option(help="What decodes: 'builtin' (this package) or 'vllm' (a vLLM engine in this "
+                                        "process; run from vLLM's environment, see the README).")] = "builtin",
+    vllm_args: Annotated[str, typer.Option(help="vLLM engine flags for --engine vllm, as `vllm serve` takes them "
+                                           "(e.g. '--tensor-parallel-size 2 --dtype bfloat16').")] = "",
 ) -> None:
     """Serve the OpenAI-compatible API (chat, transcriptions, translations) and the web UI."""
     from qwen_audio.serve.settings import ServerSettings
@@ -89,9 +110,9 @@ def serve_command(
             allowed_hosts=tuple(allowed_host) if allowed_host else None,
         )
         sock = bind(settings)  # before the model loads: a busy port is reported at once
-        engine = load_engine(model)
+        loaded = load_engine(model, engine, vllm_args)
     except (QwenAudioError, OSError) as error:
         err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(code=1) from None
-    err_console.print(f"serving [bold]{escape(engine.model_id)}[/] on http://{escape(host)}:{port} (web UI at /)")
-    serve(engine, settings, log_level=log_level, sock=sock)
+    err_console.print(f"serving [bold]{escape(loaded.model_id)}[/] on http://{escape(host)}:{port} (web UI at /)")
+    serve(loaded, settings, log_level=log_level, sock=sock)

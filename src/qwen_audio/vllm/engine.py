@@ -1,0 +1,193 @@
+"""``qwen-audio serve --engine vllm``: this package's server and task code in front of a vLLM engine.
+
+:class:`VllmQwenAudio` is :class:`~qwen_audio.api.QwenAudio` (the same prompts, language detection,
+long-audio windows and SRWT stitching, ChatML encoding, streamed reply pieces: the ``Engine``
+protocol the server calls) whose decoding runs on vLLM instead of this package's generation loop.
+Only two steps are vLLM's: :meth:`~VllmQwenAudio.generate` (token ids with their audios in, new
+tokens out) and language detection (one greedy step over the eight language tags). Prompts go in
+as token ids with their audio spans already expanded, which the plugin's processor keeps as they
+are, so vLLM decodes from exactly the ids ``QwenAudio`` would.
+
+The engine is ``vllm.LLM``, held in this process (its engine core, with the model, is vLLM's own
+child process); its arguments are ``vllm serve``'s engine flags (``--tensor-parallel-size``,
+``--dtype``, ``--distributed-executor-backend ray``, …). This process keeps only the tokenizer and
+the config. Requests of one server batch decode together in vLLM's continuous batching; a batch's
+replies stream as vLLM steps. Beam search is not offered (vLLM's differs from ``generate``'s).
+
+Runs in vLLM's environment (``scripts/setup-vllm-env.sh``); nothing outside this package imports it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shlex
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import GenerationConfig
+from transformers.generation.streamers import BaseStreamer
+from vllm import LLM, EngineArgs, SamplingParams
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+from qwen_audio.api import DEFAULT_MODEL, Generated, QwenAudio, default_model_path
+from qwen_audio.checkpoints.bases import assemble, is_delta_model
+from qwen_audio.checkpoints.official import official_config
+from qwen_audio.configuration import QwenAudioConfig, is_official_checkpoint
+from qwen_audio.errors import CheckpointError, ConfigError
+from qwen_audio.formats.tags import Task, build_prompt
+from qwen_audio.infer.engine import GenerationOptions
+from qwen_audio.tokenizer import EncodedPrompt, QwenAudioTokenizer
+
+
+@dataclass
+class ModelCard:
+    """What ``QwenAudio``'s task code reads from its model (the config, the stop tokens), without the
+    network itself: vLLM holds that."""
+
+    config: QwenAudioConfig
+    generation_config: GenerationConfig
+
+    def eval(self) -> ModelCard:  # QwenAudio puts its model in eval mode; nothing runs here
+        return self
+
+
+def engine_kwargs(location: Path, config: QwenAudioConfig, engine_args: Sequence[str]) -> dict[str, Any]:
+    """``vllm.LLM``'s arguments from ``vllm serve``-style engine flags; the context defaults to ``seq_length``
+    (the plugin refuses more where the released model would switch to NTK/log-n attention)."""
+    parser = FlexibleArgumentParser(prog="qwen-audio serve --engine vllm --vllm-args")
+    EngineArgs.add_cli_args(parser)
+    try:
+        values = vars(parser.parse_args(["--model", str(location), *engine_args]))
+    except SystemExit as error:  # argparse has printed what is wrong
+        raise ConfigError(f"--vllm-args {shlex.join(engine_args)!r}: not vLLM engine arguments (see above)") from error
+    if values.get("max_model_len") is None:
+        values["max_model_len"] = config.seq_length
+    return values
+
+
+class VllmQwenAudio(QwenAudio):
+    """``QwenAudio``'s tasks and ``Engine`` protocol, decoded by a ``vllm.LLM``."""
+
+    def __init__(self, llm: LLM, tokenizer: QwenAudioTokenizer, config: QwenAudioConfig, *, model_id: str) -> None:
+        super().__init__(ModelCard(config, GenerationConfig(eos_token_id=list(config.eos_token_ids))), tokenizer,
+                         model_id=model_id)
+        self.llm = llm
+        self._lock = threading.Lock()  # one decoding loop at a time drives the engine
+        self._request_ids = itertools.count()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = DEFAULT_MODEL, *, engine_args: Sequence[str] | str = (),
+                        **_: Any) -> VllmQwenAudio:
+        """A folder ``QwenAudio.from_pretrained`` opens (the bundled model, ours, official, a shipped delta)."""
+        location = default_model_path() if path in (None, DEFAULT_MODEL) else Path(path)
+        if not (location / "config.json").is_file():
+            raise CheckpointError(f"no model at {location}: expected a directory with config.json")
+        if is_delta_model(location):  # vLLM reads the joined folder
+            location = assemble(location)
+        config = official_config(location) if is_official_checkpoint(location) else QwenAudioConfig.from_pretrained(location)
+        tokenizer = QwenAudioTokenizer.from_pretrained(str(location))
+        args = shlex.split(engine_args) if isinstance(engine_args, str) else list(engine_args)
+        llm = LLM(**engine_kwargs(location, config, args))
+        model_id = "qwen-audio-default" if path in (None, DEFAULT_MODEL) else location.name
+        return cls(llm, tokenizer, config, model_id=model_id)
+
+    # ------------------------------------------------------------------ the two steps vLLM runs
+
+    def generate(
+        self, prompts: Sequence[str | EncodedPrompt], audios: Sequence[Sequence[np.ndarray]],
+        options: GenerationOptions = GenerationOptions(), streamer: BaseStreamer | None = None,
+    ) -> list[Generated]:
+        """``QwenAudio.generate`` on vLLM: the same prompt ids, greedy or sampled (``seed`` is vLLM's own)."""
+        if options.num_beams > 1:
+            raise ConfigError("beam search (num_beams > 1) is not offered with the vLLM engine; decode greedily or sample")
+        encoded = [p if isinstance(p, EncodedPrompt) else self.tokenizer.encode_prompt(p, [w.size for w in waves])
+                   for p, waves in zip(prompts, audios)]
+        params = SamplingParams(max_tokens=options.max_new_tokens, temperature=options.temperature, top_p=options.top_p,
+                                seed=options.seed, stop_token_ids=list(self.stop_ids), detokenize=False)
+        outputs = self._run([self._request(p.ids, w) for p, w in zip(encoded, audios)], params, streamer)
+        return [self._generated(out, len(p.ids)) for p, out in zip(encoded, outputs)]
+
+    def _detect(self, waves: Sequence[np.ndarray]) -> list[str]:
+        """The most likely language tag after the LID prompt: one greedy step among the eight tags."""
+        prompt = build_prompt(Task.LANGUAGE_ID, audio="audio")
+        ids = [self.tokenizer.encode_prompt(prompt, [w.size]).ids for w in waves]
+        params = SamplingParams(max_tokens=1, temperature=0, allowed_token_ids=list(self.language_ids.values()),
+                                detokenize=False)
+        codes = {token: code for code, token in self.language_ids.items()}
+        return [codes[out.token_ids[0]] for out in self._run([self._request(i, [w]) for i, w in zip(ids, waves)], params)]
+
+    # ------------------------------------------------------------------ the engine loop
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        return tuple(self.model.generation_config.eos_token_id)
+
+    @staticmethod
+    def _request(ids: Sequence[int], waves: Sequence[np.ndarray]) -> dict[str, Any]:
+        request: dict[str, Any] = {"prompt_token_ids": list(ids)}
+        if waves:
+            request["multi_modal_data"] = {"audio": [np.asarray(w, dtype=np.float32) for w in waves]}
+        return request
+
+    def _run(self, requests: list[dict[str, Any]], params: SamplingParams, streamer: BaseStreamer | None = None) -> list[Any]:
+        """Each request's final completion; ``streamer`` sees the rows' tokens step by step, as ``generate``'s does.
+
+        vLLM steps rows independently (a long prompt may still prefill while others decode), so the
+        streamer's steps are emitted once every row still running has its next token.
+        """
+        engine = self.llm.llm_engine
+        with self._lock:
+            rows: dict[str, int] = {}
+            try:
+                for row, request in enumerate(requests):  # outputs carry the id given here (vLLM adds a suffix inside)
+                    request_id = f"qwen-audio-{next(self._request_ids)}"
+                    engine.add_request(request_id, request, params)
+                    rows[request_id] = row
+            except BaseException:
+                engine.abort_request(list(rows))
+                raise
+            final: list[Any] = [None] * len(requests)
+            tokens: list[list[int]] = [[] for _ in requests]
+            if streamer is not None:
+                streamer.put(torch.zeros(len(requests), 1, dtype=torch.long))  # the prompts come first
+            emitted = 0
+            try:
+                while any(out is None for out in final):
+                    for output in engine.step():
+                        if output.request_id not in rows:
+                            continue
+                        row = rows[output.request_id]
+                        tokens[row] = list(output.outputs[0].token_ids)
+                        if output.finished:
+                            final[row] = output.outputs[0]
+                    if streamer is not None:
+                        emitted = self._stream_steps(streamer, tokens, [f is not None for f in final], emitted)
+            except BaseException:  # the streamer's client left, or the engine failed: stop this batch's rows
+                engine.abort_request([rid for rid, row in rows.items() if final[row] is None])
+                raise
+            if streamer is not None:
+                streamer.end()
+            return final
+
+    def _stream_steps(self, streamer: BaseStreamer, tokens: list[list[int]], finished: list[bool], emitted: int) -> int:
+        """Hand the streamer every step all rows have reached (a finished row gives a stop token)."""
+        stop = self.stop_ids[0]
+        while all(len(t) > emitted or done for t, done in zip(tokens, finished)) and any(len(t) > emitted for t in tokens):
+            streamer.put(torch.tensor([t[emitted] if len(t) > emitted else stop for t in tokens]))
+            emitted += 1
+        return emitted
+
+    def _generated(self, completion: Any, prompt_tokens: int) -> Generated:
+        ids = list(completion.token_ids)
+        cut = next((i for i, t in enumerate(ids) if t in self.stop_ids), len(ids))
+        finished = completion.finish_reason == "stop"
+        kept = ids[:cut]
+        return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + finished, finished, tuple(kept))
+
+
+__all__ = ["ModelCard", "VllmQwenAudio", "engine_kwargs"]
