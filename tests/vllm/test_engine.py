@@ -173,3 +173,41 @@ def test_generation_ends_at_either_end_token(llm, reference, end: str) -> None: 
     output = llm.generate({"prompt": render_chatml([ChatTurn.user("Hi")])}, params)[0].outputs[0]
 
     assert output.finish_reason == "stop" and list(output.token_ids) == [token]
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(llm, reference):  # noqa: ANN001, ANN201
+    """``qwen-audio serve --engine vllm``'s engine over the same vLLM instance."""
+    from qwen_audio.vllm.engine import VllmQwenAudio
+
+    return VllmQwenAudio(llm, reference.tokenizer, reference.model.config, model_id="test")
+
+
+def test_serve_engine_generates_as_qwen_audio(vllm_engine, reference) -> None:  # noqa: ANN001
+    batch = mixed_batch(reference)
+    prompts, waves = [p for _, p, _ in batch], [w for _, _, w in batch]
+    options = GenerationOptions(max_new_tokens=MAX_TOKENS)
+
+    for (name, _, _), want, got in zip(batch, reference.generate(prompts, waves, options), vllm_engine.generate(prompts, waves, options)):
+        assert got == want, name
+
+
+def test_serve_engine_refuses_audio_spans_without_audio(vllm_engine, reference) -> None:  # noqa: ANN001
+    """vLLM hands a prompt without audio straight to the decoder, so the engine checks its prompts itself."""
+    from qwen_audio.vllm.processing import AudioSpanCountError
+
+    prompt = reference.tokenizer.encode_prompt(build_prompt(Task.CAPTION_CLOTHO, audio="s"), [16_000])
+    with pytest.raises(AudioSpanCountError, match="1 <audio>…</audio> spans but 0 audios"):
+        vllm_engine.generate([prompt, render_chatml([ChatTurn.user("Hi")])], [[], []])
+
+
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="vLLM 0.32 sends a prompt without multimodal data to the "
+                   "decoder without calling the plugin's processor, and offers a model no other hook to refuse it")
+def test_vllm_refuses_a_text_prompt_with_spans_and_no_audio(llm) -> None:  # noqa: ANN001
+    from vllm import SamplingParams
+
+    from qwen_audio.vllm.processing import AudioSpanCountError
+
+    prompt = "<audio>a</audio>" + build_prompt(Task.CAPTION_CLOTHO)
+    with pytest.raises(AudioSpanCountError):
+        llm.generate({"prompt": prompt}, SamplingParams(max_tokens=2))

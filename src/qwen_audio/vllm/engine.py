@@ -6,7 +6,8 @@ protocol the server calls) whose decoding runs on vLLM instead of this package's
 Only two steps are vLLM's: :meth:`~VllmQwenAudio.generate` (token ids with their audios in, new
 tokens out) and language detection (one greedy step over the eight language tags). Prompts go in
 as token ids with their audio spans already expanded, which the plugin's processor keeps as they
-are, so vLLM decodes from exactly the ids ``QwenAudio`` would.
+are, so vLLM decodes from exactly the ids ``QwenAudio`` would; each is checked for one audio per span
+here, since vLLM asks the plugin's processor only about prompts that come with audio.
 
 The engine is ``vllm.LLM``, held in this process (its engine core, with the model, is vLLM's own
 child process); its arguments are ``vllm serve``'s engine flags (``--tensor-parallel-size``,
@@ -42,6 +43,7 @@ from qwen_audio.errors import CheckpointError, ConfigError
 from qwen_audio.formats.tags import Task, build_prompt
 from qwen_audio.infer.engine import GenerationOptions
 from qwen_audio.tokenizer import EncodedPrompt, QwenAudioTokenizer
+from qwen_audio.vllm.processing import check_span_count
 
 
 @dataclass
@@ -127,8 +129,10 @@ class VllmQwenAudio(QwenAudio):
     def stop_ids(self) -> tuple[int, ...]:
         return tuple(self.model.generation_config.eos_token_id)
 
-    @staticmethod
-    def _request(ids: Sequence[int], waves: Sequence[np.ndarray]) -> dict[str, Any]:
+    def _request(self, ids: Sequence[int], waves: Sequence[np.ndarray]) -> dict[str, Any]:
+        # Checked here, not only by the plugin's processor: vLLM calls that only for prompts with audio,
+        # so spans without any audio would reach the decoder as plain token embeddings.
+        check_span_count(ids, len(waves), self.model.config)
         request: dict[str, Any] = {"prompt_token_ids": list(ids)}
         if waves:
             request["multi_modal_data"] = {"audio": [np.asarray(w, dtype=np.float32) for w in waves]}

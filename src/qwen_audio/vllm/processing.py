@@ -42,6 +42,15 @@ class AudioSpanCountError(QwenAudioError, ValueError):
     """A prompt's audio spans and its audios differ in number (a ValueError: the server answers 400)."""
 
 
+def check_span_count(prompt_ids: Sequence[int], audios: int, config: QwenAudioConfig) -> None:
+    """One audio per ``<audio>…</audio>`` span, else :class:`AudioSpanCountError`."""
+    spans = list(prompt_ids).count(config.audio_start_id)
+    if spans != audios:
+        raise AudioSpanCountError(
+            f"the prompt holds {spans} <audio>…</audio> spans but {audios} audios came with it: give one audio per span"
+        )
+
+
 def span_ids(config: QwenAudioConfig, pooled_len: int) -> list[int]:
     """An audio's tokens in the prompt: ``<audio>``, one pad per pooled frame, ``</audio>``."""
     return [config.audio_start_id, *([config.audio_pad_id] * pooled_len), config.audio_end_id]
@@ -85,13 +94,9 @@ class QwenAudioMultiModalProcessor(BaseMultiModalProcessor[QwenAudioProcessingIn
     def apply(self, inputs: ProcessorInputs, timing_ctx: TimingContext) -> MultiModalInput:
         # A span left without audio would reach the decoder as plain token embeddings; an audio without
         # a span fails deep in vLLM. (A prompt with spans and no audio at all never comes here: vLLM
-        # sends it straight to the decoder, unchecked.)
-        spans = list(inputs.prompt).count(self.info.get_hf_config().audio_start_id)
-        audios = inputs.mm_data_items.get_all_counts().get("audio", 0)
-        if spans != audios:
-            raise AudioSpanCountError(
-                f"the prompt holds {spans} <audio>…</audio> spans but {audios} audios came with it: give one audio per span"
-            )
+        # sends a prompt without multimodal data straight to the decoder and offers a model no hook
+        # to check it; qwen-audio serve --engine vllm checks its prompts itself.)
+        check_span_count(inputs.prompt, inputs.mm_data_items.get_all_counts().get("audio", 0), self.info.get_hf_config())
         return super().apply(inputs, timing_ctx)
 
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
@@ -132,5 +137,5 @@ class QwenAudioMultiModalProcessor(BaseMultiModalProcessor[QwenAudioProcessingIn
 
 
 __all__ = [
-    "AudioSpanCountError", "QwenAudioDummyInputsBuilder", "QwenAudioMultiModalProcessor", "QwenAudioProcessingInfo", "span_ids",
+    "AudioSpanCountError", "check_span_count", "QwenAudioDummyInputsBuilder", "QwenAudioMultiModalProcessor", "QwenAudioProcessingInfo", "span_ids",
 ]
