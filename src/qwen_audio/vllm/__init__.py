@@ -14,8 +14,10 @@ names read by this package, no remote code run):
 - the folder's chat template falls back to ``chat_template.jinja`` (ChatML with ``Audio k:``
   items, as ``formats.chatml`` renders it).
 
+``engine.py`` puts this package's own server in front of vLLM (``qwen-audio serve --engine vllm``).
+
 vLLM lives in its own environment (``scripts/setup-vllm-env.sh``): it pins another transformers.
-Nothing else in ``qwen_audio`` imports this package.
+Nothing else in ``qwen_audio`` imports this package, but for that server option, on use.
 """
 
 from __future__ import annotations
