@@ -28,25 +28,23 @@ VLLM_SETUP = ("set that up with `bash scripts/setup-vllm-env.sh` (it builds .ven
               "server from there: `.venv-vllm/bin/qwen-audio serve --engine vllm …`")
 
 
-def load_engine(model: str | None, engine: str = "builtin", vllm_args: str = "") -> Engine:
+def load_engine(model: str | None) -> Engine:
     """The model behind ``QwenAudio.from_pretrained(model)`` (the bundled one when ``model`` is
-    None), seen through the batched ``Engine`` protocol the server calls; with ``engine="vllm"``
-    the same tasks decoded by a vLLM engine (``qwen_audio.vllm.engine``, vLLM's environment only)."""
-    if engine == "vllm":
-        import importlib.util
-
-        if importlib.util.find_spec("vllm") is None:
-            raise ConfigError(f"--engine vllm needs vLLM, which is not installed here: it runs in its own environment; {VLLM_SETUP}")
-        from qwen_audio.vllm.engine import VllmQwenAudio
-
-        return VllmQwenAudio.from_pretrained(model or "default", engine_args=vllm_args)
-    if engine != "builtin":
-        raise ConfigError(f"--engine is 'builtin' or 'vllm', not {engine!r}")
-    if vllm_args:
-        raise ConfigError("--vllm-args goes with --engine vllm")
+    None), seen through the batched ``Engine`` protocol the server calls."""
     from qwen_audio.api import QwenAudio
 
     return QwenAudio.from_pretrained(model or "default")
+
+
+def load_vllm_engine(model: str | None, vllm_args: str = "") -> Engine:
+    """The same tasks decoded by a vLLM engine (``qwen_audio.vllm.engine``), in vLLM's environment only."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"--engine vllm needs vLLM, which is not installed here: it runs in its own environment; {VLLM_SETUP}")
+    from qwen_audio.vllm.engine import VllmQwenAudio
+
+    return VllmQwenAudio.from_pretrained(model or "default", engine_args=vllm_args)
 
 
 def bind(settings: ServerSettings) -> socket.socket:
@@ -109,8 +107,12 @@ def serve_command(
             allowed_local_dir=allowed_local_dir,
             allowed_hosts=tuple(allowed_host) if allowed_host else None,
         )
+        if engine not in ("builtin", "vllm"):
+            raise ConfigError(f"--engine is 'builtin' or 'vllm', not {engine!r}")
+        if vllm_args and engine != "vllm":
+            raise ConfigError("--vllm-args goes with --engine vllm")
         sock = bind(settings)  # before the model loads: a busy port is reported at once
-        loaded = load_engine(model, engine, vllm_args)
+        loaded = load_vllm_engine(model, vllm_args) if engine == "vllm" else load_engine(model)
     except (QwenAudioError, OSError) as error:
         err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(code=1) from None
