@@ -5,7 +5,7 @@ same prompt embeddings (audio already spliced, so it does no encoder work); ours
 ``QwenAudioForCausalLM.fast_generate`` from token ids + mels (the encoder runs inside the timing),
 also with ``fold=False`` (its loop over the decoder's own modules, without ``generation.FoldedWeights``)
 and, for reference, our ``generate`` (transformers' loop over our model). Greedy, a fixed number of
-new tokens (no early stop), batch 1 and batch 8 (left-padded, mixed lengths). Prints new tokens per
+new tokens (no early stop), batches of 1, 8, … rows (left-padded, a fixed mix of 8 request shapes). Prints new tokens per
 second, ratios against the peer, and whether every system produced the same tokens.
 
     python benchmarks/generate.py [--sizes tiny default small] [--new-tokens 64] [--repeats 3] [--threads 1]
@@ -60,8 +60,12 @@ def make_batch(model: QwenAudioForCausalLM, batch: int) -> dict[str, torch.Tenso
     c = model.config
     rows, mel_lengths = [], []
     for i in range(batch):
-        span = audio_span(16_000 + 4_000 * i)  # 1 s, 1.25 s, … of audio
-        text = [100 + i] * (3 + 2 * i)
+        # Every batch size serves the same mix of requests (8 shapes, cycled): 1 s … 2.75 s of audio,
+        # 3 … 17 text tokens. Rows that grew with i made batch 32 carry 10× batch 8's prompt work for
+        # 4× its new tokens, so tok/s fell with the batch for a reason no server sees.
+        j = i % 8
+        span = audio_span(16_000 + 4_000 * j)
+        text = [100 + i] * (3 + 2 * j)
         rows.append(text + [c.audio_start_id] + [c.audio_pad_id] * (span.span_tokens - 2) + [c.audio_end_id] + [7, 8, 9])
         mel_lengths.append(span.mel_len)
     width = max(map(len, rows))
