@@ -77,7 +77,7 @@ def run_ours(model: str | None, waves: dict[str, list[np.ndarray]], threads: int
     torch.set_num_threads(threads)
     api = QwenAudio.from_pretrained(model) if model else QwenAudio.from_pretrained()
     start = time.perf_counter()
-    out = {lang: [t.text for t in api.transcribe(items, language=lang)] for lang, items in waves.items()}
+    out = {lang: [t.text for t in api.transcribe([(w, 16_000) for w in items], language=lang)] for lang, items in waves.items()}
     return out, time.perf_counter() - start
 
 
