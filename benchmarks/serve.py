@@ -40,7 +40,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -295,18 +295,25 @@ def start_vllm_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str, 
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-serve-{port}.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"vLLM's server exited {process.returncode}; its log: {log.name}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return process, url, command
-        except httpx.HTTPError:
-            pass
-        time.sleep(1.0)
+    if wait_healthy(process, url, 600, 1.0, lambda: f"vLLM's server exited {process.returncode}; its log: {log.name}"):
+        return process, url, command
     stop(process)
     raise SystemExit(f"vLLM's server did not answer /health within 600 s; its log: {log.name}")
+
+
+def wait_healthy(process: subprocess.Popen, url: str, seconds: float, poll: float, exited: Callable[[], str]) -> bool:
+    """True once ``url``/health answers 200 within ``seconds``; SystemExit(``exited()``) if the process dies first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(exited())
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll)
+    return False
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -345,16 +352,9 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         command += ["--model", args.model]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"qwen-audio serve exited {process.returncode}: {process.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    if wait_healthy(process, url, 300, 0.5,
+                    lambda: f"qwen-audio serve exited {process.returncode}: {process.stderr.read()[-2000:]}"):
+        return process, url
     process.terminate()
     raise SystemExit("qwen-audio serve did not answer /health within 300 s")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from qwen_audio.formats.chatml import AudioItem, ChatTurn, encode_chatml
 from qwen_audio.formats.tags import AnswerResult, LabelResult, NoteResult, Task, TextResult, build_prompt
 from qwen_audio.infer.engine import (
     BatchStreamingEngine,
+    ChatReply,
     ChatRequest,
     Engine,
     GenerationOptions,
@@ -90,16 +92,19 @@ def test_chat_reply_stream_and_engine(api: QwenAudio) -> None:
     assert isinstance(transcript, Transcript) and transcript.language == "en"
 
 
-def test_stream_returns_the_final_reply_with_usage(api: QwenAudio) -> None:
-    request = ChatRequest((ChatTurn.user(AudioItem("a"), "describe"),), {"a": tone(0.8)}, options=SHORT)
-    stream = api.stream_chat(request)
+def drain(stream: Generator[str, None, ChatReply]) -> tuple[list[str], ChatReply]:
+    """A reply stream's pieces and the final reply it returns."""
     pieces = []
     while True:
         try:
             pieces.append(next(stream))
         except StopIteration as stop:
-            final = stop.value
-            break
+            return pieces, stop.value
+
+
+def test_stream_returns_the_final_reply_with_usage(api: QwenAudio) -> None:
+    request = ChatRequest((ChatTurn.user(AudioItem("a"), "describe"),), {"a": tone(0.8)}, options=SHORT)
+    pieces, final = drain(api.stream_chat(request))
     expected = api.chat_batch([request])[0]
     assert final.text == "".join(pieces)
     assert final.prompt_tokens == expected.prompt_tokens
@@ -265,14 +270,7 @@ def test_streamed_and_plain_chat_give_identical_text(api: QwenAudio, options: Ge
     plain = api.chat(messages, options=options)
     assert "".join(api.chat(messages, stream=True, options=options)) == plain.text
     request = ChatRequest((ChatTurn.user(AudioItem("a"), "what is this sound?"),), {"a": tone(1.0)}, options=options)
-    stream = api.stream_chat(request)
-    pieces = []
-    while True:
-        try:
-            pieces.append(next(stream))
-        except StopIteration as stop:
-            final = stop.value
-            break
+    pieces, final = drain(api.stream_chat(request))
     assert final == api.chat_batch([request])[0] and "".join(pieces) == final.text
     if options.temperature > 0:  # sampling is really on: another seed gives another reply
         other = GenerationOptions(max_new_tokens=24, temperature=0.8, top_p=options.top_p, seed=options.seed + 1)
