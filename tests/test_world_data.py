@@ -318,3 +318,38 @@ def test_language_id_records_keep_the_audio_and_target_its_language(tmp_path: Pa
     assert record == {"id": "a-lid", "audio": "/x/a.flac", "task": "language_id", "duration": 1.0,
                       "audio_language": "es", "text_language": None}
     assert validate_manifest(out) == []
+
+
+# ---------------------------------------------------------------- real instrument and sound recordings
+
+def test_drum_names_map_to_one_label_and_unknown_names_are_skipped():
+    from qwen_audio.data.world.sounds import drum_label
+
+    cases = {"Kick Long": "kick drum", "Snare Rimshot": "rimshot", "Closed HH": "hi-hat", "Pedal Hat": "hi-hat",
+             "Ride Bell": "cymbal", "Tom Low": "tom-tom drum", "Hand Clap": "hand clap", "Snare Jazz": "snare drum",
+             "Conga Hi": "hand drum", "Laser Zap": None}
+    assert {name: drum_label(name) for name in cases} == cases
+
+
+def test_a_note_teaches_its_family_pitch_and_name_and_its_caption_names_the_instrument():
+    from qwen_audio.data.examples import target_text
+    from qwen_audio.data.world.sounds import note_records
+
+    records = note_records("n0", Path("/x/n0.flac"), 2.0, 0, 60, 100, {"split": "train"}, random.Random(0))
+    targets = {r.task: target_text(r) for r in records}
+    assert targets["note_analysis"] == "<|pitch|><|midi_pitch_60|><|velocity|><|midi_velocity_100|><|instrument|>keyboard"
+    assert targets["instrument"] == "keyboard" and targets["pitch"] == "<|midi_pitch_60|>"
+    assert targets["sound_event"] == "keyboard"
+    assert targets["caption"] == "a single loud note played on a keyboard instrument"
+
+
+@pytest.mark.skipif(not Path("/usr/share/hydrogen/data/drumkits").is_dir(), reason="hydrogen-drumkits is not installed")
+def test_held_out_drum_kits_are_chosen_by_the_md5_of_their_name():
+    from qwen_audio.data.world.sounds import drum_hits, is_test_kit
+
+    hits = drum_hits()
+    kits = {kit for kit, *_ in hits}
+    held_out = {kit for kit in kits if is_test_kit(kit)}
+    assert held_out == {kit for kit in kits if hashlib.md5(kit.encode()).hexdigest()[0] in "cdef"}
+    assert held_out and held_out != kits  # both splits have kits
+    assert all(path.is_file() for *_, path in hits)

@@ -141,9 +141,10 @@ def midi_bytes(notes: list[Note]) -> bytes:
     return header + b"MTrk" + len(track).to_bytes(4, "big") + bytes(track)
 
 
-def render_midi(notes: list[Note], seconds: float, gain: float = 0.5) -> np.ndarray:
-    """Render ``notes`` with fluidsynth into float32 16 kHz mono of exactly ``seconds``."""
-    exe, soundfont = shutil.which("fluidsynth"), find_soundfont()
+def render_midi(notes: list[Note], seconds: float, gain: float = 0.5, soundfont: Path | None = None) -> np.ndarray:
+    """Render ``notes`` with fluidsynth into float32 16 kHz mono of exactly ``seconds``
+    (``soundfont``: the first of SOUNDFONT_CANDIDATES present unless given)."""
+    exe, soundfont = shutil.which("fluidsynth"), soundfont or find_soundfont()
     if exe is None or soundfont is None:
         raise SynthesisError("fluidsynth and a GM soundfont are needed: "
                              "`apt-get install fluidsynth timgm6mb-soundfont`")
@@ -164,7 +165,7 @@ def render_midi(notes: list[Note], seconds: float, gain: float = 0.5) -> np.ndar
     return np.pad(mono, (0, max(0, n - len(mono))))[:n].astype(np.float32)
 
 
-def render_notes(notes: list[tuple[int, int, int]]) -> list[np.ndarray]:
+def render_notes(notes: list[tuple[int, int, int]], soundfont: Path | None = None) -> list[np.ndarray]:
     """Render isolated notes (program, pitch, velocity) in one fluidsynth call.
 
     Notes are spaced NOTE_SECONDS + 1 s apart (the extra second lets releases die out) and each
@@ -172,7 +173,7 @@ def render_notes(notes: list[tuple[int, int, int]]) -> list[np.ndarray]:
     """
     stride = NOTE_SECONDS + 1.0
     timed = [Note(p, k, v, 0.05 + i * stride, NOTE_HOLD) for i, (p, k, v) in enumerate(notes)]
-    audio = render_midi(timed, 0.05 + len(notes) * stride)
+    audio = render_midi(timed, 0.05 + len(notes) * stride, soundfont=soundfont)
     clip_len = int(NOTE_SECONDS * effects.SAMPLE_RATE)
     clips = []
     for note in timed:

@@ -5,6 +5,8 @@ Stages (each resumable; rerunning skips what is already on disk):
 - ``asterisk``: real prompts → ``DIR/asterisk/<lang>/*.flac``, ``DIR/asterisk/{train,validation}.jsonl``
 - ``texts``: cleaned sentences → ``DIR/texts/<lang>/{train,test}.tsv`` and ``DIR/texts/stats.json``
 - ``tts``: rendered sentences → ``DIR/tts/audio/...``, ``DIR/tts/{train,test}.jsonl``
+- ``sounds``: real instrument notes, drum hits and desktop sounds (+ speech labelled as such) →
+  ``DIR/sounds/...``, ``DIR/sounds/{train,test}.jsonl`` (after ``asterisk`` and ``tts``: it labels their speech)
 
 Everything random is drawn from streams derived from (seed, stage, language, split), so the same
 seed rebuilds the same files, and changing one language's count leaves the others alone.
@@ -23,10 +25,10 @@ from pathlib import Path
 
 from qwen_audio.data.manifest import ManifestRecord, check_manifest, write_manifest
 from qwen_audio.data.synth.splits import derive_seed
-from qwen_audio.data.world import asterisk, texts, voices
+from qwen_audio.data.world import asterisk, sounds, texts, voices
 from qwen_audio.data.world.render import TtsJob, render_job
 
-STAGES = ("asterisk", "texts", "tts")
+STAGES = ("asterisk", "texts", "tts", "sounds")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class BuildConfig:
     seed: int = 0
     stages: tuple[str, ...] = STAGES
     asterisk_languages: tuple[str, ...] = asterisk.LANGUAGES
+    sound_splits: tuple[str, ...] = ("train", "test")
     tts: dict[tuple[str, str], TtsCounts] = field(default_factory=lambda: {
         ("en", "train"): TtsCounts(2200, 800), ("en", "test"): TtsCounts(200, 100),
         **{(lang, "train"): TtsCounts(800) for lang in ("de", "es")},
@@ -171,6 +174,21 @@ def build_tts_stage(config: BuildConfig, sets: dict[str, texts.SentenceSet], log
     return counts
 
 
+def build_sounds_stage(config: BuildConfig, log=print) -> dict[str, Counter]:
+    folder = config.out / "sounds"
+    speech = [config.out / "asterisk" / "train.jsonl", config.out / "tts" / "train.jsonl"]
+    by_split = sounds.build_sounds(folder, config.seed, [m for m in speech if m.is_file()],
+                                   splits=config.sound_splits, log=log)
+    counts: dict[str, Counter] = {}
+    for split, records in by_split.items():
+        path = folder / f"{split}.jsonl"
+        write_manifest(records, path)
+        check_manifest(path)
+        counts[split] = Counter(f"{(r.meta or {}).get('source')}/{r.task}" for r in records)
+        log(f"sounds {split}: {len(records)} records {dict(counts[split])} → {path}")
+    return counts
+
+
 def build(config: BuildConfig, log=print) -> dict:
     summary: dict = {}
     if "asterisk" in config.stages:
@@ -180,6 +198,8 @@ def build(config: BuildConfig, log=print) -> dict:
         summary["texts"] = build_texts_stage(config, sets, log)
         if "tts" in config.stages:
             summary["tts"] = build_tts_stage(config, sets, log)
+    if "sounds" in config.stages:
+        summary["sounds"] = build_sounds_stage(config, log)
     return summary
 
 
