@@ -129,7 +129,7 @@ def test_suite_gates_keep_the_readings_they_were_set_on() -> None:
     """Official WER, lenient accuracy and lenient boundary error: the synthetic suite has no
     paper number, and its gates were set on these readings."""
     from qwen_audio.eval.benchmarks import score_benchmark
-    from qwen_audio.eval.suite import SUITE
+    from qwen_audio.eval.suite import SYNTHETIC_SUITE as SUITE
     from qwen_audio.formats.srwt import Word
 
     entries = {e.benchmark.name: e for e in SUITE}
@@ -164,3 +164,28 @@ def test_eval_cli_prints_the_official_figure_and_the_lenient_one_labelled(tiny_m
     assert "lenient, not comparable with the paper: " in result.output
     [row] = json.loads((tmp_path / "out" / "report.json").read_text())
     assert row["official"]["method"] == "exact string match (sklearn accuracy_score)"
+
+
+def test_a_caption_names_its_source_only_with_every_word_of_a_label() -> None:
+    from qwen_audio.eval.suite import names_source
+
+    assert names_source("A snare drum is hit once.", ["snare drum"])
+    assert names_source("someone strikes a tom-tom drum", ["tom-tom drum"])
+    assert not names_source("a drum is hit", ["snare drum"])
+    assert not names_source("a snarer drumming", ["snare drum"])  # whole words only
+    assert names_source("a single soft note played on a keyboard instrument", ["guitar", "keyboard"])
+
+
+def test_world_suite_scores_asr_audio_as_language_id_and_gates_only_what_the_issue_gates(tmp_path: Path) -> None:
+    from qwen_audio.data.manifest import write_manifest
+    from qwen_audio.eval.suite import WORLD_SUITE, GateResult, gate_table
+
+    entries = {e.benchmark.name: e for e in WORLD_SUITE}
+    write_manifest([ManifestRecord(id="p", audio="a.wav", task="asr", audio_language="fr", text_language="fr", text="Bonjour.")],
+                   tmp_path / "m.jsonl")
+    [record] = entries["world-real-language-id"].records(tmp_path / "m.jsonl")
+    assert (record.task, record.text, record.audio_language, record.id) == ("language_id", "fr", "fr", "p-as-language_id")
+    assert entries["world-real-asr-en"].gate == 8.0 and entries["world-real-asr-it"].gate == 15.0
+    assert entries["world-open-asr-en"].gate == 10.0 and entries["world-open-asr-de"].gate is None
+    rows = gate_table([GateResult("reported", 12.0, None, False, 3), GateResult("gated", 12.0, 15.0, False, 3)])
+    assert [(r["gate"], r["passed"]) for r in rows] == [("reported", None), ("≤ 15", True)]

@@ -16,13 +16,12 @@ from qwen_audio.eval.benchmarks import BENCHMARKS, get_benchmark
 
 def eval_command(
     task: Annotated[Optional[str], typer.Option("--task", help=f"A benchmark: {', '.join(BENCHMARKS)}.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="The dataset folder (its official layout) or a manifest.")] = None,
-    suite: Annotated[Optional[str], typer.Option(help="'default': the bundled model's held-out synthetic suite.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="The dataset folder (its official layout) or a manifest; with --suite, the suite's data folder (built there when missing).")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="'default': the default model's held-out real and world-like suite; 'synthetic': the synthetic corpus' held-out split.")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Model directory or 'default'.")] = "default",
     output: Annotated[Path, typer.Option(help="Folder for predictions (resumable) and reports.")] = Path("eval-results"),
     batch_size: Annotated[int, typer.Option(help="Examples decoded together.")] = 8,
     limit: Annotated[Optional[int], typer.Option(help="Score N examples spread over the data (one from each of N equal strata, seeded), not the first N.")] = None,
-    corpus: Annotated[Optional[Path], typer.Option(help="Suite only: a corpus folder holding test/ (else generated).")] = None,
 ) -> None:
     """Evaluate a model with the official prompts and metrics; reports the official figure beside the
     paper's number and the lenient one apart."""
@@ -31,20 +30,24 @@ def eval_command(
 
     console = Console()
     if (task is None) == (suite is None):
-        raise ConfigError("give exactly one of --task BENCHMARK (with --data) or --suite default")
+        raise ConfigError("give exactly one of --task BENCHMARK (with --data) or --suite default|synthetic")
     settings = EvalSettings(batch_size=batch_size, limit=limit)
     if suite is not None:
-        if suite != "default":
-            raise ConfigError("the only suite is 'default'")
-        from qwen_audio.eval.suite import ensure_test_split, gate_table, run_suite
+        from qwen_audio.eval.suite import SUITES, ensure_test_split, ensure_world_split, gate_table, run_suite
 
-        split = ensure_test_split(corpus or output / "synthetic-corpus")
+        if suite not in SUITES:
+            raise ConfigError(f"unknown suite {suite!r}: use one of {', '.join(SUITES)}")
+        if suite == "default":
+            split = ensure_world_split(data or output / "world-data")
+        else:
+            split = ensure_test_split(data or output / "synthetic-corpus")
         api = QwenAudio.from_pretrained(model)
-        rows = gate_table(run_suite(api, split, output, settings))
+        rows = gate_table(run_suite(api, split, output, settings, SUITES[suite]))
         (output / "suite.json").write_text(json.dumps(rows, indent=2) + "\n")
         table = Table("benchmark", "value", "gate", "passed", "examples", title=f"default suite: {model}")
         for row in rows:
-            table.add_row(row["benchmark"], f"{row['value']:.4f}", row["gate"], "yes" if row["passed"] else "NO", str(row["examples"]))
+            passed = "—" if row["passed"] is None else "yes" if row["passed"] else "NO"
+            table.add_row(row["benchmark"], f"{row['value']:.4f}", row["gate"], passed, str(row["examples"]))
         console.print(table)
         return
     if data is None:
