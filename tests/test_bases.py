@@ -206,23 +206,29 @@ def test_delta_holds_only_trained_tensors_and_assembles_back(tiny_pins: TinyBase
     model, tokenizer = build_base_model()
     with torch.no_grad():
         model.audio.proj.weight.mul_(2.0)
-        model.get_input_embeddings().weight[model.config.endoftext_id:] += 1.0
+        model.get_input_embeddings().weight[model.config.endoftext_id:model.config.endoftext_id + 3] += 1.0
     shipped = write_delta(model, tokenizer, tmp_path / "shipped")
     (shipped / "generation_config.json").write_text("{}")  # extra files travel with the model
 
     from safetensors import safe_open
 
-    with safe_open(str(shipped / "trained.safetensors"), framework="pt") as handle:
-        assert set(handle.keys()) == {"audio.proj.weight", "model.embed_tokens.weight"}
+    with safe_open(str(shipped / "trained.safetensors"), framework="pt") as handle:  # only the 3 changed rows
+        assert set(handle.keys()) == {"audio.proj.weight", "model.embed_tokens.weight.rows",
+                                      "model.embed_tokens.weight.row_values"}
+        first = model.config.endoftext_id
+        assert handle.get_tensor("model.embed_tokens.weight.rows").tolist() == [first, first + 1, first + 2]
     assert bases.is_delta_model(shipped)
 
     target = assemble(shipped)
     assert target.parent == cache / "models" and target.name.startswith("shipped-")
-    assert (target / "generation_config.json").is_file()
+    assert (target / "generation_config.json").is_file() and not bases.is_delta_model(target)  # a full model now
     loaded = QwenAudioForCausalLM.from_pretrained(target)
     for name, value in model.state_dict().items():
-        trained = name in ("audio.proj.weight", "model.embed_tokens.weight", "lm_head.weight")  # lm_head: tied
-        expected = value.half().float() if trained else value  # the delta ships in float16
+        expected = value.clone()
+        if name == "audio.proj.weight":
+            expected = value.half().float()  # the delta ships in float16
+        elif name in ("model.embed_tokens.weight", "lm_head.weight"):  # lm_head: tied
+            expected[first:first + 3] = value[first:first + 3].half().float()
         assert torch.equal(loaded.state_dict()[name], expected), name
     assert QwenAudioTokenizer.from_pretrained(target).pat_str == tokenizer.pat_str
 
@@ -304,3 +310,18 @@ def test_real_bases_answer_paris(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             ids = torch.cat([ids, model(input_ids=ids).logits[:, -1:].argmax(-1)], dim=1)
     answer = tokenizer.decode(ids[0, -3:].tolist())
     assert "Paris" in answer, answer
+
+
+def test_low_rank_update_recovers_two_merged_adapters_and_refuses_rank_above_the_cap() -> None:
+    """Two rank-16 LoRAs merged one after the other (stage after stage) change a matrix by rank 32:
+    the factors reproduce it; a change of rank 80 (above the cap of 64) ships whole."""
+    from qwen_audio.checkpoints.bases import low_rank_update
+
+    gen = torch.Generator().manual_seed(1)
+    base = torch.randn(576, 1536, generator=gen)
+    change = sum(torch.randn(576, 16, generator=gen) @ torch.randn(16, 1536, generator=gen) for _ in range(2)) * 1e-3
+    a, b = low_rank_update(base + change, base)
+    assert a.shape == (32, 1536) and b.shape == (576, 32)
+    assert torch.linalg.norm(b @ a - change) <= 1e-3 * torch.linalg.norm(change)
+    wide = torch.randn(576, 80, generator=gen) @ torch.randn(80, 1536, generator=gen) * 1e-3
+    assert low_rank_update(base + wide, base) is None

@@ -237,6 +237,7 @@ def changed_tensors(model, reference) -> dict[str, torch.Tensor]:  # noqa: ANN00
 
 
 LOW_RANK_A, LOW_RANK_B = ".low_rank_A", ".low_rank_B"  # weight = base + B·A
+ROWS, ROW_VALUES = ".rows", ".row_values"  # weight = base with these rows replaced
 
 
 def low_rank_update(value: torch.Tensor, base: torch.Tensor, max_rank: int = 64, tolerance: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -250,11 +251,19 @@ def low_rank_update(value: torch.Tensor, base: torch.Tensor, max_rank: int = 64,
     if value.dim() != 2:
         return None
     change = value.double() - base.double()
-    u, s, vh = torch.linalg.svd(change, full_matrices=False)
+    rows, cols = value.shape
+    # A randomized range finder (Halko et al.): a change of rank ≤ max_rank lies in the span of
+    # change @ Ω for a Gaussian Ω with a few more columns, so the SVD of the small projected
+    # matrix gives its exact factors at a fraction of a full SVD's cost. A higher rank is caught
+    # below (rank = all k columns, or the tolerance check fails).
+    k = min(max_rank + 16, rows, cols)
+    omega = torch.randn(cols, k, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    q, _ = torch.linalg.qr(change @ omega)
+    u_small, s, vh = torch.linalg.svd(q.T @ change, full_matrices=False)
+    u = q @ u_small
     if s[0] == 0:
         return None
     rank = int((s > s[0] * 1e-5).sum())
-    rows, cols = value.shape
     if rank > max_rank or 2 * rank * (rows + cols) > rows * cols:  # factors must be well under the matrix
         return None
     b, a = (u[:, :rank] * s[:rank]), vh[:rank]
@@ -267,7 +276,9 @@ def write_delta(model, tokenizer, directory: str | Path, *, dtype: torch.dtype =
     """Ship ``model`` as a delta over the bases: ``trained.safetensors`` + ``bases.json`` + config.
 
     A changed matrix whose change has low rank (merged LoRA) ships as two factors (see
-    :func:`low_rank_update`); every other changed tensor ships whole.
+    :func:`low_rank_update`); a matrix of which only some rows changed (the embedding, where
+    training touched only the new tokens' rows) ships as those rows and their indices; every other
+    changed tensor ships whole.
     """
     from safetensors.torch import save_file
 
@@ -283,6 +294,11 @@ def write_delta(model, tokenizer, directory: str | Path, *, dtype: torch.dtype =
         if factors is not None:
             del delta[name]
             delta[name + LOW_RANK_A], delta[name + LOW_RANK_B] = factors
+    for name in [n for n in delta if n in base_state and delta[n].dim() == 2 and delta[n].shape == base_state[n].shape]:
+        rows = (delta[name] != base_state[name].to(delta[name].dtype)).any(dim=1).nonzero().flatten()
+        if len(rows) < delta[name].shape[0] // 2:
+            value = delta.pop(name)
+            delta[name + ROWS], delta[name + ROW_VALUES] = rows.to(torch.int64), value[rows].contiguous()
     save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in delta.items()}, str(directory / DELTA_FILE))
     bases = {"encoder": WHISPER_BASE.name, "llm": SMOLLM2_135M.name,
              "packages": [*WHISPER_BASE.packages, *SMOLLM2_135M.packages],
@@ -318,6 +334,13 @@ def assemble(directory: str | Path) -> Path:
         if name not in own or b is None or (b.shape[0], a.shape[1]) != tuple(own[name].shape) or a.shape[0] != b.shape[1]:
             raise CheckpointError(f"{directory / DELTA_FILE}: low-rank factors of {name} do not fit the assembled model")
         state[name] = own[name] + (b.float() @ a.float()).to(own[name].dtype)
+    for name in {k.removesuffix(ROWS) for k in state if k.endswith(ROWS)}:
+        rows, values = state.pop(name + ROWS), state.pop(name + ROW_VALUES, None)
+        if name not in own or values is None or values.shape != (len(rows), *own[name].shape[1:]) or int(rows.max()) >= own[name].shape[0]:
+            raise CheckpointError(f"{directory / DELTA_FILE}: changed rows of {name} do not fit the assembled model")
+        full = own[name].clone()
+        full[rows] = values.to(full.dtype)
+        state[name] = full
     unknown = [k for k in state if k not in own or own[k].shape != state[k].shape]
     if unknown:
         raise CheckpointError(f"{directory / DELTA_FILE}: tensors that do not fit the assembled model: {unknown[:5]}")
@@ -329,7 +352,7 @@ def assemble(directory: str | Path) -> Path:
     model.save_pretrained(str(partial))
     tokenizer.save_pretrained(str(partial))
     for extra in directory.iterdir():
-        if extra.name not in (DELTA_FILE, "config.json") and extra.is_file():
+        if extra.name not in (DELTA_FILE, BASES_FILE, "config.json") and extra.is_file():  # the result is no delta
             shutil.copy2(extra, partial / extra.name)
     shutil.rmtree(target, ignore_errors=True)
     partial.replace(target)
