@@ -25,6 +25,7 @@ from qwen_audio.data.manifest import read_manifest
 from qwen_audio.encoder import conv_lengths
 from qwen_audio.eval.metrics import character_error_rate, word_error_rate
 from qwen_audio.formats.tags import Task, build_prompt
+from qwen_audio.processing import QwenAudioProcessor
 from qwen_audio.train.ctc import EncoderCtc, greedy_decode
 from qwen_audio.train.recipe import Recipe, build_model, load_tokenizer
 
@@ -48,13 +49,13 @@ def decoder_wer(model: torch.nn.Module, tokenizer, split: Path) -> tuple[float, 
     """Greedy transcripts of the English test utterances: WER and the first (reference, hypothesis)."""
     records = english_test_asr(split)
     hypotheses = []
+    processor = QwenAudioProcessor(tokenizer)
     for record in records:
-        wave = load_audio(str(split / record.audio))
-        ids = tokenizer.encode_prompt(build_prompt(Task.ASR, audio="a", audio_language="en"), [wave.size]).ids
-        mels = batch_log_mel([wave])
-        out = model.generate(torch.tensor([ids]), audio_features=mels.features, audio_lengths=mels.mel_lengths,
-                             max_new_tokens=48, do_sample=False, eos_token_id=tokenizer.eod_id)
-        hypotheses.append(tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True).strip())
+        inputs = processor([build_prompt(Task.ASR, audio="a", audio_language="en")], [[load_audio(str(split / record.audio))]])
+        out = model.generate(inputs.input_ids, **inputs.audio_kwargs(), max_new_tokens=48, do_sample=False,
+                             eos_token_id=tokenizer.eod_id)
+        width = inputs.input_ids.shape[1]
+        hypotheses.append(tokenizer.decode(out[0, width:].tolist(), skip_special_tokens=True).strip())
     return word_error_rate([r.text for r in records], hypotheses).value, records[0].text, hypotheses[0]
 
 
@@ -87,14 +88,12 @@ def main() -> None:
         records = [r for r in read_manifest(split / manifest) if r.task == task]
         records = records[:: max(1, len(records) // 20)][:20]
         logits, frames = [], []
+        processor = QwenAudioProcessor(tokenizer)
         with torch.no_grad():
             for record in records:
-                wave = load_audio(str(split / record.audio))
-                ids = tokenizer.encode_prompt(build_prompt(prompt_task, audio="a"), [wave.size]).ids
-                mels = batch_log_mel([wave])
-                logits.append(model(input_ids=torch.tensor([ids]), audio_features=mels.features,
-                                    audio_lengths=mels.mel_lengths).logits[0, -1])
-                frames.append(model.encode_audio(mels.features, mels.mel_lengths).frames)
+                inputs = processor([build_prompt(prompt_task, audio="a")], [[load_audio(str(split / record.audio))]])
+                logits.append(model(**inputs.as_kwargs()).logits[0, -1])
+                frames.append(model.encode_audio(inputs.audio_features, inputs.audio_lengths).frames)
         stacked = torch.stack(logits)
         print(f"{task:12} logit spread across audios {stacked.std(0).mean():.3f} | across vocabulary "
               f"{stacked.std(1).mean():.3f} | encoder frame std {torch.cat([f.flatten() for f in frames]).std():.2f}")

@@ -49,12 +49,12 @@ def tiny(tiny_model_dir: Path) -> QwenAudioForCausalLM:
 
 def audio_batch(tokenizer, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
     from qwen_audio.formats.tags import Task, build_prompt
+    from qwen_audio.processing import QwenAudioProcessor
 
-    rows = [tokenizer.encode_prompt(build_prompt(Task.ASR, audio="a", audio_language="en") + "x", [w.size]).ids for w in waves]
-    width = max(map(len, rows))
-    ids = torch.tensor([r + [tokenizer.eod_id] * (width - len(r)) for r in rows])
-    mels = batch_log_mel(waves)
-    return {"input_ids": ids, "labels": ids.clone(), "audio_features": mels.features, "audio_lengths": mels.mel_lengths}
+    prompt = build_prompt(Task.ASR, audio="a", audio_language="en") + "x"
+    inputs = QwenAudioProcessor(tokenizer)([prompt] * len(waves), [[w] for w in waves], padding_side="right")
+    # Right padding with <|endoftext|> and no mask, as the training collate feeds the loss.
+    return {"input_ids": inputs.input_ids, "labels": inputs.input_ids.clone(), **inputs.audio_kwargs()}
 
 
 def test_loss_adds_weighted_ctc_and_reaches_the_encoder(tiny: QwenAudioForCausalLM, tokenizer) -> None:
