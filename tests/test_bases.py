@@ -325,3 +325,20 @@ def test_low_rank_update_recovers_two_merged_adapters_and_refuses_rank_above_the
     assert torch.linalg.norm(b @ a - change) <= 1e-3 * torch.linalg.norm(change)
     wide = torch.randn(576, 80, generator=gen) @ torch.randn(80, 1536, generator=gen) * 1e-3
     assert low_rank_update(base + wide, base) is None
+
+
+def test_a_fine_tuned_matrix_ships_as_its_int8_change_within_fp16_rounding(tiny_pins: TinyBases, cache: Path, tmp_path: Path) -> None:
+    """A full-rank change of ~10 % (a fine-tuned encoder block) ships as int8 + a scale a row; the
+    assembled weight is as close to the trained one as fp16 storage of the whole weight would be."""
+    from safetensors import safe_open
+
+    model, tokenizer = build_base_model()
+    weight = model.audio.blocks[0].mlp[0].weight
+    with torch.no_grad():
+        weight.add_(0.1 * weight.abs().mean() * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+    shipped = write_delta(model, tokenizer, tmp_path / "shipped")
+    with safe_open(str(shipped / "trained.safetensors"), framework="pt") as handle:
+        assert set(handle.keys()) == {"audio.blocks.0.mlp.0.weight.change_int8", "audio.blocks.0.mlp.0.weight.change_scale"}
+        assert handle.get_tensor("audio.blocks.0.mlp.0.weight.change_int8").dtype == torch.int8
+    loaded = QwenAudioForCausalLM.from_pretrained(assemble(shipped)).audio.blocks[0].mlp[0].weight
+    assert (loaded - weight).abs().max() <= (weight.half().float() - weight).abs().max() * 1.5

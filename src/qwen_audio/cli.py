@@ -57,9 +57,14 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load(model: str):  # noqa: ANN202
-    from qwen_audio.api import QwenAudio
+    from qwen_audio.api import QwenAudio, default_model_path
+    from qwen_audio.checkpoints.bases import assembled_path, is_delta_model
 
-    with err_console.status(f"loading model {escape(model)}…"):
+    location = default_model_path() if model == "default" else Path(model)
+    message = f"loading model {escape(model)}…"
+    if is_delta_model(location) and not (assembled_path(location) / "model.safetensors").is_file():
+        message = f"assembling model {escape(model)} from its pretrained bases (once per machine)…"
+    with err_console.status(message):
         return QwenAudio.from_pretrained(model)
 
 
