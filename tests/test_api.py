@@ -77,6 +77,28 @@ def test_long_audio_is_windowed_with_global_word_times(api: QwenAudio) -> None:
     assert list(result.words) == sorted(result.words, key=lambda w: (w.start, w.end))
 
 
+def test_a_model_of_single_utterances_transcribes_long_audio_piece_by_piece(model_dir: Path, monkeypatch) -> None:
+    """``utterance_seconds`` set: audio is split at its pauses and each piece gets a plain ASR prompt
+    with its own samples (no word-time stitching), and the texts are joined in order."""
+    from qwen_audio.api import Generated
+
+    api = QwenAudio.from_pretrained(model_dir)
+    api.model.config.utterance_seconds = 12.0
+    pause = np.zeros(8000, np.float32)
+    wave = np.concatenate([tone(4.0, 200), pause, tone(5.0, 300), pause, tone(3.0, 400)])
+    calls: list[tuple[list[str], list[int]]] = []
+
+    def generate(prompts, audios, options=None, streamer=None):  # noqa: ANN001, ANN202
+        calls.append((list(prompts), [a[0].size for a in audios]))
+        return [Generated(f"piece{i}", 1, 1, True) for i in range(len(prompts))]
+
+    monkeypatch.setattr(api, "generate", generate)
+    result = api.transcribe((wave, 16_000), language="en")
+    [(prompts, sizes)] = calls
+    assert len(prompts) == 3 and all("<|transcribe|>" in p and "<|notimestamps|>" in p for p in prompts)
+    assert sum(sizes) == wave.size and result.text == "piece0 piece1 piece2"
+
+
 def test_chat_reply_stream_and_engine(api: QwenAudio) -> None:
     request = ChatRequest((ChatTurn.user(AudioItem("a"), "what is this?"),), {"a": tone(1.0)}, options=SHORT)
     engine = api  # QwenAudio is the engine the server calls

@@ -78,3 +78,33 @@ def test_stitched_times_never_pass_the_end_of_their_window() -> None:
     windows = [Window(0, 0, 10 * SAMPLE_RATE, 0.0, 8.0), Window(1, 6 * SAMPLE_RATE, 12 * SAMPLE_RATE, 8.0, float("inf"))]
     words = [[Word("a", 1.0, 1.5)], [Word("b", 3.0, 5.8), Word("c", 5.9, 6.4)]]
     assert stitch_words(windows, words) == [Word("a", 1.0, 1.5), Word("b", 9.0, 11.8), Word("c", 11.9, 12.0)]
+
+
+def test_pieces_split_at_every_long_pause_never_inside_a_word() -> None:
+    """Utterance pieces (models that learned single utterances): no overlap, cuts only in pauses of
+    at least 0.3 s, none longer than the plan allows, and with the pieces' words stitched back every
+    word comes out once and whole."""
+    from qwen_audio.infer.longform import PausePlan, split_at_pauses
+
+    samples, truth = synthetic_speech(60.0, seed=3)
+    plan = PausePlan(max_seconds=8.0)
+    pieces = split_at_pauses(samples, plan)
+    assert pieces[0].start == 0 and pieces[-1].end == samples.size and pieces[-1].keep_until == float("inf")
+    assert all(a.end == b.start and a.keep_until == b.keep_from for a, b in zip(pieces, pieces[1:]))
+    assert all(p.end - p.start <= 8.0 * SAMPLE_RATE for p in pieces)
+    for cut in (p.start / SAMPLE_RATE for p in pieces[1:]):
+        assert not any(w.start <= cut <= w.end for w in truth), cut  # in a pause
+    gaps = [(a.end, b.start) for a, b in zip(truth, truth[1:]) if b.start - a.end >= 0.35]
+    assert len(pieces) - 1 >= len(gaps) * 0.9  # (nearly) every long pause is a cut
+    stitched = stitch_words(pieces, [fake_transcribe(p, truth) for p in pieces])
+    assert [w.word for w in stitched] == [w.word for w in truth]
+
+
+def test_silence_and_a_single_utterance_are_one_piece() -> None:
+    from qwen_audio.infer.longform import split_at_pauses
+
+    assert len(split_at_pauses(np.zeros(5 * SAMPLE_RATE, np.float32))) == 1
+    samples, _ = synthetic_speech(3.0)
+    tone = samples.copy()
+    tone[:] = 0.3 * np.sin(2 * np.pi * 200 * np.arange(tone.size) / SAMPLE_RATE)
+    assert len(split_at_pauses(tone)) == 1

@@ -38,7 +38,7 @@ from qwen_audio.formats.tags import (
     task_for,
 )
 from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions, Transcript, TranscriptionRequest
-from qwen_audio.infer.longform import plan_windows, stitch_words
+from qwen_audio.infer.longform import PausePlan, Window, plan_windows, split_at_pauses, stitch_words
 from qwen_audio.infer.streaming import BatchReplyStreamer
 from qwen_audio.processing import QwenAudioProcessor
 from qwen_audio.tokenizer import EncodedPrompt, QwenAudioTokenizer
@@ -195,8 +195,15 @@ class QwenAudio:
                 text = self._translate_one(wave, lang, translate_to, options)
                 results.append(Transcript(text, translate_to, wave.size / SAMPLE_RATE))
                 continue
-            windows = plan_windows(wave)
+            windows = self._pieces(wave)
             long = len(windows) > 1
+            if long and not word_timestamps and self.utterance_plan is not None:  # pieces meet without overlap
+                budgets = [speech_budget(options, w.end - w.start, timestamps=False) for w in windows]
+                outs = self.generate([build_prompt(Task.ASR, audio="a", audio_language=lang)] * len(windows),
+                                     [[wave[w.start:w.end]] for w in windows], max(budgets, key=lambda o: o.max_new_tokens))
+                text = word_separator(lang).join(t for t in (strip_tags(o.text).strip() for o in outs) if t)
+                results.append(Transcript(text, lang, wave.size / SAMPLE_RATE))
+                continue
             if not (word_timestamps or long):
                 budget = speech_budget(options, wave.size, timestamps=False)
                 out = self.generate([build_prompt(Task.ASR, audio="a", audio_language=lang)], [[wave]], budget)[0]
@@ -212,8 +219,18 @@ class QwenAudio:
             results.append(Transcript(text, lang, wave.size / SAMPLE_RATE, tuple(words) if word_timestamps else ()))
         return results
 
+    @property
+    def utterance_plan(self) -> PausePlan | None:
+        """How long audio is split for a model that learned single utterances; None: 30 s windows."""
+        seconds = getattr(self.model.config, "utterance_seconds", None)
+        return PausePlan(max_seconds=float(seconds)) if seconds else None
+
+    def _pieces(self, wave: np.ndarray) -> list[Window]:
+        plan = self.utterance_plan
+        return split_at_pauses(wave, plan) if plan is not None else plan_windows(wave)
+
     def _translate_one(self, wave: np.ndarray, language: str, target: str, options: GenerationOptions) -> str:
-        windows = plan_windows(wave)
+        windows = self._pieces(wave)
         pieces = [wave[int(w.keep_from * SAMPLE_RATE): int(min(w.keep_until * SAMPLE_RATE, wave.size))] for w in windows]
         prompt = build_prompt(Task.S2TT, audio="a", audio_language=language, text_language=target)
         outs = self.generate([prompt] * len(pieces), [[p] for p in pieces], speech_budget(options, max(p.size for p in pieces), timestamps=False))

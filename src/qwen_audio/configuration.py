@@ -92,6 +92,11 @@ class QwenAudioConfig(Qwen2Config):
     seq_length: int = 2048
     use_dynamic_ntk: bool = True
     use_logn_attn: bool = True
+    # How long audio is cut (``infer/longform.py``). None: overlapping 30 s windows stitched by word
+    # times, as a model trained on 30 s windows reads them. A number: the model learned single
+    # utterances (the default model), so audio is split at its pauses into pieces of at most this
+    # many seconds, each transcribed on its own.
+    utterance_seconds: float | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.rope_parameters is None and "rope_theta" not in kwargs and "rope_scaling" not in kwargs:

@@ -1,4 +1,5 @@
-"""Audio longer than the encoder's 30 s: overlapping windows cut at quiet points, then stitching.
+"""Long audio: overlapping windows cut at quiet points and stitched (models read 30 s windows), or
+pieces split at pauses (models that learned single utterances).
 
 The official release cuts audio at 30 s. Here each window overlaps the next; inside the overlap
 the quietest 10 ms (smoothed) becomes the *boundary* both windows agree on, and a word belongs
@@ -6,6 +7,12 @@ to the window whose side of the boundary holds its midpoint. Since the boundary 
 ``margin`` seconds from either window edge, any word crossing it is heard whole by both windows
 and kept exactly once: no duplicated or lost words at joins, and timestamps become global by
 adding the window's start.
+
+A model trained on single utterances (``QwenAudioConfig.utterance_seconds``: the default model,
+whose training clips are one prompt or one sentence each) skips utterances or loops on audio that
+holds several: there :func:`split_at_pauses` cuts at every pause instead, into pieces that meet
+without overlap (each word belongs to the one piece that holds it), and each piece is transcribed
+alone. It is the voice-activity split of faster-whisper's batched pipeline, on frame energy.
 """
 
 from __future__ import annotations
@@ -93,3 +100,54 @@ def stitch_words(windows: Sequence[Window], words_per_window: Sequence[Sequence[
                 # a time token may point past the window's audio: never report a time it does not hold
                 stitched.append(Word(word.word, round(min(start, audio_end), 2), round(min(end, audio_end), 2)))
     return sorted(stitched, key=lambda w: (w.start, w.end))
+
+
+@dataclass(frozen=True)
+class PausePlan:
+    """How :func:`split_at_pauses` finds pauses: smoothed 10 ms frame power ``quiet_db`` below the
+    loud frames' level (their 95th percentile) for at least ``min_pause_seconds``."""
+
+    max_seconds: float = 12.0
+    min_pause_seconds: float = 0.3
+    quiet_db: float = 30.0
+    smooth_seconds: float = 0.05
+    min_piece_seconds: float = 0.5  # a shorter piece joins its neighbour
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_piece_seconds < self.max_seconds:
+            raise ValueError("pieces need 0 < min_piece_seconds < max_seconds")
+
+
+def split_at_pauses(samples: np.ndarray, plan: PausePlan = PausePlan()) -> list[Window]:
+    """Pieces of at most ``plan.max_seconds`` that meet in the middle of pauses (a piece with no pause
+    inside ``max_seconds`` is cut at its quietest frame); silence-only audio is one piece."""
+    total = samples.size
+    energy = frame_energy(samples, max(1, int(plan.smooth_seconds * SAMPLE_RATE / HOP_LENGTH)))
+    if total <= int(plan.min_piece_seconds * SAMPLE_RATE) or energy.size == 0 or energy.max() <= 0:
+        return [Window(0, 0, total, 0.0, float("inf"))]
+    loud = np.percentile(energy, 95)
+    quiet = energy < loud * 10 ** (-plan.quiet_db / 10)
+    min_pause = max(1, int(plan.min_pause_seconds * SAMPLE_RATE / HOP_LENGTH))
+    cuts, run_start = [], None  # pause middles, in samples
+    for i, q in enumerate(np.append(quiet, False)):
+        if q and run_start is None:
+            run_start = i
+        elif not q and run_start is not None:
+            if i - run_start >= min_pause and run_start > 0 and i < quiet.size:  # not the leading/trailing silence
+                cuts.append((run_start + i) // 2 * HOP_LENGTH)
+            run_start = None
+    bounds, min_piece = [0], int(plan.min_piece_seconds * SAMPLE_RATE)
+    for cut in cuts:
+        if cut - bounds[-1] >= min_piece and total - cut >= min_piece:
+            bounds.append(cut)
+    bounds.append(total)
+    longest = int(plan.max_seconds * SAMPLE_RATE)
+    pieces: list[int] = [0]
+    for start, end in zip(bounds, bounds[1:]):
+        while end - start > longest:  # no pause: the quietest frame of the piece's last third
+            lo, hi = (start + 2 * longest // 3) // HOP_LENGTH, (start + longest) // HOP_LENGTH
+            start = (lo + int(np.argmin(energy[lo:hi]))) * HOP_LENGTH
+            pieces.append(start)
+        pieces.append(end)
+    return [Window(i, a, b, a / SAMPLE_RATE, b / SAMPLE_RATE if b < total else float("inf"))
+            for i, (a, b) in enumerate(zip(pieces, pieces[1:]))]
