@@ -1,15 +1,18 @@
-"""Pick the README demo's bundled samples from the held-out test split of the synthetic corpus.
+"""Pick the README demo's bundled samples from the default model's held-out world data.
 
-The default model knows only the corpus' vocabulary and sounds, so its demo uses audio of the
-same kind that it never trained on: the first clean English test utterance of 3–6 s, and the
-first bell of at least 1 s. Written as FLAC into ``src/qwen_audio/assets/samples``.
+Real recordings the default model never trained on: two Asterisk prompts of the md5-reserved
+validation split (the same message read in English and in French; CC-BY-SA-3.0, Digium), and a
+snare drum of a held-out Hydrogen kit (ColomboAcousticDrumkit, GPL-2+, Marcos Guglielmetti).
+Written as 16 kHz FLAC into ``src/qwen_audio/assets/samples`` with ``references.json`` (text or
+label, language, source and licence of each; the tests read the references from it).
 
-    python scripts/bundle_samples.py [--corpus corpus]
+    python scripts/bundle_samples.py [--data world-data]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import soundfile as sf
@@ -18,21 +21,30 @@ from qwen_audio.audio import load_audio
 from qwen_audio.data.manifest import read_manifest
 
 SAMPLES = Path(__file__).resolve().parent.parent / "src" / "qwen_audio" / "assets" / "samples"
+# The kit's own licence (the package's copyright file), narrower than the package-wide list in the manifest.
+KIT_LICENCE = "GPL-2+ (ColomboAcousticDrumkit, 2006 Marcos Guglielmetti; hydrogen-drumkits copyright file)"
+CHOSEN = {  # sample file → (manifest under --data, record id)
+    "speech_en.flac": ("asterisk/validation.jsonl", "asterisk-en-vm-rec-temp"),
+    "speech_fr.flac": ("asterisk/validation.jsonl", "asterisk-fr-vm-rec-temp"),
+    "drum.flac": ("sounds/test.jsonl", "drum-colomboacousticdrumkit-snare1-snare-opaque-normal-mic-normal-shot2-event"),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=Path("corpus"))
+    parser.add_argument("--data", type=Path, default=Path("world-data"))
     args = parser.parse_args()
-    test = args.corpus / "test"
-    speech = next(
-        r for r in read_manifest(test / "speech.jsonl")
-        if r.task == "asr" and r.audio_language == "en" and not (r.meta or {}).get("noise") and 3 <= r.duration <= 6
-    )
-    bell = next(r for r in read_manifest(test / "sounds.jsonl") if r.task == "sound_event" and r.text == "bell" and r.duration >= 1)
-    for record, name in ((speech, "speech_en.flac"), (bell, "bell.flac")):
-        sf.write(SAMPLES / name, load_audio(str(test / record.audio)), 16_000, format="FLAC")
+    for old in SAMPLES.glob("*.flac"):
+        old.unlink()
+    references = {}
+    for name, (manifest, record_id) in CHOSEN.items():
+        record = next(r for r in read_manifest(args.data / manifest) if r.id == record_id)
+        sf.write(SAMPLES / name, load_audio(record.resolve_audio(args.data / Path(manifest).parent)), 16_000, format="FLAC")
+        meta = record.meta or {}
+        references[name] = {"task": record.task, "text": record.text, "language": record.audio_language,
+                            "source": meta.get("source"), "licence": KIT_LICENCE if name == "drum.flac" else meta.get("license"), "id": record.id}
         print(f"{name}: {record.id} ({record.duration:.2f} s) “{record.text}”")
+    (SAMPLES / "references.json").write_text(json.dumps(references, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -30,12 +30,14 @@ MAX_TOKENS = 16
 
 @pytest.fixture(scope="module", params=["tiny", "official", "default"])
 def model_dir(request: pytest.FixtureRequest) -> Path:
-    """This package's layout, the official one read as it is (QwenAudio opens it with load_model), the bundled model."""
+    """This package's layout, the official one read as it is (QwenAudio opens it with load_model), the bundled
+    model (vLLM reads it assembled from its pinned bases, as `qwen-audio serve --engine vllm` hands it over)."""
     if request.param in ("tiny", "official"):
         return request.getfixturevalue({"tiny": "tiny_checkpoint", "official": "tiny_official_checkpoint"}[request.param])
     from qwen_audio.api import default_model_path
+    from qwen_audio.checkpoints.bases import assemble
 
-    return default_model_path()
+    return assemble(default_model_path())
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +71,9 @@ def mixed_batch(reference) -> list[tuple[str, object, list[np.ndarray]]]:  # noq
     other, question, first, second, long = (
         tone(s, f, seed=i) for i, (s, f) in enumerate([(3.3, 330), (1.5, 880), (2.5, 300), (4.0, 500), (31.0, 250)])
     )
-    speech, sound = sample("speech_en.flac"), sample("bell.flac")  # the bundled samples: real speech, a real bell
+    speech, sound = sample("speech_en.flac"), sample("drum.flac")  # the bundled samples: real speech, a real drum
     words = speech[: 3 * speech.size // 4]
-    qa = build_prompt(Task.AUDIO_QA, audio="q", question="What rings?")
+    qa = build_prompt(Task.AUDIO_QA, audio="q", question="What is heard?")
     chat = [ChatTurn.user(AudioItem("a.wav"), AudioItem("b.wav"), "Which of the two is louder?")]
     return [
         ("asr", build_prompt(Task.ASR, audio="s", audio_language="en"), [speech]),
