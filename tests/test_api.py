@@ -97,6 +97,11 @@ def test_a_model_of_single_utterances_transcribes_long_audio_piece_by_piece(mode
     [(prompts, sizes)] = calls
     assert len(prompts) == 3 and all("<|transcribe|>" in p and "<|notimestamps|>" in p for p in prompts)
     assert sum(sizes) == wave.size and result.text == "piece0 piece1 piece2"
+    calls.clear()  # many pieces go in batches of PIECES_PER_BATCH, in order
+    many = np.concatenate([np.concatenate([tone(1.0, 200 + 10 * i), pause]) for i in range(20)])
+    assert api.transcribe((many, 16_000), language="en").text == " ".join(
+        [f"piece{i}" for i in range(16)] + [f"piece{i}" for i in range(4)])
+    assert [len(p) for p, _ in calls] == [16, 4]
 
 
 def test_chat_reply_stream_and_engine(api: QwenAudio) -> None:

@@ -6,6 +6,8 @@ Llama) in packages created under tmp; the slow one uses the real registry packag
 
 from __future__ import annotations
 
+import json
+
 import hashlib
 import importlib.util
 import re
@@ -209,6 +211,8 @@ def test_delta_holds_only_trained_tensors_and_assembles_back(tiny_pins: TinyBase
         model.get_input_embeddings().weight[model.config.endoftext_id:model.config.endoftext_id + 3] += 1.0
     shipped = write_delta(model, tokenizer, tmp_path / "shipped")
     (shipped / "generation_config.json").write_text("{}")  # extra files travel with the model
+    config = json.loads((shipped / "config.json").read_text())
+    (shipped / "config.json").write_text(json.dumps({**config, "utterance_seconds": 12.0}))  # so does its config
 
     from safetensors import safe_open
 
@@ -222,6 +226,7 @@ def test_delta_holds_only_trained_tensors_and_assembles_back(tiny_pins: TinyBase
     target = assemble(shipped)
     assert target.parent == cache / "models" and target.name.startswith("shipped-")
     assert (target / "generation_config.json").is_file() and not bases.is_delta_model(target)  # a full model now
+    assert json.loads((target / "config.json").read_text())["utterance_seconds"] == 12.0
     loaded = QwenAudioForCausalLM.from_pretrained(target)
     for name, value in model.state_dict().items():
         expected = value.clone()

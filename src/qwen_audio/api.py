@@ -44,6 +44,7 @@ from qwen_audio.processing import QwenAudioProcessor
 from qwen_audio.tokenizer import EncodedPrompt, QwenAudioTokenizer
 
 DEFAULT_MODEL = "default"
+PIECES_PER_BATCH = 16  # utterance pieces of one long audio decoded together (bounds the KV cache)
 # The task names ``classify`` accepts; caption styles are the registry's.
 CLASSIFY_TASKS = {name: task_for(name) for name in (
     "scene", "sound_event", "emotion", "vocal_sound", "gender", "speaker_meta", "instrument", "keyword")}
@@ -198,9 +199,11 @@ class QwenAudio:
             windows = self._pieces(wave)
             long = len(windows) > 1
             if long and not word_timestamps and self.utterance_plan is not None:  # pieces meet without overlap
-                budgets = [speech_budget(options, w.end - w.start, timestamps=False) for w in windows]
-                outs = self.generate([build_prompt(Task.ASR, audio="a", audio_language=lang)] * len(windows),
-                                     [[wave[w.start:w.end]] for w in windows], max(budgets, key=lambda o: o.max_new_tokens))
+                prompt, outs = build_prompt(Task.ASR, audio="a", audio_language=lang), []
+                for first in range(0, len(windows), PIECES_PER_BATCH):  # an hour is hundreds of pieces
+                    chunk = windows[first:first + PIECES_PER_BATCH]
+                    budget = speech_budget(options, max(w.end - w.start for w in chunk), timestamps=False)
+                    outs += self.generate([prompt] * len(chunk), [[wave[w.start:w.end]] for w in chunk], budget)
                 text = word_separator(lang).join(t for t in (strip_tags(o.text).strip() for o in outs) if t)
                 results.append(Transcript(text, lang, wave.size / SAMPLE_RATE))
                 continue

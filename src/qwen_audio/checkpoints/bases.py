@@ -327,11 +327,16 @@ def write_delta(model, tokenizer, directory: str | Path, *, dtype: torch.dtype =
     return directory
 
 
+# Bumped when assembling changes what it writes, so caches of an older assembler are not reused.
+# 2: the shipped config.json (e.g. utterance_seconds) replaces the bases' joined config.
+ASSEMBLY_VERSION = 2
+
+
 def assembled_path(directory: str | Path) -> Path:
     """Where :func:`assemble` keeps (or will keep) the full model of a shipped delta."""
     directory = Path(directory)
     delta_sha, _ = _digest([directory / DELTA_FILE, directory / "config.json"])
-    return cache_dir() / "models" / f"{directory.name}-{delta_sha[:16]}"
+    return cache_dir() / "models" / f"{directory.name}-{delta_sha[:16]}-v{ASSEMBLY_VERSION}"
 
 
 def assemble(directory: str | Path) -> Path:
@@ -381,6 +386,7 @@ def assemble(directory: str | Path) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(str(partial))
     tokenizer.save_pretrained(str(partial))
+    shutil.copy2(directory / "config.json", partial / "config.json")  # what was trained with, e.g. utterance_seconds
     for extra in directory.iterdir():
         if extra.name not in (DELTA_FILE, BASES_FILE, "config.json") and extra.is_file():  # the result is no delta
             shutil.copy2(extra, partial / extra.name)
