@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers.generation.streamers import BaseStreamer
 
+from qwen_audio.generation import LoopGuard, decode
 from qwen_audio.model import QwenAudioForCausalLM
 from tests.model_fixtures import audio_prompt, left_pad, tiny_model
 
@@ -145,6 +146,47 @@ def test_fast_generate_sampling_and_streaming() -> None:
     assert recorder.puts[0] == ids[0].tolist() and recorder.ended  # the prompt first, then one put per step
     assert sum(recorder.puts[1:], []) == streamed[0, ids.shape[1]:].tolist() == a[0, ids.shape[1]:].tolist()
 
+
+class Scripted:
+    """A KV backend that says each row's script, one token a step, whatever it is fed."""
+
+    def __init__(self, scripts: list[list[int]], vocab: int = 32) -> None:
+        self.scripts, self.vocab, self.at = scripts, vocab, 0
+
+    def _logits(self) -> torch.Tensor:
+        logits = torch.zeros(len(self.scripts), self.vocab)
+        for row, script in enumerate(self.scripts):
+            logits[row, script[min(self.at, len(script) - 1)]] = 1.0
+        self.at += 1
+        return logits
+
+    def prefill(self, embeds: torch.Tensor, positions: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+        return self._logits()
+
+    def step(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self._logits()
+
+
+def test_a_row_that_falls_into_a_loop_ends_and_the_others_go_on() -> None:
+    looping = [9, 10] + [5, 6, 7, 8] * 10  # a 4-token phrase, again and again
+    speaking = [1, 2, 2, 2, 3, 4, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 0]  # "no no no", then on
+    ids = torch.zeros(2, 3, dtype=torch.long)
+    run = lambda guard: decode(Scripted([looping, speaking]), lambda t: torch.zeros(*t.shape, 4), ids,  # noqa: E731
+                               torch.zeros(2, 3, 4), torch.ones(2, 3), max_new_tokens=30, stops={0}, pad_id=31,
+                               loop_guard=guard)
+    free, guarded = run(None)[:, 3:].tolist(), run(LoopGuard())[:, 3:].tolist()
+    assert free[0] == looping[:30]  # unguarded, the loop runs to the limit
+    assert guarded[0] == looping[:14] + [31] * 8  # guarded: stopped once the phrase came three times
+    assert guarded[1] == speaking and free[1] == speaking + [31] * 8  # a repeated word is not a loop
+
+
+def test_loop_guard_finds_the_shortest_block_and_says_it_once() -> None:
+    guard = LoopGuard()
+    assert guard.loop([4, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]) == (3, 4)
+    assert guard.collapse([4, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]) == [4, 1, 2, 3]
+    assert guard.loop([7] * 11) is None and guard.loop([7] * 12) == (1, 12)  # one token: 12 times before it counts
+    assert guard.loop([1, 2, 3, 1, 2, 3]) is None  # twice is not yet a loop
+    assert guard.collapse([1, 2, 3, 4]) == [1, 2, 3, 4]
 
 
 def test_next_token_logits_are_the_forwards_batched_or_alone() -> None:

@@ -37,6 +37,7 @@ from qwen_audio.formats.tags import (
     strip_tags,
     task_for,
 )
+from qwen_audio.generation import LoopGuard
 from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions, Transcript, TranscriptionRequest
 from qwen_audio.infer.longform import PausePlan, Window, plan_windows, split_at_pauses, stitch_words
 from qwen_audio.infer.streaming import BatchReplyStreamer
@@ -44,6 +45,7 @@ from qwen_audio.processing import QwenAudioProcessor
 from qwen_audio.tokenizer import EncodedPrompt, QwenAudioTokenizer
 
 DEFAULT_MODEL = "default"
+LOOP_GUARD = LoopGuard()  # every decode of the API ends rows that fall into a loop
 PIECES_PER_BATCH = 16  # utterance pieces of one long audio decoded together (bounds the KV cache)
 # The task names ``classify`` accepts; caption styles are the registry's.
 CLASSIFY_TASKS = {name: task_for(name) for name in (
@@ -104,6 +106,7 @@ class QwenAudio:
     def generate(
         self, prompts: Sequence[str | EncodedPrompt], audios: Sequence[Sequence[np.ndarray]],
         options: GenerationOptions = GenerationOptions(), streamer: BaseStreamer | None = None,
+        *, collapse_loops: bool = True,
     ) -> list[Generated]:
         """Continue each prompt; ``audios[i]`` are the waveforms of prompt i's ``<audio>`` spans.
 
@@ -111,6 +114,8 @@ class QwenAudio:
         already encoded (:func:`~qwen_audio.formats.chatml.encode_chatml`), as plain text.
         ``streamer`` sees the prompts, then each step's tokens (one per row); beam search is not
         streamed (a step's best beams are not yet the answer), its streamer sees nothing.
+        A row that falls into a loop ends there (:class:`~qwen_audio.generation.LoopGuard`); with
+        ``collapse_loops`` its text says the looped phrase once (chat keeps what its stream showed).
         """
         inputs = self.processor(prompts, audios, padding_side="left")  # every prompt ends at the last column
         input_ids, mask, kwargs = inputs.input_ids, inputs.attention_mask, inputs.audio_kwargs()
@@ -127,14 +132,17 @@ class QwenAudio:
         else:
             output = self.model.fast_generate(
                 input_ids, attention_mask=mask, max_new_tokens=options.max_new_tokens, do_sample=sample,
-                temperature=options.temperature or 1.0, top_p=options.top_p, streamer=streamer, **kwargs,
+                temperature=options.temperature or 1.0, top_p=options.top_p, streamer=streamer,
+                loop_guard=LOOP_GUARD, **kwargs,
             )
-        return [self._result(row[width:].tolist(), n) for row, n in zip(output, inputs.prompt_lengths)]
+        return [self._result(row[width:].tolist(), n, collapse_loops) for row, n in zip(output, inputs.prompt_lengths)]
 
-    def _result(self, new_ids: list[int], prompt_tokens: int) -> Generated:
+    def _result(self, new_ids: list[int], prompt_tokens: int, collapse_loops: bool = False) -> Generated:
         stops = set(self.model.generation_config.eos_token_id)
         cut = next((i for i, t in enumerate(new_ids) if t in stops), None)
         kept = new_ids if cut is None else new_ids[:cut]
+        if collapse_loops and cut is None:
+            kept = LOOP_GUARD.collapse(kept)
         return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + (cut is not None), cut is not None, tuple(kept))
 
     # ------------------------------------------------------------------ tasks
@@ -325,7 +333,7 @@ class QwenAudio:
             if on_piece is not None and options.num_beams == 1:
                 streamer = BatchReplyStreamer(len(members), self.model.generation_config.eos_token_id, self._reply_text,
                                               lambda row, text, members=members: on_piece(members[row], text))
-            for i, out in zip(members, self.generate(prompts, waves, options, streamer)):
+            for i, out in zip(members, self.generate(prompts, waves, options, streamer, collapse_loops=False)):
                 replies[i] = ChatReply(self._reply_text(out.ids), out.prompt_tokens,
                                        out.completion_tokens, "stop" if out.finished else "length")
                 if on_piece is not None and streamer is None and replies[i].text:

@@ -4,9 +4,9 @@ streamer) over pluggable KV backends (``kv.py``: ``StaticKV`` on the decoder's m
 
 from qwen_audio.generation.folded import FOLD_MAX_BYTES, FoldedKV, FoldedWeights, KVBackends, can_fold, fold_weights
 from qwen_audio.generation.kv import KVBackend, KVCache, RotaryTables, StaticKV
-from qwen_audio.generation.loop import Sampling, decode, prefill
+from qwen_audio.generation.loop import LoopGuard, Sampling, decode, prefill
 
 __all__ = [
-    "FOLD_MAX_BYTES", "FoldedKV", "FoldedWeights", "KVBackend", "KVBackends", "KVCache", "RotaryTables", "Sampling",
+    "FOLD_MAX_BYTES", "FoldedKV", "FoldedWeights", "KVBackend", "KVBackends", "KVCache", "LoopGuard", "RotaryTables", "Sampling",
     "StaticKV", "can_fold", "decode", "fold_weights", "prefill",
 ]

@@ -9,7 +9,7 @@ Beam search stays on transformers' ``generate``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +46,42 @@ class Sampling:
         return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
+@dataclass(frozen=True)
+class LoopGuard:
+    """Ends a row whose new tokens have fallen into a loop: a block of 1 … ``max_block`` tokens said
+    ``min_repeats`` times in a row at the tail, ``min_span`` tokens at least in all.
+
+    Why: a greedy decoder that mis-hears a word often repeats a phrase until ``max_new_tokens``
+    ("e la sedia è blu e la sedia è blu …"): one slip becomes a WER of several hundred percent and
+    the user waits for every step. Whisper re-decodes such outputs at a higher temperature; stopping
+    the row costs nothing and keeps the text said before the loop. Speech repeats words ("no no
+    no"), hence the span: 12 tokens three times over is a loop, not a speaker.
+    """
+
+    min_repeats: int = 3
+    min_span: int = 12
+    max_block: int = 32
+
+    def loop(self, ids: Sequence[int]) -> tuple[int, int] | None:
+        """(block length, repeats) of the loop that ``ids`` end in, the shortest block; None: no loop."""
+        ids = list(ids)
+        for block in range(1, self.max_block + 1):
+            repeats = max(self.min_repeats, -(-self.min_span // block))
+            if repeats * block > len(ids):
+                break
+            tail = ids[-block:]
+            if all(ids[len(ids) - k * block: len(ids) - (k - 1) * block] == tail for k in range(2, repeats + 1)):
+                while (repeats + 1) * block <= len(ids) and ids[len(ids) - (repeats + 1) * block: len(ids) - repeats * block] == tail:
+                    repeats += 1
+                return block, repeats
+        return None
+
+    def collapse(self, ids: Sequence[int]) -> list[int]:
+        """``ids`` with a tail loop said once: what was heard, without the repeats."""
+        found = self.loop(ids)
+        return list(ids) if found is None else list(ids[: len(ids) - (found[1] - 1) * found[0]])
+
+
 def prefill(backend: KVBackend, embeds: Tensor, attention_mask: Tensor) -> Tensor:
     """Run left-padded prompts [batch, length, hidden] through ``backend``: logits [batch, vocab] of each
     row's next token. Positions count real tokens only, so a padded row gets its batch-of-one logits."""
@@ -57,13 +93,15 @@ def decode(
     backend: KVBackend, embed_tokens: Callable[[Tensor], Tensor], input_ids: Tensor, prompt_embeds: Tensor,
     attention_mask: Tensor, *, max_new_tokens: int, sampling: Sampling = Sampling(), stops: Collection[int] = (),
     pad_id: int, streamer: BaseStreamer | None = None, generator: torch.Generator | None = None,
+    loop_guard: LoopGuard | None = None,
 ) -> Tensor:
     """Prompts + up to ``max_new_tokens`` new tokens, [batch, length + new]; rows that stopped are
     filled with ``pad_id``, and decoding ends when every row has stopped.
 
     ``prompt_embeds`` are the embeddings of ``input_ids`` (audio spliced in); ``embed_tokens`` embeds
     the new ones. ``backend`` must have room for ``length + max_new_tokens`` columns. An exception from
-    the streamer stops decoding (``streamer.end`` is then not called).
+    the streamer stops decoding (``streamer.end`` is then not called). ``loop_guard`` ends a row whose
+    new tokens end in a loop (its tokens so far are kept; :meth:`LoopGuard.collapse` says them once).
     """
     stops = set(stops)
     batch, length = input_ids.shape
@@ -76,6 +114,7 @@ def decode(
         last = position_ids_from_attention_mask(attention_mask, 1)
         next_positions = last + torch.arange(1, max_new_tokens + 1, device=last.device)
         finished = [False] * batch  # bookkeeping of a few ids in Python: each tensor op costs a cold step
+        said: list[list[int]] = [[] for _ in range(batch)]
         for step in range(max_new_tokens):
             tokens = sampling.choose(logits, generator)
             if any(finished):
@@ -84,6 +123,11 @@ def decode(
             if streamer is not None:
                 streamer.put(tokens.cpu())
             finished = [done or token in stops for done, token in zip(finished, tokens.tolist())]
+            if loop_guard is not None:
+                for row, token in enumerate(tokens.tolist()):
+                    if not finished[row]:
+                        said[row].append(token)
+                        finished[row] = loop_guard.loop(said[row]) is not None
             if step == max_new_tokens - 1 or all(finished):
                 break
             logits = backend.step(embed_tokens(tokens[:, None]), next_positions[:, step : step + 1])
@@ -92,4 +136,4 @@ def decode(
     return torch.cat(pieces, dim=1)  # outside inference mode: callers get an ordinary tensor
 
 
-__all__ = ["Sampling", "decode", "prefill"]
+__all__ = ["LoopGuard", "Sampling", "decode", "prefill"]
