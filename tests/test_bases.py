@@ -6,10 +6,10 @@ Llama) in packages created under tmp; the slow one uses the real registry packag
 
 from __future__ import annotations
 
-import json
-
 import hashlib
 import importlib.util
+import json
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -131,6 +131,26 @@ def test_altered_file_fails_the_digest(cache: Path, tmp_path: Path) -> None:
             verified_base_file(base)
     finally:
         sys.path.remove(str(tmp_path / "site"))
+
+
+def test_digests_are_remembered_by_stat_until_the_file_changes(cache: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"pretrained weights" * 10)
+    hour_ago = weights.stat().st_mtime_ns - 3600 * 10**9
+    os.utime(weights, ns=(hour_ago, hour_ago))
+    expected = (hashlib.sha256(weights.read_bytes()).hexdigest(), weights.stat().st_size)
+    reads: list[Path] = []
+    hash_files = bases._hash_files
+    monkeypatch.setattr(bases, "_hash_files", lambda paths: reads.append(paths) or hash_files(paths))
+    assert bases._digest([weights]) == expected and len(reads) == 1
+    assert bases._digest([weights]) == expected and len(reads) == 1  # the stamp answers: no read
+    weights.write_bytes(b"pretrained weightz" * 10)  # same size, new mtime (and a racy one: just written)
+    assert bases._digest([weights]) == (hashlib.sha256(weights.read_bytes()).hexdigest(), weights.stat().st_size)
+    assert len(reads) == 2
+    os.utime(weights, ns=(hour_ago, hour_ago))  # a fresh stamp after the change is trusted again
+    bases._digest([weights])
+    assert bases._digest([weights])[0] != expected[0] and len(reads) == 3
 
 
 def test_parts_are_joined_once_into_the_cache(tiny_bases: TinyBases, cache: Path) -> None:
