@@ -189,3 +189,40 @@ def test_world_suite_scores_asr_audio_as_language_id_and_gates_only_what_the_iss
     assert entries["world-open-asr-en"].gate == 10.0 and entries["world-open-asr-de"].gate is None
     rows = gate_table([GateResult("reported", 12.0, None, False, 3), GateResult("gated", 12.0, 15.0, False, 3)])
     assert [(r["gate"], r["passed"]) for r in rows] == [("reported", None), ("≤ 15", True)]
+
+
+class PiecingApi:
+    """A model that learned single utterances (``utterance_plan``): records what each path decoded."""
+
+    def __init__(self) -> None:
+        from qwen_audio.infer.longform import PausePlan
+
+        self.utterance_plan, self.generated, self.transcribed = PausePlan(max_seconds=2.0), [], []
+
+    def generate(self, prompts, audios, options):  # noqa: ANN001, ANN201
+        from qwen_audio.api import Generated
+
+        self.generated += [a[0].size for a in audios]
+        return [Generated("whole", 1, 1, True, (1,)) for _ in prompts]
+
+    def transcribe_waves(self, waves, language, word_timestamps, options):  # noqa: ANN001, ANN201
+        from qwen_audio.infer.engine import Transcript
+
+        self.transcribed += [(w.size, language) for w in waves]
+        return [Transcript("pieced", language, w.size / 16_000) for w in waves]
+
+
+def test_long_speech_is_transcribed_in_pieces_as_users_get_it(tmp_path: Path) -> None:
+    """A model with ``utterance_seconds`` hears audio longer than that piece by piece (as the API's
+    transcribe does); shorter speech and other tasks decode whole with the benchmark's prompt."""
+    records = []
+    for i, (seconds, task) in enumerate([(1.0, "asr"), (3.0, "asr"), (3.0, "sound_event")]):
+        sf.write(tmp_path / f"{i}.wav", np.zeros(int(16_000 * seconds), np.float32), 16_000)
+        records.append(ManifestRecord(id=f"u{i}", audio=f"{i}.wav", task=task, audio_language="es" if task == "asr" else "unknown",
+                                      text_language="es", text="x"))
+    api = PiecingApi()
+    run_benchmark(api, get_benchmark("librispeech-test-clean"), records, tmp_path / "out",
+                  EvalSettings(batch_size=3, progress=False, max_new_tokens=8), root=tmp_path)
+    assert api.transcribed == [(48_000, "es")] and sorted(api.generated) == [16_000, 48_000]
+    lines = [json.loads(line) for line in (tmp_path / "out" / "librispeech-test-clean.predictions.jsonl").read_text().splitlines()]
+    assert [(row["id"], row["raw"]) for row in lines] == [("u0", "whole"), ("u1", "pieced"), ("u2", "whole")]

@@ -18,12 +18,13 @@ import numpy as np
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from qwen_audio.audio import load_audio
+from qwen_audio.audio import SAMPLE_RATE, load_audio
 from qwen_audio.data.examples import record_prompt
 from qwen_audio.data.manifest import ManifestRecord, tag_task
 from qwen_audio.eval.benchmarks import Benchmark, BenchmarkScore, score_benchmark
 from qwen_audio.eval.caption_metrics import CaptionResult
 from qwen_audio.eval.scoring import Figure
+from qwen_audio.formats.languages import LANGUAGES
 from qwen_audio.formats.tags import (
     TASKS,
     AnswerResult,
@@ -122,15 +123,31 @@ def run_benchmark(
             tasks = [Task(tag_task(r)) for r in batch]
             tokens = settings.max_new_tokens or (CAPTION_TOKENS if benchmark.metric == "cider_d" else DEFAULT_TOKENS)
             waves = _load(batch, root)
-            outputs = api.generate([record_prompt(r, "audio") for r in batch], [[w] for w in waves],
-                                   GenerationOptions(max_new_tokens=tokens))
-            for record, task, output in zip(batch, tasks, outputs):
-                done[record.id] = prediction_text(task, output.text)
-                sink.write(json.dumps({"id": record.id, "raw": output.text, "prediction": done[record.id]},
+            options = GenerationOptions(max_new_tokens=tokens)
+            pieced = _utterance_pieced(api, batch, tasks, waves)  # transcribed as `qwen-audio transcribe` does
+            whole = [i for i in range(len(batch)) if i not in pieced]
+            raws = dict(zip(whole, (o.text for o in api.generate([record_prompt(batch[i], "audio") for i in whole],
+                                                                 [[waves[i]] for i in whole], options)))) if whole else {}
+            for i in pieced:
+                raws[i] = api.transcribe_waves([waves[i]], batch[i].audio_language, False, options)[0].text
+            for record, task, raw in zip(batch, tasks, (raws[i] for i in range(len(batch)))):
+                done[record.id] = prediction_text(task, raw)
+                sink.write(json.dumps({"id": record.id, "raw": raw, "prediction": done[record.id]},
                                       ensure_ascii=False) + "\n")
             sink.flush()
             progress.advance(bar, len(batch))
     return score_benchmark(benchmark, records, [done[r.id] for r in records])
+
+
+def _utterance_pieced(api: Any, batch: Sequence[ManifestRecord], tasks: Sequence[Task],
+                      waves: Sequence[np.ndarray]) -> list[int]:
+    """The speech-recognition records a model that learned single utterances transcribes piece by
+    piece (its ``utterance_seconds``): scored as its users get them, not as one over-long decode."""
+    plan = getattr(api, "utterance_plan", None)
+    if plan is None:
+        return []
+    return [i for i, (record, task, wave) in enumerate(zip(batch, tasks, waves))
+            if task is Task.ASR and record.audio_language in LANGUAGES and wave.size > plan.max_seconds * SAMPLE_RATE]
 
 
 def _load(records: Sequence[ManifestRecord], root: Path) -> list[np.ndarray]:
