@@ -93,12 +93,9 @@ def main() -> None:
     for size in args.sizes:
         torch.manual_seed(0)
         if size == "default":
-            from qwen_audio.api import default_model_path
+            from qwen_audio.api import QwenAudio
 
-            if not (default_model_path() / "config.json").is_file():
-                print("size=default skipped: the bundled default model is not in this checkout")
-                continue
-            model = QwenAudioForCausalLM.from_pretrained(default_model_path(), dtype=torch.float32).eval()
+            model = QwenAudio.from_pretrained().model  # assembles the pinned bases + shipped delta
         else:
             model = QwenAudioForCausalLM(preset_config(size)).eval()
         peer = peer_of(model)
