@@ -7,6 +7,8 @@ dispatching to them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -16,6 +18,19 @@ from qwen_audio.errors import CheckpointError
 
 # What a folder in this package's (transformers') layout keeps its weights in.
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            logging.enable_progress_bar()
 
 
 def load_model(path: str | Path, *, dtype: torch.dtype | None = None):  # noqa: ANN201
@@ -39,5 +54,6 @@ def load_model(path: str | Path, *, dtype: torch.dtype | None = None):  # noqa: 
         if not any((location / name).is_file() for name in WEIGHT_FILES):
             raise CheckpointError(f"no weights in {location}: expected {' or '.join(WEIGHT_FILES[::2])} "
                                   "(or their .index.json when sharded)")
-        model = QwenAudioForCausalLM.from_pretrained(location, dtype=dtype or torch.float32)
+        with _quiet_loading():  # a sub-second load needs no "Loading weights" bar on the user's terminal
+            model = QwenAudioForCausalLM.from_pretrained(location, dtype=dtype or torch.float32)
     return model, QwenAudioTokenizer.from_pretrained(str(location))
