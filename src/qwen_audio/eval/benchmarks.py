@@ -132,6 +132,7 @@ class BenchmarkScore:
     paper_value: float | None
     num_examples: int
     scorer: str = "official"  # the headline figure
+    predictions: tuple[str, ...] = ()  # what was scored, in the order of the records
 
     @property
     def figure(self) -> Figure:
@@ -188,4 +189,4 @@ def score_benchmark(
         language = (records[0].audio_language or "en") if records else "en"
         official, lenient = scoring.srwt_figures([srwt_reference(r) for r in records], predictions, language)
     return BenchmarkScore(benchmark.name, benchmark.metric, official, lenient, benchmark.paper_value,
-                          len(records), benchmark.scorer)
+                          len(records), benchmark.scorer, tuple(predictions))

@@ -157,8 +157,8 @@ def run_suite(api: Any, split: Path, out_dir: Path, settings: EvalSettings = Eva
             continue
         score = run_benchmark(api, entry.benchmark, records, out_dir, settings, root=manifest.parent)
         if entry.kind == "names_source":
-            chosen = spread_sample(records, settings.limit)
-            named = [names_source(p, r.labels or (r.text,)) for r, p in zip(chosen, _predictions(out_dir, entry, chosen))]
+            chosen = spread_sample(records, settings.limit)  # the records run_benchmark scored, in its order
+            named = [names_source(p, r.labels or (r.text,)) for r, p in zip(chosen, score.predictions, strict=True)]
             value = sum(named) / len(named)
         else:
             value = entry.value_of(score)
@@ -166,12 +166,6 @@ def run_suite(api: Any, split: Path, out_dir: Path, settings: EvalSettings = Eva
     if entries is SYNTHETIC_SUITE:
         results.append(chat_accuracy(api, split / "chat.jsonl", settings, out_dir))
     return results
-
-
-def _predictions(out_dir: Path, entry: SuiteEntry, records: Sequence[ManifestRecord]) -> list[str]:
-    rows = [json.loads(line) for line in (out_dir / f"{entry.benchmark.name}.predictions.jsonl").read_text().splitlines()]
-    by_id = {row["id"]: row["prediction"] for row in rows}
-    return [by_id[r.id] for r in records]
 
 
 def chat_accuracy(api: Any, manifest: Path, settings: EvalSettings, out_dir: Path | None = None) -> GateResult:
