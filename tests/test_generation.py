@@ -215,10 +215,21 @@ class Recorder(BaseStreamer):
         self.ended = True
 
 
-@pytest.mark.parametrize("folded", [False, True])
+@pytest.fixture
+def folded(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """StaticKV ("modules") or FoldedKV, its matrices packed for oneDNN or input-major."""
+    from qwen_audio.generation import folded as module
+
+    if request.param == "packed" and not torch.backends.mkldnn.is_available():
+        pytest.skip("this PyTorch has no oneDNN")
+    monkeypatch.setattr(module, "PACK", request.param == "packed")
+    return request.param != "modules"
+
+
+@pytest.mark.parametrize("folded", ["modules", "packed", "input-major"], indirect=True)
 def test_kv_backend_logits_equal_the_forward_at_every_step(folded: bool) -> None:
     """StaticKV (fused RMSNorm, rolled rotary) gives the Qwen2 forward's logits, prefill and steps;
-    FoldedKV (fused, norm-folded, complex rotary) gives them to float rounding."""
+    FoldedKV (fused, norm-folded, complex rotary; packed for oneDNN or not) gives them to float rounding."""
     from qwen_audio.generation import FoldedKV, StaticKV, fold_weights
 
     model = tiny_model(num_key_value_heads=2)
@@ -239,7 +250,7 @@ def test_kv_backend_logits_equal_the_forward_at_every_step(folded: bool) -> None
 
 
 
-@pytest.mark.parametrize("folded", [False, True])
+@pytest.mark.parametrize("folded", ["modules", "packed", "input-major"], indirect=True)
 def test_padded_prompts_prefill_packed_and_step_as_if_alone(folded: bool) -> None:
     """A left-padded batch prefills only its real tokens (each row attends over its own) and then
     decodes each row as it would alone; what the cache holds under padding never leaks (it starts

@@ -2,11 +2,11 @@
 streamer) over pluggable KV backends (``kv.py``: ``StaticKV`` on the decoder's modules; ``folded.py``:
 ``FoldedKV`` on fused copies of its weights, and ``KVBackends``, which picks one)."""
 
-from qwen_audio.generation.folded import FOLD_MAX_BYTES, FoldedKV, FoldedWeights, KVBackends, can_fold, fold_weights
+from qwen_audio.generation.folded import FOLD_MAX_BYTES, FoldedKV, FoldedWeights, KVBackends, Matrix, can_fold, fold_weights
 from qwen_audio.generation.kv import KVBackend, KVCache, RotaryTables, StaticKV
 from qwen_audio.generation.loop import LoopGuard, Sampling, decode, prefill
 
 __all__ = [
-    "FOLD_MAX_BYTES", "FoldedKV", "FoldedWeights", "KVBackend", "KVBackends", "KVCache", "LoopGuard", "RotaryTables", "Sampling",
+    "FOLD_MAX_BYTES", "FoldedKV", "FoldedWeights", "KVBackend", "KVBackends", "KVCache", "LoopGuard", "Matrix", "RotaryTables", "Sampling",
     "StaticKV", "can_fold", "decode", "fold_weights", "prefill",
 ]
