@@ -3,8 +3,9 @@
 The peer is transformers' ``Qwen2ForCausalLM.generate`` holding our decoder's weights and fed the
 same prompt embeddings (audio already spliced, so it does no encoder work); ours is
 ``QwenAudioForCausalLM.fast_generate`` from token ids + mels (the encoder runs inside the timing),
-also with ``fold=False`` (its loop over the decoder's own modules, without ``generation.FoldedWeights``)
-and, for reference, our ``generate`` (transformers' loop over our model). Greedy, a fixed number of
+also with ``fold=False`` (its loop over the decoder's own modules, without ``generation.FoldedWeights``),
+with its folded matrices input-major instead of packed for oneDNN (``generation.folded.PACK``: what
+it did before packing), and, for reference, our ``generate`` (transformers' loop over our model). Greedy, a fixed number of
 new tokens (no early stop), batches of 1, 8, … rows (left-padded, a fixed mix of 8 request shapes). Prints new tokens per
 second, ratios against the peer, and whether every system produced the same tokens.
 
@@ -26,6 +27,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from qwen_audio.audio import audio_span
 from qwen_audio.configuration import preset_config
+from qwen_audio.generation import KVBackends, folded
 from qwen_audio.model import QwenAudioForCausalLM
 
 
@@ -54,6 +56,18 @@ def peer_of(model: QwenAudioForCausalLM) -> Qwen2ForCausalLM:
     state = {k: v for k, v in model.state_dict().items() if k.startswith(("model.", "lm_head."))}
     peer.load_state_dict(state, strict=False)
     return peer
+
+
+_INPUT_MAJOR = KVBackends()
+
+
+def input_major(model: QwenAudioForCausalLM, run: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``run`` with the folded matrices input-major (MKL's products), in a cache of their own."""
+    packed, model.kv_backends, folded.PACK = model.kv_backends, _INPUT_MAJOR, False
+    try:
+        return run()
+    finally:
+        model.kv_backends, folded.PACK = packed, torch.backends.mkldnn.is_available()
 
 
 def make_batch(model: QwenAudioForCausalLM, batch: int) -> dict[str, torch.Tensor]:
@@ -107,6 +121,7 @@ def main() -> None:
                 embeds = model.embed_inputs(inputs["input_ids"], inputs["audio_features"], inputs["audio_lengths"])
             width = inputs["input_ids"].shape[1]
             results = interleaved({
+                "input_major": lambda: input_major(model, lambda: model.fast_generate(**inputs, max_new_tokens=n, eos_token_id=[])),
                 "peer": lambda: peer.generate(inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
                                               eos_token_id=None, pad_token_id=0, **greedy),
                 "fast": lambda: model.fast_generate(**inputs, max_new_tokens=n, eos_token_id=[]),
@@ -117,7 +132,8 @@ def main() -> None:
             new_peer = out_peer[:, -n:]  # generate with inputs_embeds returns only the new tokens
             same = all(torch.equal(new_peer, out[:, width:]) for name, (_, out) in results.items() if name != "peer")
             rate = lambda t: batch * n / t  # noqa: E731
-            labels = {"fast": "fast_generate", "unfolded": "fast_generate(fold=False)", "ours": "generate"}
+            labels = {"fast": "fast_generate", "input_major": "fast_generate(input-major)",
+                      "unfolded": "fast_generate(fold=False)", "ours": "generate"}
             figures = " | ".join(f"qwen-audio {label} {rate(results[name][0]):8.1f} tok/s ({t_peer / results[name][0]:.2f}x)"
                                  for name, label in labels.items())
             print(f"  batch {batch}: transformers Qwen2 generate {rate(t_peer):8.1f} tok/s | {figures} | same tokens: {same}")

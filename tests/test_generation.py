@@ -223,6 +223,7 @@ def folded(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> b
     if request.param == "packed" and not torch.backends.mkldnn.is_available():
         pytest.skip("this PyTorch has no oneDNN")
     monkeypatch.setattr(module, "PACK", request.param == "packed")
+    monkeypatch.setattr(module, "PACK_MIN_ELEMENTS", 0)  # the tiny model's matrices too
     return request.param != "modules"
 
 
