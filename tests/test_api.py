@@ -85,22 +85,21 @@ def test_a_model_of_single_utterances_transcribes_long_audio_piece_by_piece(mode
     api = QwenAudio.from_pretrained(model_dir)
     api.model.config.utterance_seconds = 12.0
     pause = np.zeros(8000, np.float32)
-    wave = np.concatenate([tone(4.0, 200), pause, tone(5.0, 300), pause, tone(3.0, 400)])
+    wave = np.concatenate([tone(4.0, 200) / 40, pause, tone(5.0, 300) * 2 / 40, pause, tone(3.0, 400) * 3 / 40])
     calls: list[tuple[list[str], list[int]]] = []
 
     def generate(prompts, audios, options=None, streamer=None):  # noqa: ANN001, ANN202
-        calls.append((list(prompts), [a[0].size for a in audios]))
-        return [Generated(f"piece{i}", 1, 1, True) for i in range(len(prompts))]
+        calls.append((list(prompts), [a[0].size for a in audios]))  # each piece says its loudness
+        return [Generated(f"piece{round(float(np.abs(a[0]).max()) / tone(0.1).max() * 40)}", 1, 1, True) for a in audios]
 
     monkeypatch.setattr(api, "generate", generate)
     result = api.transcribe((wave, 16_000), language="en")
     [(prompts, sizes)] = calls
     assert len(prompts) == 3 and all("<|transcribe|>" in p and "<|notimestamps|>" in p for p in prompts)
-    assert sum(sizes) == wave.size and result.text == "piece0 piece1 piece2"
-    calls.clear()  # many pieces go in batches of PIECES_PER_BATCH, in order
-    many = np.concatenate([np.concatenate([tone(1.0, 200 + 10 * i), pause]) for i in range(20)])
-    assert api.transcribe((many, 16_000), language="en").text == " ".join(
-        [f"piece{i}" for i in range(16)] + [f"piece{i}" for i in range(4)])
+    assert sum(sizes) == wave.size and result.text == "piece1 piece2 piece3"
+    calls.clear()  # many pieces go in batches of PIECES_PER_BATCH (of similar lengths), joined in order
+    many = np.concatenate([np.concatenate([tone(1.0 + 0.05 * (i % 3), 200) * (i + 1) / 40, pause]) for i in range(20)])
+    assert api.transcribe((many, 16_000), language="en").text == " ".join(f"piece{i + 1}" for i in range(20))
     assert [len(p) for p, _ in calls] == [16, 4]
 
 
@@ -319,3 +318,33 @@ def test_a_short_clip_cannot_loop_for_max_new_tokens(api: QwenAudio, monkeypatch
     api.transcribe((tone(2.0), 16_000), language="en", options=GenerationOptions(max_new_tokens=20))
     api.transcribe((tone(20.0), 16_000), language="en", options=GenerationOptions(max_new_tokens=256))
     assert seen == [16 + 36, 16 + 56, 20, 256]
+
+
+def test_compression_ratio_finds_a_loop_of_any_period() -> None:
+    from qwen_audio.api import COMPRESSION_RATIO_LIMIT, compression_ratio
+
+    said = "press 1 to accept this recording, press 2 to listen to it, press 3 to rerecord your message"
+    looped = "press 1 to accept this record, " + ", ".join(f"press {n} to delete your machine" for n in range(2, 11)) * 4
+    assert compression_ratio(said) < COMPRESSION_RATIO_LIMIT < compression_ratio(looped)
+    assert compression_ratio("") == 0.0
+
+
+def test_a_transcript_that_repeats_itself_is_decoded_again_warmer(api: QwenAudio, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whisper's fallback: a looping greedy text is decoded again at rising, seeded temperatures
+    until one reads like speech; short clips are decoded together, one batch per language."""
+    from qwen_audio.api import Generated
+
+    loop = "la sedia è blu e " * 20
+    calls: list[tuple[int, float]] = []
+
+    def fake(prompts, audios, options=GenerationOptions(), streamer=None, **_):  # noqa: ANN001, ANN202
+        calls.append((len(prompts), options.temperature))
+        texts = [loop if options.temperature < 0.4 and a[0].size == 16_000 else "la sedia è blu" for a in audios]
+        return [Generated(t, 1, 1, True, (1,)) for t in texts]
+
+    monkeypatch.setattr(api, "generate", fake)
+    out = api.transcribe([(tone(1.0), 16_000), (tone(2.0), 16_000), (tone(1.5), 16_000)], language="it")
+    assert [t.text for t in out] == ["la sedia è blu"] * 3
+    assert calls == [(3, 0.0), (1, 0.2), (1, 0.4)]  # one batch, then the looping clip alone, warmer
+    calls.clear()
+    assert api.transcribe((tone(2.0), 16_000), language="it").text == "la sedia è blu" and calls == [(1, 0.0)]

@@ -212,17 +212,18 @@ class PiecingApi:
         return [Transcript("pieced", language, w.size / 16_000) for w in waves]
 
 
-def test_long_speech_is_transcribed_in_pieces_as_users_get_it(tmp_path: Path) -> None:
-    """A model with ``utterance_seconds`` hears audio longer than that piece by piece (as the API's
-    transcribe does); shorter speech and other tasks decode whole with the benchmark's prompt."""
+def test_speech_is_transcribed_as_users_get_it(tmp_path: Path) -> None:
+    """A model with ``utterance_seconds`` has its speech records transcribed by the API's transcribe
+    (long audio in pieces, a length-bound budget, loops decoded again), batched by language; other
+    tasks decode whole with the benchmark's prompt."""
     records = []
-    for i, (seconds, task) in enumerate([(1.0, "asr"), (3.0, "asr"), (3.0, "sound_event")]):
+    for i, (seconds, task) in enumerate([(1.0, "asr"), (3.0, "asr"), (3.0, "sound_event"), (2.0, "asr")]):
         sf.write(tmp_path / f"{i}.wav", np.zeros(int(16_000 * seconds), np.float32), 16_000)
         records.append(ManifestRecord(id=f"u{i}", audio=f"{i}.wav", task=task, audio_language="es" if task == "asr" else "unknown",
                                       text_language="es", text="x"))
     api = PiecingApi()
     run_benchmark(api, get_benchmark("librispeech-test-clean"), records, tmp_path / "out",
-                  EvalSettings(batch_size=3, progress=False, max_new_tokens=8), root=tmp_path)
-    assert api.transcribed == [(48_000, "es")] and sorted(api.generated) == [16_000, 48_000]
+                  EvalSettings(batch_size=4, progress=False, max_new_tokens=8), root=tmp_path)
+    assert api.transcribed == [(16_000, "es"), (48_000, "es"), (32_000, "es")] and api.generated == [48_000]
     lines = [json.loads(line) for line in (tmp_path / "out" / "librispeech-test-clean.predictions.jsonl").read_text().splitlines()]
-    assert [(row["id"], row["raw"]) for row in lines] == [("u0", "whole"), ("u1", "pieced"), ("u2", "whole")]
+    assert [(row["id"], row["raw"]) for row in lines] == [("u0", "pieced"), ("u1", "pieced"), ("u2", "whole"), ("u3", "pieced")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -198,37 +199,61 @@ class QwenAudio:
         translate_to: str | None = None,
     ) -> list[Transcript]:
         languages = [language] * len(waves) if language else self._detect(waves)
-        results = []
-        for wave, lang in zip(waves, languages):
+        results: list[Transcript | None] = [None] * len(waves)
+        short: dict[str, list[int]] = {}  # one decode each, batched by language
+        for i, (wave, lang) in enumerate(zip(waves, languages)):
             if translate_to is not None:
-                text = self._translate_one(wave, lang, translate_to, options)
-                results.append(Transcript(text, translate_to, wave.size / SAMPLE_RATE))
+                results[i] = Transcript(self._translate_one(wave, lang, translate_to, options), translate_to, wave.size / SAMPLE_RATE)
                 continue
             windows = self._pieces(wave)
             long = len(windows) > 1
             if long and not word_timestamps and self.utterance_plan is not None:  # pieces meet without overlap
-                prompt, outs = build_prompt(Task.ASR, audio="a", audio_language=lang), []
-                for first in range(0, len(windows), PIECES_PER_BATCH):  # an hour is hundreds of pieces
-                    chunk = windows[first:first + PIECES_PER_BATCH]
-                    budget = speech_budget(options, max(w.end - w.start for w in chunk), timestamps=False)
-                    outs += self.generate([prompt] * len(chunk), [[wave[w.start:w.end]] for w in chunk], budget)
-                text = word_separator(lang).join(t for t in (strip_tags(o.text).strip() for o in outs) if t)
-                results.append(Transcript(text, lang, wave.size / SAMPLE_RATE))
-                continue
-            if not (word_timestamps or long):
-                budget = speech_budget(options, wave.size, timestamps=False)
-                out = self.generate([build_prompt(Task.ASR, audio="a", audio_language=lang)], [[wave]], budget)[0]
-                results.append(Transcript(strip_tags(out.text), lang, wave.size / SAMPLE_RATE))
-                continue
-            # Word times are what lets windows be stitched without doubling words at the joins.
-            prompts = [build_prompt(Task.SRWT, audio="a", audio_language=lang)] * len(windows)
-            budget = speech_budget(options, max(w.end - w.start for w in windows), timestamps=True)
-            outs = self.generate(prompts, [[wave[w.start:w.end]] for w in windows], budget)
-            words = stitch_words(windows, [parse_srwt_result(o.text).words for o in outs])
-            separator = word_separator(lang)
-            text = separator.join(w.word for w in words)
-            results.append(Transcript(text, lang, wave.size / SAMPLE_RATE, tuple(words) if word_timestamps else ()))
-        return results
+                prompt = build_prompt(Task.ASR, audio="a", audio_language=lang)
+                texts = self._speech([prompt] * len(windows), [wave[w.start:w.end] for w in windows], options)
+                results[i] = Transcript(word_separator(lang).join(t for t in texts if t), lang, wave.size / SAMPLE_RATE)
+            elif not (word_timestamps or long):
+                short.setdefault(lang, []).append(i)
+            else:  # word times are what lets windows be stitched without doubling words at the joins
+                prompts = [build_prompt(Task.SRWT, audio="a", audio_language=lang)] * len(windows)
+                budget = speech_budget(options, max(w.end - w.start for w in windows), timestamps=True)
+                outs = self.generate(prompts, [[wave[w.start:w.end]] for w in windows], budget)
+                words = stitch_words(windows, [parse_srwt_result(o.text).words for o in outs])
+                text = word_separator(lang).join(w.word for w in words)
+                results[i] = Transcript(text, lang, wave.size / SAMPLE_RATE, tuple(words) if word_timestamps else ())
+        for lang, members in short.items():
+            prompt = build_prompt(Task.ASR, audio="a", audio_language=lang)
+            for i, text in zip(members, self._speech([prompt] * len(members), [waves[i] for i in members], options)):
+                results[i] = Transcript(text, lang, waves[i].size / SAMPLE_RATE)
+        return [r for r in results if r is not None]
+
+    def _speech(self, prompts: Sequence[str], pieces: Sequence[np.ndarray], options: GenerationOptions) -> list[str]:
+        """Speech → text for each (prompt, piece), tags stripped; decoded in batches of similar length
+        (each capped by :func:`speech_budget`), a text that repeats itself decoded again (:func:`fallback`)."""
+        order = sorted(range(len(pieces)), key=lambda i: pieces[i].size)
+        texts: list[str] = [""] * len(pieces)
+        for first in range(0, len(order), PIECES_PER_BATCH):  # an hour is hundreds of pieces
+            chunk = order[first:first + PIECES_PER_BATCH]
+            budget = speech_budget(options, max(pieces[i].size for i in chunk), timestamps=False)
+            outs = self.generate([prompts[i] for i in chunk], [[pieces[i]] for i in chunk], budget)
+            for i, out in zip(chunk, outs):
+                texts[i] = strip_tags(out.text).strip()
+        if options.num_beams == 1 and options.temperature == 0:
+            for i in (i for i, text in enumerate(texts) if compression_ratio(text) > COMPRESSION_RATIO_LIMIT):
+                texts[i] = self._fallback(prompts[i], pieces[i], options, texts[i])
+        return texts
+
+    def _fallback(self, prompt: str, piece: np.ndarray, options: GenerationOptions, greedy: str) -> str:
+        """Whisper's temperature fallback: a greedy text that compresses too well (a loop) is decoded
+        again at rising temperatures (seeded), keeping the first that does not, else the least repetitive."""
+        best = greedy
+        budget = speech_budget(options, piece.size, timestamps=False)
+        for temperature in FALLBACK_TEMPERATURES:
+            sampled = replace(budget, temperature=temperature, seed=options.seed if options.seed is not None else 0)
+            text = strip_tags(self.generate([prompt], [[piece]], sampled)[0].text).strip()
+            if compression_ratio(text) <= COMPRESSION_RATIO_LIMIT:
+                return text
+            best = min(best, text, key=compression_ratio)
+        return best
 
     @property
     def utterance_plan(self) -> PausePlan | None:
@@ -244,8 +269,7 @@ class QwenAudio:
         windows = self._pieces(wave)
         pieces = [wave[int(w.keep_from * SAMPLE_RATE): int(min(w.keep_until * SAMPLE_RATE, wave.size))] for w in windows]
         prompt = build_prompt(Task.S2TT, audio="a", audio_language=language, text_language=target)
-        outs = self.generate([prompt] * len(pieces), [[p] for p in pieces], speech_budget(options, max(p.size for p in pieces), timestamps=False))
-        return " ".join(strip_tags(o.text) for o in outs)
+        return " ".join(t for t in self._speech([prompt] * len(pieces), pieces, options) if t)
 
     def translate(self, audio: Audio | Sequence[Audio], to: str = "en", language: str | None = None,
                   options: GenerationOptions = GenerationOptions()) -> Transcript | list[Transcript]:
@@ -405,6 +429,17 @@ class QwenAudio:
             results += self.transcribe_waves([request.audio], request.language, request.word_timestamps,
                                              request.options, translate_to=request.translate_to)
         return results
+
+
+COMPRESSION_RATIO_LIMIT = 2.4  # Whisper's: real speech's text compresses less (zlib) than this
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def compression_ratio(text: str) -> float:
+    """Bytes of ``text`` over bytes of its zlib compression: high for a text that repeats itself,
+    even with a period too long for :class:`LoopGuard` ("press 2 to …, press 3 to …" round again)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 def speech_budget(options: GenerationOptions, samples: int, *, timestamps: bool) -> GenerationOptions:
