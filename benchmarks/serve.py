@@ -284,12 +284,15 @@ def start_vllm_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str, 
     import shlex
 
     from qwen_audio.api import default_model_path
+    from qwen_audio.checkpoints.bases import assemble, is_delta_model
 
     python = Path(args.vllm_python)
     if not python.is_file():
         raise SystemExit(f"no {python}: build vLLM's environment with scripts/setup-vllm-env.sh, or pass --vllm-python")
     port = free_port()
-    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(args.model or default_model_path()),
+    model = Path(args.model) if args.model else default_model_path()
+    model = assemble(model) if is_delta_model(model) else model  # vLLM reads whole weights, not a delta on bases
+    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                "--served-model-name", "qwen-audio", "--host", "127.0.0.1", "--port", str(port), *shlex.split(args.vllm_args)]
     environment = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_NO_USAGE_STATS": "1", **os.environ}  # KV GiB on a CPU
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-serve-{port}.log", "wb")  # noqa: SIM115
