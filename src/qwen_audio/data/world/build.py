@@ -7,6 +7,8 @@ Stages (each resumable; rerunning skips what is already on disk):
 - ``tts``: rendered sentences → ``DIR/tts/audio/...``, ``DIR/tts/{train,test}.jsonl``
 - ``sounds``: real instrument notes, drum hits and desktop sounds (+ speech labelled as such) →
   ``DIR/sounds/...``, ``DIR/sounds/{train,test}.jsonl`` (after ``asterisk`` and ``tts``: it labels their speech)
+- ``chat``: stage-2 conversations over those records → ``DIR/chat/{train,test}.jsonl`` (``world.chat``;
+  the test split's from held-out records only)
 
 Everything random is drawn from streams derived from (seed, stage, language, split), so the same
 seed rebuilds the same files, and changing one language's count leaves the others alone.
@@ -23,12 +25,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qwen_audio.data.manifest import ManifestRecord, check_manifest, write_manifest
+from qwen_audio.data.chat_manifest import write_chat_manifest
+from qwen_audio.data.manifest import ManifestRecord, check_manifest, read_manifest, write_manifest
 from qwen_audio.data.synth.splits import derive_seed
-from qwen_audio.data.world import asterisk, sounds, texts, voices
+from qwen_audio.data.world import asterisk, chat, sounds, texts, voices
 from qwen_audio.data.world.render import TtsJob, render_job
 
-STAGES = ("asterisk", "texts", "tts", "sounds")
+STAGES = ("asterisk", "texts", "tts", "sounds", "chat")
+CHAT_COUNTS = {"train": 6000, "test": 200}
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,26 @@ def build_sounds_stage(config: BuildConfig, log=print) -> dict[str, Counter]:
     return counts
 
 
+def build_chat_stage(config: BuildConfig, log=print) -> dict[str, int]:  # noqa: ANN001
+    """Conversations over the built records: train from train manifests, test from held-out ones
+    (the splits of ``sound_splits``)."""
+    sources = {"train": ("asterisk/train.jsonl", "tts/train.jsonl", "sounds/train.jsonl"),
+               "test": ("asterisk/validation.jsonl", "tts/test.jsonl", "sounds/test.jsonl")}
+    written = {}
+    for split in config.sound_splits:
+        names = sources[split]
+        records = [r for name in names if (config.out / name).is_file() for r in read_manifest(config.out / name)]
+        speech = [r for r in records if r.task == "asr" and r.audio_language in chat.LANGUAGE_NAMES]
+        heard = [r for r in records if r.task == "caption" and "speech" not in (r.labels or ())]
+        chats = chat.build_chats(speech, heard, CHAT_COUNTS[split], split, derive_seed(config.seed, "chat", split))
+        path = config.out / "chat" / f"{split}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_chat_manifest(chats, path)
+        written[split] = len(chats)
+        log(f"chat {split}: {len(chats)} conversations over {len(speech)} speech and {len(heard)} sound records → {path}")
+    return written
+
+
 def build(config: BuildConfig, log=print) -> dict:
     summary: dict = {}
     if "asterisk" in config.stages:
@@ -200,6 +224,8 @@ def build(config: BuildConfig, log=print) -> dict:
             summary["tts"] = build_tts_stage(config, sets, log)
     if "sounds" in config.stages:
         summary["sounds"] = build_sounds_stage(config, log)
+    if "chat" in config.stages:
+        summary["chat"] = build_chat_stage(config, log)
     return summary
 
 
