@@ -79,6 +79,30 @@ def test_sigterm_finishes_the_step_saves_and_resumes_exactly(tmp_path: Path) -> 
         assert torch.equal(a, b)
 
 
+def test_stop_at_ends_where_a_sigterm_did_on_the_full_run_s_schedule(tmp_path: Path) -> None:
+    """A release cut mid-run (SIGTERM at step 4 of 12) is reproducible from the config alone."""
+    import os
+    import signal
+
+    def terminated_after(batches: int):
+        def batches_from(start: int):
+            for i in itertools.count(start):
+                if i == batches:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batch_at(i)
+        return batches_from
+
+    signalled = ToyModel()
+    Trainer(signalled, config(tmp_path / "signal", save_every=0), terminated_after(7)).train(resume=False)
+    cut = ToyModel()
+    result = Trainer(cut, config(tmp_path / "cut", save_every=0, stop_at=4), source).train(resume=False)
+    assert result.steps == 4 and result.checkpoint is not None and result.checkpoint.name == "checkpoint-4"
+    for a, b in zip(cut.parameters(), signalled.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="stop_at"):
+        config(tmp_path, stop_at=13)
+
+
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     reference = ToyModel()
     Trainer(reference, config(tmp_path / "ref"), source).train(resume=False)

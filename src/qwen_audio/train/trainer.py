@@ -55,6 +55,9 @@ class TrainerConfig:
     # at 1e-4 with the projection at 3e-3 fit 48 utterances to CTC loss 0.7 in 60 steps, one 1e-3 for
     # both stayed at 5.0)
     lr_scales: dict[str, float] = field(default_factory=dict)
+    # end the run at this step, the schedule still that of max_steps: a release cut mid-run (as a
+    # SIGTERM there did) written down, so rerunning the recipe reproduces it
+    stop_at: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.grad_accum < 1:
@@ -67,6 +70,8 @@ class TrainerConfig:
             raise ConfigError("warmup_steps must be in [0, max_steps]")
         if any(not scale > 0 for scale in self.lr_scales.values()):
             raise ConfigError(f"lr_scales must be positive, got {self.lr_scales}")
+        if self.stop_at is not None and not 1 <= self.stop_at <= self.max_steps:
+            raise ConfigError(f"stop_at must be in [1, max_steps], got {self.stop_at}")
 
 
 @dataclass(frozen=True)
@@ -185,7 +190,8 @@ class Trainer:
         with self._progress() as progress, _stop_requests() as stop:
             task = progress.add_task("training", total=config.max_steps, completed=step, loss=float("nan"), tps=0.0)
             tokens, started = 0, time.perf_counter()
-            while step < config.max_steps:
+            end = config.max_steps if config.stop_at is None else config.stop_at
+            while step < end:
                 step_loss = 0.0
                 for _ in range(config.grad_accum):
                     batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in next(stream).items()}
@@ -210,7 +216,7 @@ class Trainer:
                     extra = getattr(self.unwrapped, "last_metrics", {})  # e.g. the parts of a combined loss
                     self._log(writer, step, {"loss": step_loss, **extra, "lr": self.scheduler.get_last_lr()[0],
                                              "tokens_per_s": tokens / elapsed})
-                if (config.save_every and step % config.save_every == 0) or step == config.max_steps or stop:
+                if (config.save_every and step % config.save_every == 0) or step == end or stop:
                     last_checkpoint = self._save(TrainerState(step, consumed, {}, {"loss": step_loss}))
                 if stop:  # SIGTERM/SIGINT: the step is finished and saved, so a restart resumes exactly
                     progress.console.print(f"stopped at step {step} ({stop[0]}); checkpoint {last_checkpoint}")
