@@ -348,3 +348,23 @@ def test_a_transcript_that_repeats_itself_is_decoded_again_warmer(api: QwenAudio
     assert calls == [(3, 0.0), (1, 0.2), (1, 0.4)]  # one batch, then the looping clip alone, warmer
     calls.clear()
     assert api.transcribe((tone(2.0), 16_000), language="it").text == "la sedia è blu" and calls == [(1, 0.0)]
+
+
+def test_long_audio_reports_its_pieces_as_they_are_done(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``progress(done, total)`` follows the batches of a long audio's pieces, with or without word times."""
+    from qwen_audio.api import PIECES_PER_BATCH, Generated
+
+    api = QwenAudio.from_pretrained(model_dir)
+    api.model.config.utterance_seconds = 12.0
+    pause = np.zeros(8000, np.float32)
+    many = np.concatenate([np.concatenate([tone(1.0, 200), pause]) for _ in range(PIECES_PER_BATCH + 4)])
+    monkeypatch.setattr(api, "generate", lambda prompts, audios, options=None, streamer=None: [
+        Generated("<|0.00|>hi<|0.50|>" if "timestamps" not in prompts[0] else "hi", 1, 1, True) for _ in prompts])
+    seen: list[tuple[int, int]] = []
+    api.transcribe((many, 16_000), language="en", progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(PIECES_PER_BATCH, PIECES_PER_BATCH + 4), (PIECES_PER_BATCH + 4, PIECES_PER_BATCH + 4)]
+    seen.clear()
+    api.model.config.utterance_seconds = None  # 30 s windows stitched by word times
+    api.transcribe((np.tile(many, 30), 16_000), language="en", word_timestamps=True,
+                   progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)

@@ -54,6 +54,7 @@ CLASSIFY_TASKS = {name: task_for(name) for name in (
 CAPTION_TASKS = CAPTION_STYLES
 
 Audio = Union[AudioSource, np.ndarray]
+Progress = Callable[[int, int], None]  # (pieces done, pieces in all) of one long audio
 
 
 def default_model_path() -> Path:
@@ -187,36 +188,43 @@ class QwenAudio:
 
     def transcribe(
         self, audio: Audio | Sequence[Audio], language: str | None = None, word_timestamps: bool = False,
-        options: GenerationOptions = GenerationOptions(),
+        options: GenerationOptions = GenerationOptions(), progress: Progress | None = None,
     ) -> Transcript | list[Transcript]:
-        """Speech → text in its own language; ``word_timestamps`` adds SRWT word times (global for long audio)."""
+        """Speech → text in its own language; ``word_timestamps`` adds SRWT word times (global for long audio).
+        ``progress(done, total)`` is told how many pieces of long audio are transcribed so far."""
         waves, single = self._waves(audio)
-        results = self.transcribe_waves(waves, language, word_timestamps, options)
+        results = self.transcribe_waves(waves, language, word_timestamps, options, progress=progress)
         return results[0] if single else results
 
     def transcribe_waves(
         self, waves: Sequence[np.ndarray], language: str | None, word_timestamps: bool, options: GenerationOptions,
-        translate_to: str | None = None,
+        translate_to: str | None = None, progress: Progress | None = None,
     ) -> list[Transcript]:
         languages = [language] * len(waves) if language else self._detect(waves)
         results: list[Transcript | None] = [None] * len(waves)
         short: dict[str, list[int]] = {}  # one decode each, batched by language
         for i, (wave, lang) in enumerate(zip(waves, languages)):
             if translate_to is not None:
-                results[i] = Transcript(self._translate_one(wave, lang, translate_to, options), translate_to, wave.size / SAMPLE_RATE)
+                results[i] = Transcript(self._translate_one(wave, lang, translate_to, options, progress), translate_to,
+                                        wave.size / SAMPLE_RATE)
                 continue
             windows = self._pieces(wave)
             long = len(windows) > 1
             if long and not word_timestamps and self.utterance_plan is not None:  # pieces meet without overlap
                 prompt = build_prompt(Task.ASR, audio="a", audio_language=lang)
-                texts = self._speech([prompt] * len(windows), [wave[w.start:w.end] for w in windows], options)
+                texts = self._speech([prompt] * len(windows), [wave[w.start:w.end] for w in windows], options, progress)
                 results[i] = Transcript(word_separator(lang).join(t for t in texts if t), lang, wave.size / SAMPLE_RATE)
             elif not (word_timestamps or long):
                 short.setdefault(lang, []).append(i)
             else:  # word times are what lets windows be stitched without doubling words at the joins
-                prompts = [build_prompt(Task.SRWT, audio="a", audio_language=lang)] * len(windows)
+                prompt = build_prompt(Task.SRWT, audio="a", audio_language=lang)
                 budget = speech_budget(options, max(w.end - w.start for w in windows), timestamps=True)
-                outs = self.generate(prompts, [[wave[w.start:w.end]] for w in windows], budget)
+                outs = []
+                for first in range(0, len(windows), PIECES_PER_BATCH):  # an hour is hundreds of windows
+                    chunk = windows[first:first + PIECES_PER_BATCH]
+                    outs += self.generate([prompt] * len(chunk), [[wave[w.start:w.end]] for w in chunk], budget)
+                    if progress is not None:
+                        progress(len(outs), len(windows))
                 words = stitch_words(windows, [parse_srwt_result(o.text).words for o in outs])
                 text = word_separator(lang).join(w.word for w in words)
                 results[i] = Transcript(text, lang, wave.size / SAMPLE_RATE, tuple(words) if word_timestamps else ())
@@ -226,7 +234,8 @@ class QwenAudio:
                 results[i] = Transcript(text, lang, waves[i].size / SAMPLE_RATE)
         return [r for r in results if r is not None]
 
-    def _speech(self, prompts: Sequence[str], pieces: Sequence[np.ndarray], options: GenerationOptions) -> list[str]:
+    def _speech(self, prompts: Sequence[str], pieces: Sequence[np.ndarray], options: GenerationOptions,
+                progress: Progress | None = None) -> list[str]:
         """Speech → text for each (prompt, piece), tags stripped; decoded in batches of similar length
         (each capped by :func:`speech_budget`), a text that repeats itself decoded again (:func:`fallback`)."""
         order = sorted(range(len(pieces)), key=lambda i: pieces[i].size)
@@ -237,6 +246,8 @@ class QwenAudio:
             outs = self.generate([prompts[i] for i in chunk], [[pieces[i]] for i in chunk], budget)
             for i, out in zip(chunk, outs):
                 texts[i] = strip_tags(out.text).strip()
+            if progress is not None:
+                progress(min(first + PIECES_PER_BATCH, len(order)), len(order))
         if options.num_beams == 1 and options.temperature == 0:
             for i in (i for i, text in enumerate(texts) if compression_ratio(text) > COMPRESSION_RATIO_LIMIT):
                 texts[i] = self._fallback(prompts[i], pieces[i], options, texts[i])
@@ -265,17 +276,19 @@ class QwenAudio:
         plan = self.utterance_plan
         return split_at_pauses(wave, plan) if plan is not None else plan_windows(wave)
 
-    def _translate_one(self, wave: np.ndarray, language: str, target: str, options: GenerationOptions) -> str:
+    def _translate_one(self, wave: np.ndarray, language: str, target: str, options: GenerationOptions,
+                       progress: Progress | None = None) -> str:
         windows = self._pieces(wave)
         pieces = [wave[int(w.keep_from * SAMPLE_RATE): int(min(w.keep_until * SAMPLE_RATE, wave.size))] for w in windows]
         prompt = build_prompt(Task.S2TT, audio="a", audio_language=language, text_language=target)
-        return " ".join(t for t in self._speech([prompt] * len(pieces), pieces, options) if t)
+        return " ".join(t for t in self._speech([prompt] * len(pieces), pieces, options, progress) if t)
 
     def translate(self, audio: Audio | Sequence[Audio], to: str = "en", language: str | None = None,
-                  options: GenerationOptions = GenerationOptions()) -> Transcript | list[Transcript]:
-        """Speech translation (S2TT) into the text language ``to``."""
+                  options: GenerationOptions = GenerationOptions(), progress: Progress | None = None,
+                  ) -> Transcript | list[Transcript]:
+        """Speech translation (S2TT) into the text language ``to``; ``progress`` as for :meth:`transcribe`."""
         waves, single = self._waves(audio)
-        results = self.transcribe_waves(waves, language, False, options, translate_to=to)
+        results = self.transcribe_waves(waves, language, False, options, translate_to=to, progress=progress)
         return results[0] if single else results
 
     def caption(self, audio: Audio | Sequence[Audio], style: str = "plain",

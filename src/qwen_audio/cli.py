@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from qwen_audio.errors import ConfigError, QwenAudioError
@@ -84,6 +84,23 @@ def _each(files: list[Path]) -> Iterator[Path]:
             progress.advance(task)
 
 
+def _each_long(files: list[Path]) -> Iterator[tuple[Path, Callable[[int, int], None]]]:
+    """Each file with a callback that shows, for long audio, how many of its pieces are done."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, disable=not err_console.is_terminal, transient=True) as progress:
+        overall = progress.add_task("working", total=len(files), visible=len(files) > 1)
+        for path in files:
+            progress.update(overall, description=path.name)
+            pieces = progress.add_task(f"{path.name}: pieces", total=None, visible=False)
+
+            def report(done: int, total: int, pieces: TaskID = pieces) -> None:
+                progress.update(pieces, completed=done, total=total, visible=total > 1)
+
+            yield path, report
+            progress.remove_task(pieces)
+            progress.advance(overall)
+
+
 def _check_files(files: list[Path]) -> None:
     for path in files:
         if not path.is_file():
@@ -128,9 +145,9 @@ def transcribe(
     if output_dir is not None:
         _check_output_dir(output_dir)
     api = _load(model)
-    for path in _each(files):
+    for path, report in _each_long(files):
         result = api.transcribe(str(path), language=language, word_timestamps=words,
-                                options=GenerationOptions(max_new_tokens=max_new_tokens))
+                                options=GenerationOptions(max_new_tokens=max_new_tokens), progress=report)
         if output_format == "txt":
             body = result.text + "\n"
             if timestamps == "word":
@@ -159,8 +176,8 @@ def translate(
     """Speech translation (S2TT) into another language."""
     _check_files(files)
     api = _load(model)
-    for path in _each(files):
-        console.print(api.translate(str(path), to=to, language=language).text, markup=False, highlight=False)
+    for path, report in _each_long(files):
+        console.print(api.translate(str(path), to=to, language=language, progress=report).text, markup=False, highlight=False)
 
 
 @app.command()
