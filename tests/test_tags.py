@@ -149,6 +149,10 @@ def test_parse_note_analysis() -> None:
     assert parse_output(Task.NOTE_ANALYSIS, text) == NoteResult(60, 100, "keyboard_acoustic", ("bright", "percussive"))
     assert parse_output(Task.NOTE_PITCH, "<|pitch|><|midi_pitch_72|>") == NoteResult(pitch=72)
     assert parse_output(Task.NOTE_ANALYSIS, "<|pitch|><|midi_pitch_200|>garbage") == NoteResult()
+    # the instrument prompt ends in <|instrument|>: its answer is the bare family name
+    assert parse_output(Task.NOTE_INSTRUMENT, "mallet<|endoftext|>") == NoteResult(instrument="mallet")
+    assert parse_output(Task.NOTE_INSTRUMENT, "<|instrument|>organ") == NoteResult(instrument="organ")
+    assert parse_output(Task.NOTE_INSTRUMENT, "") == NoteResult()
 
 
 def test_parse_answer_language_entities_intent_segments() -> None:

@@ -323,8 +323,11 @@ def parse_output(task: Task | str, text: str) -> TaskResult:
         return parse_srwt_result(text)
     if output is Output.NOTE:
         sonic = _field(text, "<|sonic|>")
+        instrument = _field(text, "<|instrument|>")
+        if Task(task) is Task.NOTE_INSTRUMENT and "<|instrument|>" not in text:
+            instrument = strip_tags(text)  # its prompt ends in <|instrument|>: the answer is the bare family
         return NoteResult(
-            _midi(text, "pitch"), _midi(text, "velocity"), _field(text, "<|instrument|>") or None,
+            _midi(text, "pitch"), _midi(text, "velocity"), instrument or None,
             tuple(s.strip() for s in sonic.split(",") if s.strip()) if sonic else (),
         )
     if output is Output.LANGUAGE:
