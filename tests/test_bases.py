@@ -208,6 +208,10 @@ def test_vocabulary_and_new_rows(tiny_bases: TinyBases, built) -> None:  # noqa:
     assert torch.equal(embed[:n_base], base_rows)
     for marker in CONTROL_TOKENS:  # the spec's chat markers start as the base's own rows
         assert torch.equal(embed[tokenizer.convert_tokens_to_ids(marker)], base_rows[bpe.token_to_id(marker)])
+    # so their logits tie with the base's own end ids, which must stop decoding as well
+    base_ends = {bpe.token_to_id(m) for m in ("<|im_end|>", "<|endoftext|>") if bpe.token_to_id(m) is not None}
+    assert base_ends and base_ends <= set(model.generation_config.eos_token_id)
+    assert {tokenizer.im_end_id, tokenizer.eod_id} <= set(model.generation_config.eos_token_id)
     others = embed[tokenizer.audio_start_id]
     assert torch.allclose(others, base_rows.mean(0), atol=0.5 * base_rows.std(0).max().item())
     assert not torch.equal(embed[tokenizer.audio_start_id], embed[tokenizer.audio_pad_id])  # noise breaks ties

@@ -94,11 +94,13 @@ def test_transcribes_held_out_real_speech(api, name: str, most: float) -> None:
 
 
 def test_chats_about_text_and_about_audio(api) -> None:
-    """SmolLM2's own chat survives training, and a question about an audio reads it."""
-    assert "paris" in api.chat([{"role": "user", "content": "What is the capital of France?"}]).text.lower()
+    """SmolLM2's own chat survives training, and a question about an audio reads it. Replies end on
+    their own: SmolLM2's end ids stop them too (their logits tie with the spec's end markers)."""
+    text = api.chat([{"role": "user", "content": "What is the capital of France?"}])
+    assert "paris" in text.text.lower() and text.finish_reason == "stop" and "<|" not in text.text
     reply = api.chat([{"role": "user", "content": [{"type": "audio", "audio": sample("speech_en.flac")},
-                                                   {"type": "text", "text": "What does the speaker say?"}]}]).text
-    assert "pound key" in reply.lower(), reply
+                                                   {"type": "text", "text": "What does the speaker say?"}]}])
+    assert "pound key" in reply.text.lower() and reply.finish_reason == "stop" and "<|" not in reply.text, reply
 
 
 @needs_tts

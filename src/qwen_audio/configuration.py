@@ -97,6 +97,10 @@ class QwenAudioConfig(Qwen2Config):
     # utterances (the default model), so audio is split at its pauses into pieces of at most this
     # many seconds, each transcribed on its own.
     utterance_seconds: float | None = None
+    # Stop ids of the pretrained LLM itself (SmolLM2's <|im_end|> and <|endoftext|>): the spec's end
+    # markers copy their rows, so with tied embeddings their logits tie and a greedy step may pick
+    # the base's id, which must end the reply too.
+    base_stop_ids: list[int] | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.rope_parameters is None and "rope_theta" not in kwargs and "rope_scaling" not in kwargs:
@@ -126,8 +130,8 @@ class QwenAudioConfig(Qwen2Config):
         return self.audio_start_id + 1
 
     @property
-    def eos_token_ids(self) -> tuple[int, int]:
-        return (self.im_end_id, self.endoftext_id)
+    def eos_token_ids(self) -> tuple[int, ...]:
+        return (self.im_end_id, self.endoftext_id, *(self.base_stop_ids or ()))
 
     def _validate(self) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):

@@ -196,6 +196,7 @@ def build_base_model(encoder_base: PretrainedBase | None = None, llm_base: Pretr
     ct2 = Ct2Model(whisper_file)
     encoder_sizes = _whisper_sizes(ct2)
     sizes = llm.sizes
+    controls = llm.control_tokens()
     config = QwenAudioConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=sizes.hidden_size,
@@ -216,12 +217,13 @@ def build_base_model(encoder_base: PretrainedBase | None = None, llm_base: Pretr
         # SmolLM2 uses plain RoPE at every length (no dynamic NTK / log-n): keep its behaviour.
         use_dynamic_ntk=False,
         use_logn_attn=False,
+        base_stop_ids=[controls[m] for m in ("<|im_end|>", "<|endoftext|>") if m in controls],
     )
     torch.manual_seed(0)  # the projection and new rows start the same on every machine
     model = QwenAudioForCausalLM(config)
     load_whisper_encoder(model, whisper_file)
     load_qwen_llm(model, llm_file, resize_vocab=True)
-    _init_new_rows(model, len(llm.token_bytes()), llm.control_tokens(), tokenizer)
+    _init_new_rows(model, len(llm.token_bytes()), controls, tokenizer)
     ct2.close()
     return model, tokenizer
 
