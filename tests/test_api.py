@@ -368,3 +368,14 @@ def test_long_audio_reports_its_pieces_as_they_are_done(model_dir: Path, monkeyp
     api.transcribe((np.tile(many, 30), 16_000), language="en", word_timestamps=True,
                    progress=lambda done, total: seen.append((done, total)))
     assert seen and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_a_row_the_loop_guard_ended_is_not_a_stop_even_when_padded(api: QwenAudio) -> None:
+    """In a batch, a row the guard ends is padded with <|endoftext|> while others go on: it reads as
+    ended by the guard (collapsed, not finished), as the same row decoded alone does."""
+    pad = api.model.generation_config.pad_token_id
+    loop = [5, 6, 7, 8] * 3
+    padded, alone = api._result(loop + [pad] * 4, 1, True), api._result(loop, 1, True)
+    assert padded == alone and padded.ids == (5, 6, 7, 8) and not padded.finished
+    stopped = api._result([5, 6, 7, pad], 1, True)
+    assert stopped.finished and stopped.ids == (5, 6, 7)

@@ -143,9 +143,12 @@ class QwenAudio:
         stops = set(self.model.generation_config.eos_token_id)
         cut = next((i for i, t in enumerate(new_ids) if t in stops), None)
         kept = new_ids if cut is None else new_ids[:cut]
-        if collapse_loops and cut is None:
+        # A row the loop guard ended is padded (pad = <|endoftext|>) while others go on: not a stop.
+        looped = LOOP_GUARD.loop(kept) is not None
+        finished = cut is not None and not looped
+        if collapse_loops and looped:
             kept = LOOP_GUARD.collapse(kept)
-        return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + (cut is not None), cut is not None, tuple(kept))
+        return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + finished, finished, tuple(kept))
 
     # ------------------------------------------------------------------ tasks
 

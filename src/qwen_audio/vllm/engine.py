@@ -26,6 +26,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from transformers.generation.streamers import BaseStreamer
 from vllm import LLM, EngineArgs, SamplingParams
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-from qwen_audio.api import DEFAULT_MODEL, Generated, QwenAudio, default_model_path
+from qwen_audio.api import DEFAULT_MODEL, LOOP_GUARD, Generated, QwenAudio, default_model_path
 from qwen_audio.checkpoints.bases import assemble, is_delta_model
 from qwen_audio.checkpoints.official import official_config
 from qwen_audio.configuration import QwenAudioConfig, is_official_checkpoint
@@ -103,8 +104,10 @@ class VllmQwenAudio(QwenAudio):
     def generate(
         self, prompts: Sequence[str | EncodedPrompt], audios: Sequence[Sequence[np.ndarray]],
         options: GenerationOptions = GenerationOptions(), streamer: BaseStreamer | None = None,
+        *, collapse_loops: bool = True,
     ) -> list[Generated]:
-        """``QwenAudio.generate`` on vLLM: the same prompt ids, greedy or sampled (``seed`` is vLLM's own)."""
+        """``QwenAudio.generate`` on vLLM: the same prompt ids, greedy or sampled (``seed`` is vLLM's own);
+        a row that falls into a loop ends there (its request aborted), as ``LoopGuard`` ends it in ours."""
         if options.num_beams > 1:
             raise ConfigError("beam search (num_beams > 1) is not offered with the vLLM engine; decode greedily or sample")
         encoded = [p if isinstance(p, EncodedPrompt) else self.tokenizer.encode_prompt(p, [w.size for w in waves])
@@ -112,7 +115,7 @@ class VllmQwenAudio(QwenAudio):
         params = SamplingParams(max_tokens=options.max_new_tokens, temperature=options.temperature, top_p=options.top_p,
                                 seed=options.seed, stop_token_ids=list(self.stop_ids), detokenize=False)
         outputs = self._run([self._request(p.ids, w) for p, w in zip(encoded, audios)], params, streamer)
-        return [self._generated(out, len(p.ids)) for p, out in zip(encoded, outputs)]
+        return [self._generated(out, len(p.ids), collapse_loops) for p, out in zip(encoded, outputs)]
 
     def _detect(self, waves: Sequence[np.ndarray]) -> list[str]:
         """The most likely language tag after the LID prompt: one greedy step among the eight tags."""
@@ -166,8 +169,16 @@ class VllmQwenAudio(QwenAudio):
                         if output.request_id not in rows:
                             continue
                         row = rows[output.request_id]
-                        tokens[row] = list(output.outputs[0].token_ids)
-                        if output.finished:
+                        if final[row] is not None:  # ended by the loop guard
+                            continue
+                        ids = list(output.outputs[0].token_ids)
+                        looped = self._loop_end(ids, len(tokens[row]))
+                        tokens[row] = ids if looped is None else ids[:looped]
+                        if looped is not None:
+                            final[row] = SimpleNamespace(token_ids=tokens[row], finish_reason="length")
+                            if not output.finished:
+                                engine.abort_request([output.request_id])
+                        elif output.finished:
                             final[row] = output.outputs[0]
                     if streamer is not None:
                         emitted = self._stream_steps(streamer, tokens, [f is not None for f in final], emitted)
@@ -186,11 +197,23 @@ class VllmQwenAudio(QwenAudio):
             emitted += 1
         return emitted
 
-    def _generated(self, completion: Any, prompt_tokens: int) -> Generated:
+    def _loop_end(self, ids: list[int], checked: int) -> int | None:
+        """Where ``LoopGuard`` would have ended this row (tokens up to the first stop), if it falls into a
+        loop past the ``checked`` tokens already seen; None: no loop."""
+        stop = next((i for i, t in enumerate(ids) if t in self.stop_ids), len(ids))
+        for end in range(max(checked, 0) + 1, stop + 1):
+            if LOOP_GUARD.loop(ids[:end]) is not None:
+                return end
+        return None
+
+    def _generated(self, completion: Any, prompt_tokens: int, collapse_loops: bool = False) -> Generated:
         ids = list(completion.token_ids)
         cut = next((i for i, t in enumerate(ids) if t in self.stop_ids), len(ids))
-        finished = completion.finish_reason == "stop"
         kept = ids[:cut]
+        looped = LOOP_GUARD.loop(kept) is not None  # ended by the loop guard, as QwenAudio reads it
+        finished = completion.finish_reason == "stop" and not looped
+        if collapse_loops and looped:
+            kept = LOOP_GUARD.collapse(kept)
         return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + finished, finished, tuple(kept))
 
 
