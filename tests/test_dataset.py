@@ -182,3 +182,21 @@ def test_collated_batch_trains_a_tiny_model(corpus: Path, tokenizer) -> None:
     assert torch.isfinite(loss)
     loss.backward()
     assert model.audio.conv1.weight.grad is not None and model.audio.conv1.weight.grad.abs().sum() > 0
+
+
+def test_wave_augment_changes_only_the_named_source_and_keeps_timed_targets_in_place(corpus: Path, tokenizer) -> None:
+    from qwen_audio.data.augment import WaveAugmentConfig
+
+    augment = WaveAugmentConfig(sources=("tasks",), speed=(1.25, 1.25), speed_p=1.0, reverb_p=1.0, noise_p=1.0)
+    sources = {"tasks": ManifestIndex(corpus / "tasks.jsonl"), "other": ManifestIndex(corpus / "tasks.jsonl")}
+    plain = AudioTextDataset(sources, tokenizer)
+    augmented = AudioTextDataset(sources, tokenizer, DatasetOptions(wave_augment=augment))
+    asr, again = augmented[ExampleKey("tasks", 0, 3)], augmented[ExampleKey("tasks", 0, 3)]
+    assert torch.equal(asr["audio_features"], again["audio_features"])
+    assert asr["audio_lengths"].item() == audio_span(int(16_000 / 1.25)).mel_len  # 1 s said 1.25x faster
+    srwt, srwt_plain = augmented[ExampleKey("tasks", 1, 3)], plain[ExampleKey("tasks", 1, 3)]
+    assert srwt["audio_lengths"].tolist() == srwt_plain["audio_lengths"].tolist()  # word times still hold
+    assert torch.equal(srwt["labels"], srwt_plain["labels"])
+    assert not torch.equal(srwt["audio_features"], srwt_plain["audio_features"])
+    untouched = augmented[ExampleKey("other", 0, 3)]["audio_features"]
+    assert torch.equal(untouched, plain[ExampleKey("other", 0, 3)]["audio_features"])

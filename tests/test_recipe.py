@@ -224,3 +224,18 @@ trainer: {output_dir: runs/out, max_steps: 1}
 def test_shipped_recipes_load(path: Path) -> None:
     recipe = Recipe.load(path)
     assert recipe.trainer.max_steps > 0 and recipe.data.train
+
+
+def test_wave_augment_must_name_a_source_of_the_recipe(data_dir: Path) -> None:
+    from qwen_audio.errors import ConfigError
+
+    extra = "  lora: null"
+    path = write_recipe(data_dir / "aug.yaml", data_dir, "pretrain", "aug", "preset:tiny", 4, extra)
+    text = path.read_text().replace("  spec_augment: null", "  spec_augment: null\n  wave_augment: {sources: [tasks], speed: [0.9, 1.1]}")
+    path.write_text(text)
+    recipe = Recipe.load(path)
+    assert recipe.data.wave_augment.speed == (0.9, 1.1)
+    assert recipe.data.dataset_options(recipe.seed, recipe.transcripts).wave_augment == recipe.data.wave_augment
+    path.write_text(text.replace("sources: [tasks]", "sources: [speech]"))
+    with pytest.raises(ConfigError, match="speech"):
+        Recipe.load(path)

@@ -22,10 +22,12 @@ import soundfile as sf
 import torch
 
 from qwen_audio.audio import SpecAugmentConfig, spec_augment
+from qwen_audio.data.augment import WaveAugmentConfig, augment_wave
 from qwen_audio.data.chat_manifest import ChatRecord
 from qwen_audio.data.examples import IGNORE_INDEX, TextExample, chat_example, record_example, tokenize_example
 from qwen_audio.data.manifest import ManifestRecord
 from qwen_audio.errors import ManifestError
+from qwen_audio.formats.timestamps import TIME_TOKEN
 from qwen_audio.processing import audio_features, no_audio_features, pad_rows
 from qwen_audio.tokenizer import QwenAudioTokenizer
 
@@ -152,6 +154,7 @@ class DatasetOptions:
     # add each audio's transcript for a CTC loss (train/ctc.py): as UTF-8 bytes (a head on the encoder)
     # or as the LLM's own token ids (the projection read against the LLM's embeddings)
     transcripts: Literal["bytes", "tokens"] | None = None
+    wave_augment: WaveAugmentConfig | None = None  # speed, room, noise on the named sources' audio
 
 
 class AudioTextDataset(torch.utils.data.Dataset):
@@ -179,9 +182,14 @@ def example_item(
     """One example whose audios are already decoded → tokens, labels and (augmented) mels.
 
     Shared by the indexed dataset and the tar-shard stream (``data/shards.py``), so both turn the
-    same record into the same tensors; ``key`` seeds SpecAugment.
+    same record into the same tensors; ``key`` seeds SpecAugment and the waveform augmentation.
     """
     source, index, salt = key
+    augment = options.wave_augment
+    if waves and augment is not None and source in augment.sources:
+        timed = any(trained and TIME_TOKEN.search(text) for text, trained in example.pieces)
+        waves = [augment_wave(w, augment, _seed(options.seed, source, index, salt, number, "wave"), timed=timed)
+                 for number, w in enumerate(waves)]
     tokens = tokenize_example(example, tokenizer, [w.size for w in waves])
     if len(tokens.input_ids) > options.max_tokens:
         raise ManifestError(

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 
 from qwen_audio.audio import SpecAugmentConfig
+from qwen_audio.data.augment import WaveAugmentConfig
 from qwen_audio.data.dataset import AudioTextDataset, DatasetOptions, ExampleKey, ManifestIndex, collate
 from qwen_audio.data.sampling import BucketConfig, TaskMixtureSampler
 from qwen_audio.errors import ConfigError
@@ -59,10 +60,19 @@ class DataSettings:
     max_tokens: int = 2048
     shuffle_buffer: int = 1000  # shard sources only: samples held for shuffling (bounds memory)
     spec_augment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
+    wave_augment: WaveAugmentConfig | None = None  # speed, room and noise on the sources it names
 
     def __post_init__(self) -> None:
         if not self.train:
             raise ConfigError("data.train needs at least one manifest")
+        if self.wave_augment is not None:
+            unknown = set(self.wave_augment.sources) - {s.default_name for s in self.train}
+            if unknown:
+                raise ConfigError(f"wave_augment names sources that data.train lacks: {sorted(unknown)}")
+
+    def dataset_options(self, seed: int, transcripts: Literal["bytes", "tokens"] | None) -> DatasetOptions:
+        """How every example of this data is turned into tensors (manifests and shards alike)."""
+        return DatasetOptions(self.max_tokens, self.spec_augment, seed, transcripts, self.wave_augment)
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,11 @@ class Recipe:
     def __post_init__(self) -> None:
         if not self.lm_loss and (self.ctc_weight <= 0 or self.ctc_units != "tokens"):
             raise ConfigError("lm_loss: false trains on the CTC loss alone: it needs ctc_weight > 0 and ctc_units: tokens")
+
+    @property
+    def transcripts(self) -> Literal["bytes", "tokens"] | None:
+        """What each example carries for the CTC loss, if there is one."""
+        return self.ctc_units if self.ctc_weight > 0 else None
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
@@ -153,7 +168,7 @@ def make_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: Di
     dataset = AudioTextDataset(
         indexes,
         tokenizer,
-        DatasetOptions(recipe.data.max_tokens, recipe.data.spec_augment, recipe.seed, recipe.ctc_units if recipe.ctc_weight > 0 else None),
+        recipe.data.dataset_options(recipe.seed, recipe.transcripts),
     )
     bucket = BucketConfig(recipe.data.max_batch_seconds, recipe.data.max_batch_size, recipe.data.num_buckets)
 
@@ -201,7 +216,7 @@ def _shard_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: 
     return shard_batch_source(
         {n: ShardIndex.load(s.shards) for n, s in zip(names, data.train)},  # type: ignore[arg-type]
         tokenizer,
-        DatasetOptions(data.max_tokens, data.spec_augment, recipe.seed, recipe.ctc_units if recipe.ctc_weight > 0 else None),
+        data.dataset_options(recipe.seed, recipe.transcripts),
         StreamConfig(BucketConfig(data.max_batch_seconds, data.max_batch_size, data.num_buckets), data.shuffle_buffer, recipe.seed),
         temperature=data.temperature, weights=weights or None, rank=context.rank, world_size=context.world_size,
         num_workers=data.num_workers,
