@@ -178,6 +178,14 @@ def test_a_row_that_falls_into_a_loop_ends_and_the_others_go_on() -> None:
     assert free[0] == looping[:30]  # unguarded, the loop runs to the limit
     assert guarded[0] == looping[:14] + [31] * 8  # guarded: stopped once the phrase came three times
     assert guarded[1] == speaking and free[1] == speaking + [31] * 8  # a repeated word is not a loop
+    # what a decoder without a guard (vLLM) is cut to, and how a padded row reads
+    guard = LoopGuard()
+    assert guard.end(free[0], {0}) == 14 and guard.end(free[1], {0}) is None
+    assert guard.end(free[0], {0}, checked=13) == 14 and guard.end(free[0][:13], {0}) is None  # streamed: only new prefixes
+    assert guard.end([5, 6, 7, 8] * 2 + [0] + [5, 6, 7, 8] * 3, {0}) is None  # a loop after the stop does not count
+    assert guard.read(guarded[0], {31}) == (looping[:14], True)
+    assert guard.read(guarded[0], {31}, collapse=True) == ([9, 10, 5, 6, 7, 8], True)
+    assert guard.read(guarded[1], {0}) == (speaking[:-1], False)
 
 
 def test_loop_guard_finds_the_shortest_block_and_says_it_once() -> None:

@@ -141,13 +141,8 @@ class QwenAudio:
 
     def _result(self, new_ids: list[int], prompt_tokens: int, collapse_loops: bool = False) -> Generated:
         stops = set(self.model.generation_config.eos_token_id)
-        cut = next((i for i, t in enumerate(new_ids) if t in stops), None)
-        kept = new_ids if cut is None else new_ids[:cut]
-        # A row the loop guard ended is padded (pad = <|endoftext|>) while others go on: not a stop.
-        looped = LOOP_GUARD.loop(kept) is not None
-        finished = cut is not None and not looped
-        if collapse_loops and looped:
-            kept = LOOP_GUARD.collapse(kept)
+        kept, looped = LOOP_GUARD.read(new_ids, stops, collapse=collapse_loops)
+        finished = any(t in stops for t in new_ids) and not looped
         return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + finished, finished, tuple(kept))
 
     # ------------------------------------------------------------------ tasks

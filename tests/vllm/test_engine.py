@@ -116,7 +116,7 @@ def test_mixed_batch_greedy_tokens_equal_qwen_audio_generate(llm, reference) -> 
         tokens = list(got.outputs[0].token_ids)
         cut = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
         # vLLM's own loop has no loop guard: end its tokens where QwenAudio's guard ended the row
-        looped = next((end for end in range(1, cut + 1) if LOOP_GUARD.loop(tokens[:end]) is not None), None)
+        looped = LOOP_GUARD.end(tokens, stops)
         kept = tokens[:cut] if looped is None else tokens[:looped]
         assert tuple(kept) == want.ids, f"{name}: vLLM {tokens} vs QwenAudio {list(want.ids)}"
         assert (cut < len(tokens) and looped is None) == want.finished, name

@@ -172,7 +172,7 @@ class VllmQwenAudio(QwenAudio):
                         if final[row] is not None:  # ended by the loop guard
                             continue
                         ids = list(output.outputs[0].token_ids)
-                        looped = self._loop_end(ids, len(tokens[row]))
+                        looped = LOOP_GUARD.end(ids, self.stop_ids, checked=len(tokens[row]))
                         tokens[row] = ids if looped is None else ids[:looped]
                         if looped is not None:
                             final[row] = SimpleNamespace(token_ids=tokens[row], finish_reason="length")
@@ -197,23 +197,9 @@ class VllmQwenAudio(QwenAudio):
             emitted += 1
         return emitted
 
-    def _loop_end(self, ids: list[int], checked: int) -> int | None:
-        """Where ``LoopGuard`` would have ended this row (tokens up to the first stop), if it falls into a
-        loop past the ``checked`` tokens already seen; None: no loop."""
-        stop = next((i for i, t in enumerate(ids) if t in self.stop_ids), len(ids))
-        for end in range(max(checked, 0) + 1, stop + 1):
-            if LOOP_GUARD.loop(ids[:end]) is not None:
-                return end
-        return None
-
     def _generated(self, completion: Any, prompt_tokens: int, collapse_loops: bool = False) -> Generated:
-        ids = list(completion.token_ids)
-        cut = next((i for i, t in enumerate(ids) if t in self.stop_ids), len(ids))
-        kept = ids[:cut]
-        looped = LOOP_GUARD.loop(kept) is not None  # ended by the loop guard, as QwenAudio reads it
+        kept, looped = LOOP_GUARD.read(completion.token_ids, self.stop_ids, collapse=collapse_loops)
         finished = completion.finish_reason == "stop" and not looped
-        if collapse_loops and looped:
-            kept = LOOP_GUARD.collapse(kept)
         return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + finished, finished, tuple(kept))
 
 
