@@ -187,6 +187,7 @@ def test_world_suite_scores_asr_audio_as_language_id_and_gates_only_what_the_iss
     assert (record.task, record.text, record.audio_language, record.id) == ("language_id", "fr", "fr", "p-as-language_id")
     assert entries["world-real-asr-en"].gate == 8.0 and entries["world-real-asr-it"].gate == 15.0
     assert entries["world-open-asr-en"].gate == 10.0 and entries["world-open-asr-de"].gate is None
+    assert entries["world-other-voice-asr-fr"].gate is None  # other speakers: reported (approximate references)
     rows = gate_table([GateResult("reported", 12.0, None, False, 3), GateResult("gated", 12.0, 15.0, False, 3)])
     assert [(r["gate"], r["passed"]) for r in rows] == [("reported", None), ("≤ 15", True)]
 

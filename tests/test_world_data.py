@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from qwen_audio.data.manifest import validate_manifest, write_manifest
 from qwen_audio.data.world import asterisk, texts, voices
@@ -353,3 +354,23 @@ def test_held_out_drum_kits_are_chosen_by_the_md5_of_their_name():
     assert held_out == {kit for kit in kits if hashlib.md5(kit.encode()).hexdigest()[0] in "cdef"}
     assert held_out and held_out != kits  # both splits have kits
     assert all(path.is_file() for *_, path in hits)
+
+
+@needs_ffmpeg
+def test_other_voices_keep_only_reserved_prompts_with_text(tmp_path):
+    """Another speaker's set (8 kHz GSM) is read for evaluation only: reserved names, core texts."""
+    docs, out = tmp_path / "doc", tmp_path / "asterisk"
+    voice = out / "packages" / "asterisk-prompt-es-xx" / "usr" / "share" / "asterisk" / "sounds" / "es"
+    voice.mkdir(parents=True)
+    for name in ("siete", "uno", "hoy", "abril"):  # reserved, trained-on name, reserved, reserved without text
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=300:duration=0.5",
+                        "-ar", "8000", "-ac", "1", "-c:a", "gsm", "-f", "gsm", "-y", str(voice / f"{name}.gsm")], check=True)
+    text_file = docs / "asterisk-core-sounds-es" / "core-sounds-es.txt.gz"
+    text_file.parent.mkdir(parents=True)
+    with gzip.open(text_file, "wt", encoding="utf-8") as f:
+        f.write("siete: siete\nuno: uno\nhoy: [un tono] hoy\n")
+    assert [asterisk.prompt_split(n) for n in ("siete", "uno", "hoy", "abril")] == ["validation", "train", "validation", "validation"]
+    records = asterisk.build_other_voices(out, {"es": "asterisk-prompt-es-xx"}, log=lambda m: None, doc_root=docs)
+    assert [(r.meta["prompt"], r.text, r.meta["split"]) for r in records] == [("siete", "siete", "independent")]
+    info = sf.info(records[0].audio)
+    assert info.samplerate == 16_000 and records[0].duration == pytest.approx(0.5, abs=0.05)

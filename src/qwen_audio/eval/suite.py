@@ -2,7 +2,7 @@
 
 - ``default`` (:data:`WORLD_SUITE`): the world-like held-out data of the default model (issue 16),
   built by ``qwen_audio.data.world.build``: real speech (the md5-reserved Asterisk prompts, never
-  trained on), open-vocabulary TTS speech (a text source and voices never trained on), real
+  trained on, by the trained-on speakers and, where built, by other speakers), open-vocabulary TTS speech (a text source and voices never trained on), real
   instrument notes from a sample library never trained on (TimGM6mb) and drum hits from held-out
   kits. WER is Whisper-normalised (the lenient reading): a real transcript's punctuation and
   casing are not what these gates judge.
@@ -87,6 +87,11 @@ WORLD_SUITE: tuple[SuiteEntry, ...] = (
                  gate, False) for code, gate in (("en", 8.0), ("es", 15.0), ("fr", 15.0), ("it", 15.0))),
     SuiteEntry(_world("real-language-id", "language_id", "accuracy", None), "asterisk/validation.jsonl",
                lambda r: True, 0.95, True, from_task="asr"),
+    # Other speakers over an 8 kHz telephone channel (asterisk-prompt-es-co / -fr-armelle, reserved names
+    # only): reported, not gated: their references are the core sets' texts, whose wording these
+    # voices do not always follow (Whisper base scores 77 % / 91 % WER on them), so compare models on it.
+    *(SuiteEntry(_world(f"other-voice-asr-{code}", "asr", "wer", code), "asterisk/other-voices.jsonl", _language(code),
+                 None, False) for code in ("es", "fr")),
     *(SuiteEntry(_world(f"open-asr-{code}", "asr", "wer", code), "tts/test.jsonl", _language(code),
                  10.0 if code == "en" else None, False) for code in ("en", "de", "es", "it")),
     SuiteEntry(_world("srwt-en", "srwt", "srwt", "en"), "tts/test.jsonl", _language("en"), 0.080, False,

@@ -6,8 +6,9 @@ prompt to 16 kHz mono FLAC and pair it with its cleaned text.
 
 The split is binding and seed-independent (issue 16): a prompt whose *base name* (no folder, no
 extension) has an md5 hex digest starting with c, d, e or f is validation, never training. Other
-voice-prompt packages (``asterisk-prompt-*``) are reserved for independent evaluation and are not
-read here.
+voice-prompt packages (``asterisk-prompt-*``) are reserved for independent evaluation: never trained
+on, they are read only by :func:`build_other_voices`, which keeps their reserved prompts as a test of
+other speakers (``DIR/asterisk/other-voices.jsonl``).
 """
 
 from __future__ import annotations
@@ -132,14 +133,15 @@ def iter_prompts(language: str, sounds_root: Path = SOUNDS_ROOT, doc_root: Path 
             yield Prompt(language, name, text, path)
 
 
-def decode_g722(source: Path, target: Path) -> float:
-    """Decode a raw G.722 file to 16 kHz mono 16-bit FLAC; returns its duration in seconds."""
+def decode_g722(source: Path, target: Path, container: str = "g722") -> float:
+    """Decode a raw G.722 (or ``container``: "gsm") file to 16 kHz mono 16-bit FLAC; returns its
+    duration in seconds."""
     exe = shutil.which("ffmpeg")
     if exe is None:
         raise AsteriskError("ffmpeg is not installed; run `apt-get install ffmpeg`")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp.flac")
-    cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "g722", "-i", str(source),
+    cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-f", container, "-i", str(source),
            "-ar", "16000", "-ac", "1", "-sample_fmt", "s16", "-map_metadata", "-1",
            "-fflags", "+bitexact", "-flags:a", "+bitexact", "-y", str(tmp)]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -182,3 +184,58 @@ def build_asterisk(out_dir: Path, languages: tuple[str, ...] = LANGUAGES, log=pr
             if (i + 1) % 100 == 0 or i + 1 == len(prompts):
                 log(f"asterisk {lang}: {i + 1}/{len(prompts)} prompts decoded")
     return by_split
+
+
+# Other speakers (issue 16 reserves these packages for independent evaluation): a Colombian Spanish
+# and a French voice, recorded as 8 kHz GSM (telephone quality: another speaker *and* another channel).
+# The packages ship no texts; the prompts share their names with the core sets, whose texts they read
+# (a voice set's wording can differ here and there, which costs both systems of a comparison alike).
+# Only the md5-reserved names are kept, so no sentence of this test was ever trained on.
+OTHER_VOICES = {"es": "asterisk-prompt-es-co", "fr": "asterisk-prompt-fr-armelle"}
+
+
+def unpack_package(package: str, folder: Path) -> Path:
+    """``apt-get download`` one Debian package and extract it under ``folder/package`` (once).
+
+    Extracted, not installed: these sets would take over ``/usr/share/asterisk/sounds/<lang>``."""
+    target = folder / package
+    if (target / "usr").is_dir():
+        return target
+    for exe in ("apt-get", "dpkg-deb"):
+        if shutil.which(exe) is None:
+            raise AsteriskError(f"{exe} is needed to fetch {package}; this needs a Debian-like system")
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["apt-get", "download", package], cwd=folder, capture_output=True, text=True, check=False)
+    debs = sorted(folder.glob(f"{package}_*.deb"))
+    if result.returncode != 0 or not debs:
+        raise AsteriskError(f"apt-get download {package} failed: {result.stderr.strip()[-300:]}")
+    partial = folder / f"{package}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(partial)], check=True)
+    partial.replace(target)
+    return target
+
+
+def build_other_voices(out_dir: Path, voices: dict[str, str] = OTHER_VOICES, log=print,
+                       doc_root: Path = DOC_ROOT) -> list[ManifestRecord]:
+    """The reserved prompts other speakers recorded, decoded under ``out_dir/other/<package>/``."""
+    records = []
+    for lang, package in voices.items():
+        root = unpack_package(package, out_dir / "packages") / "usr" / "share" / "asterisk" / "sounds" / lang
+        texts = read_prompt_texts(lang, doc_root)
+        for path in sorted(root.rglob("*.gsm")):
+            name = path.relative_to(root).with_suffix("").as_posix()
+            raw = texts.get(name)
+            text = clean_prompt_text(raw, lang) if raw and name not in SOUND_PROMPTS else None
+            if text is None or prompt_split(name) != "validation":
+                continue
+            target = out_dir / "other" / package / f"{name}.flac"
+            duration = round(sf.info(str(target)).frames / 16000, 3) if target.exists() else decode_g722(path, target, "gsm")
+            if duration <= MAX_PROMPT_SECONDS:
+                records.append(ManifestRecord(
+                    id=f"{package}-{name.replace('/', '-')}", audio=str(target.resolve()), task="asr",
+                    audio_language=lang, text_language=lang, text=text, duration=duration,
+                    meta={"source": package, "prompt": name, "text_from": f"asterisk-core-sounds-{lang}",
+                          "license": "see the package's copyright file", "split": "independent"}))
+        log(f"other voices: {package}: {sum(r.meta['source'] == package for r in records)} reserved prompts")
+    return records

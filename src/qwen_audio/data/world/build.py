@@ -3,6 +3,8 @@
 Stages (each resumable; rerunning skips what is already on disk):
 
 - ``asterisk``: real prompts → ``DIR/asterisk/<lang>/*.flac``, ``DIR/asterisk/{train,validation}.jsonl``
+- ``other_voices``: other speakers' reserved prompts (8 kHz GSM sets, evaluation only) →
+  ``DIR/asterisk/other-voices.jsonl``
 - ``texts``: cleaned sentences → ``DIR/texts/<lang>/{train,test}.tsv`` and ``DIR/texts/stats.json``
 - ``tts``: rendered sentences → ``DIR/tts/audio/...``, ``DIR/tts/{train,test}.jsonl``
 - ``sounds``: real instrument notes, drum hits and desktop sounds (+ speech labelled as such) →
@@ -31,7 +33,7 @@ from qwen_audio.data.synth.splits import derive_seed
 from qwen_audio.data.world import asterisk, chat, sounds, texts, voices
 from qwen_audio.data.world.render import TtsJob, render_job
 
-STAGES = ("asterisk", "texts", "tts", "sounds", "chat")
+STAGES = ("asterisk", "other_voices", "texts", "tts", "sounds", "chat")
 CHAT_COUNTS = {"train": 6000, "test": 200}
 
 
@@ -217,6 +219,10 @@ def build(config: BuildConfig, log=print) -> dict:
     summary: dict = {}
     if "asterisk" in config.stages:
         summary["asterisk"] = build_asterisk_stage(config, log)
+    if "other_voices" in config.stages:
+        records = asterisk.build_other_voices(config.out / "asterisk", log=log)
+        write_manifest(records, config.out / "asterisk" / "other-voices.jsonl")
+        summary["other_voices"] = dict(Counter(r.audio_language for r in records))
     if "texts" in config.stages or "tts" in config.stages:
         sets = sentence_sets(config)
         summary["texts"] = build_texts_stage(config, sets, log)
