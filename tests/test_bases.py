@@ -276,12 +276,18 @@ def test_merged_lora_ships_as_its_factors_and_assembles_back(tiny_pins: TinyBase
     with safe_open(str(shipped / "trained.safetensors"), framework="pt") as handle:
         keys = set(handle.keys())
         rank = handle.get_tensor("model.layers.0.self_attn.q_proj.weight.low_rank_A").shape[0]
+        factor_dtype = handle.get_tensor("model.layers.0.self_attn.q_proj.weight.low_rank_A").dtype
     layers = merged.config.num_hidden_layers
-    assert rank == 2 and len(keys) == 4 * layers  # q_proj and down_proj of each layer, two factors each
-    assert all(k.endswith((".low_rank_A", ".low_rank_B")) for k in keys)
+    assert rank == 2 and len(keys) == 8 * layers  # q_proj and down_proj of each layer: two int8 factors, two scales
+    assert all(k.endswith((".low_rank_A", ".low_rank_B", ".low_rank_A_scale", ".low_rank_B_scale")) for k in keys)
+    assert factor_dtype == torch.int8
     loaded = QwenAudioForCausalLM.from_pretrained(assemble(shipped))
+    reference, _ = build_base_model()
     for name, value in merged.state_dict().items():
-        torch.testing.assert_close(loaded.state_dict()[name], value, rtol=0, atol=2e-3, msg=name)
+        # the int8 factors' product errs by under 1 % of the change (a change of a real adapter is ~5 %
+        # of its weight, so this is below fp16 rounding of the weight); untouched tensors are exact
+        change = (value - reference.state_dict()[name]).abs().max().item()
+        torch.testing.assert_close(loaded.state_dict()[name], value, rtol=0, atol=0.01 * change + 1e-7, msg=name)
 
 
 def test_a_full_rank_change_ships_whole(tiny_pins: TinyBases, cache: Path, tmp_path: Path) -> None:
