@@ -86,19 +86,23 @@ class LoopGuard:
         (tokens already seen) and before the first stop that ends in a loop; None: the guard never fires.
 
         For a decoder that has no guard of its own (vLLM), to end its rows where ours end."""
-        ids = list(ids)
-        stop = next((i for i, t in enumerate(ids) if t in stops), len(ids))
-        return next((end for end in range(max(checked, 0) + 1, stop + 1) if self.loop(ids[:end]) is not None), None)
+        said = before_stop(ids, stops)
+        return next((end for end in range(max(checked, 0) + 1, len(said) + 1) if self.loop(said[:end]) is not None), None)
 
     def read(self, ids: Sequence[int], stops: Collection[int], *, collapse: bool = False) -> tuple[list[int], bool]:
         """A decoded row → (its tokens before the first stop, whether the guard ended it).
 
         A row the guard ended is padded while the others go on, and the pad may be a stop token: it
         ended in a loop, not at a stop. ``collapse`` says the loop once."""
-        ids = list(ids)
-        kept = ids[: next((i for i, t in enumerate(ids) if t in stops), len(ids))]
+        kept = before_stop(ids, stops)
         looped = self.loop(kept) is not None
         return (self.collapse(kept) if collapse and looped else kept), looped
+
+
+def before_stop(ids: Sequence[int], stops: Collection[int]) -> list[int]:
+    """``ids`` up to (not including) the first stop token."""
+    ids = list(ids)
+    return ids[: next((i for i, t in enumerate(ids) if t in stops), len(ids))]
 
 
 def prefill(backend: KVBackend, embeds: Tensor, attention_mask: Tensor) -> Tensor:

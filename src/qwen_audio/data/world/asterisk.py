@@ -53,7 +53,7 @@ class Prompt:
     language: str
     name: str
     text: str
-    source: Path  # the .g722 file
+    source: Path  # the recorded file (.g722 for the core sets, .gsm for the other voices)
 
     @property
     def base_name(self) -> str:
@@ -121,9 +121,14 @@ def voice_folder(language: str, sounds_root: Path = SOUNDS_ROOT) -> Path:
 def iter_prompts(language: str, sounds_root: Path = SOUNDS_ROOT, doc_root: Path = DOC_ROOT
                  ) -> Iterator[Prompt]:
     """Every G.722 prompt of the language that has speakable text, sorted by name."""
-    folder = voice_folder(language, sounds_root)
+    return prompts_in(voice_folder(language, sounds_root), language, "g722", doc_root)
+
+
+def prompts_in(folder: Path, language: str, extension: str, doc_root: Path = DOC_ROOT) -> Iterator[Prompt]:
+    """Every ``*.<extension>`` recording under ``folder`` whose name has speakable text in the
+    language's core text file, sorted by name."""
     texts = read_prompt_texts(language, doc_root)
-    for path in sorted(folder.rglob("*.g722")):
+    for path in sorted(folder.rglob(f"*.{extension}")):
         name = path.relative_to(folder).with_suffix("").as_posix()
         raw = texts.get(name)
         if not raw or name in SOUND_PROMPTS or name.startswith("silence/"):
@@ -133,7 +138,7 @@ def iter_prompts(language: str, sounds_root: Path = SOUNDS_ROOT, doc_root: Path 
             yield Prompt(language, name, text, path)
 
 
-def decode_g722(source: Path, target: Path, container: str = "g722") -> float:
+def decode_prompt(source: Path, target: Path, container: str = "g722") -> float:
     """Decode a raw G.722 (or ``container``: "gsm") file to 16 kHz mono 16-bit FLAC; returns its
     duration in seconds."""
     exe = shutil.which("ffmpeg")
@@ -149,6 +154,13 @@ def decode_g722(source: Path, target: Path, container: str = "g722") -> float:
         raise AsteriskError(f"ffmpeg could not decode {source}: {result.stderr.strip()}")
     tmp.replace(target)
     return round(sf.info(str(target)).frames / 16000, 3)
+
+
+def decoded(prompt: Prompt, target: Path) -> float:
+    """``prompt`` as 16 kHz FLAC at ``target`` (decoded once, then reused); returns its duration."""
+    if target.exists():
+        return round(sf.info(str(target)).frames / 16000, 3)
+    return decode_prompt(prompt.source, target, prompt.source.suffix.lstrip("."))
 
 
 def prompt_record(prompt: Prompt, audio: Path, duration: float) -> ManifestRecord:
@@ -175,10 +187,7 @@ def build_asterisk(out_dir: Path, languages: tuple[str, ...] = LANGUAGES, log=pr
         prompts = list(iter_prompts(lang, sounds_root, doc_root))
         for i, prompt in enumerate(prompts):
             target = out_dir / lang / f"{prompt.name}.flac"
-            if target.exists():
-                duration = round(sf.info(str(target)).frames / 16000, 3)
-            else:
-                duration = decode_g722(prompt.source, target)
+            duration = decoded(prompt, target)
             if duration <= MAX_PROMPT_SECONDS:
                 by_split[prompt.split].append(prompt_record(prompt, target.resolve(), duration))
             if (i + 1) % 100 == 0 or i + 1 == len(prompts):
@@ -222,20 +231,16 @@ def build_other_voices(out_dir: Path, voices: dict[str, str] = OTHER_VOICES, log
     records = []
     for lang, package in voices.items():
         root = unpack_package(package, out_dir / "packages") / "usr" / "share" / "asterisk" / "sounds" / lang
-        texts = read_prompt_texts(lang, doc_root)
-        for path in sorted(root.rglob("*.gsm")):
-            name = path.relative_to(root).with_suffix("").as_posix()
-            raw = texts.get(name)
-            text = clean_prompt_text(raw, lang) if raw and name not in SOUND_PROMPTS else None
-            if text is None or prompt_split(name) != "validation":
+        for prompt in prompts_in(root, lang, "gsm", doc_root):
+            if prompt.split != "validation":
                 continue
-            target = out_dir / "other" / package / f"{name}.flac"
-            duration = round(sf.info(str(target)).frames / 16000, 3) if target.exists() else decode_g722(path, target, "gsm")
+            target = out_dir / "other" / package / f"{prompt.name}.flac"
+            duration = decoded(prompt, target)
             if duration <= MAX_PROMPT_SECONDS:
                 records.append(ManifestRecord(
-                    id=f"{package}-{name.replace('/', '-')}", audio=str(target.resolve()), task="asr",
-                    audio_language=lang, text_language=lang, text=text, duration=duration,
-                    meta={"source": package, "prompt": name, "text_from": f"asterisk-core-sounds-{lang}",
+                    id=f"{package}-{prompt.name.replace('/', '-')}", audio=str(target.resolve()), task="asr",
+                    audio_language=lang, text_language=lang, text=prompt.text, duration=duration,
+                    meta={"source": package, "prompt": prompt.name, "text_from": f"asterisk-core-sounds-{lang}",
                           "license": "see the package's copyright file", "split": "independent"}))
         log(f"other voices: {package}: {sum(r.meta['source'] == package for r in records)} reserved prompts")
     return records
