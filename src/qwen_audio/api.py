@@ -24,7 +24,7 @@ from qwen_audio.audio import SAMPLE_RATE, AudioSource, load_audio, load_audios
 from qwen_audio.errors import CheckpointError, TagFormatError
 from qwen_audio.formats.chatml import DEFAULT_SYSTEM, AudioItem, ChatTurn, encode_chatml, turn_from_dict
 from qwen_audio.formats.languages import word_separator
-from qwen_audio.formats.srwt import parse_srwt_result
+from qwen_audio.formats.srwt import Word, build_srwt_target, parse_srwt_result
 from qwen_audio.formats.tags import (
     CAPTION_STYLES,
     LANGUAGES,
@@ -38,7 +38,8 @@ from qwen_audio.formats.tags import (
     strip_tags,
     task_for,
 )
-from qwen_audio.generation import LoopGuard
+from qwen_audio.generation import LoopGuard, TimedText
+from qwen_audio.infer.alignment import CtcAligner
 from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions, Transcript, TranscriptionRequest
 from qwen_audio.infer.longform import PausePlan, Window, plan_windows, split_at_pauses, stitch_words
 from qwen_audio.infer.streaming import BatchReplyStreamer
@@ -80,8 +81,10 @@ class QwenAudio:
     as a tuple of paths, raises ``InvalidAudioError`` ("pass a list for a batch").
     """
 
-    def __init__(self, model: Any, tokenizer: QwenAudioTokenizer, *, model_id: str = "qwen-audio") -> None:
+    def __init__(self, model: Any, tokenizer: QwenAudioTokenizer, *, model_id: str = "qwen-audio",
+                 aligner: CtcAligner | None = None) -> None:
         self.model, self.tokenizer, self.model_id = model.eval(), tokenizer, model_id
+        self.aligner = aligner  # word times by CTC alignment; None: by the SRWT decode held to the text
         self.processor = QwenAudioProcessor(tokenizer)
         self.language_ids = {code: tokenizer.convert_tokens_to_ids(f"<|{code}|>") for code in LANGUAGES}
 
@@ -100,7 +103,7 @@ class QwenAudio:
         model, tokenizer = load_model(location, dtype=dtype or torch.float32)
         if device:
             model.to(device)
-        return cls(model, tokenizer, model_id=model_id)
+        return cls(model, tokenizer, model_id=model_id, aligner=CtcAligner.load(location, model))
 
     # ------------------------------------------------------------------ core: batched generation
 
@@ -108,7 +111,7 @@ class QwenAudio:
     def generate(
         self, prompts: Sequence[str | EncodedPrompt], audios: Sequence[Sequence[np.ndarray]],
         options: GenerationOptions = GenerationOptions(), streamer: BaseStreamer | None = None,
-        *, collapse_loops: bool = True,
+        *, collapse_loops: bool = True, constraints: Sequence[TimedText | None] | None = None,
     ) -> list[Generated]:
         """Continue each prompt; ``audios[i]`` are the waveforms of prompt i's ``<audio>`` spans.
 
@@ -118,6 +121,7 @@ class QwenAudio:
         streamed (a step's best beams are not yet the answer), its streamer sees nothing.
         A row that falls into a loop ends there (:class:`~qwen_audio.generation.LoopGuard`); with
         ``collapse_loops`` its text says the looped phrase once (chat keeps what its stream showed).
+        ``constraints[i]`` (None: free) holds row i to a known text with free word times (greedy only).
         """
         inputs = self.processor(prompts, audios, padding_side="left")  # every prompt ends at the last column
         input_ids, mask, kwargs = inputs.input_ids, inputs.attention_mask, inputs.audio_kwargs()
@@ -125,6 +129,8 @@ class QwenAudio:
         if options.seed is not None:
             torch.manual_seed(options.seed)
         sample = options.temperature > 0
+        if constraints is not None and (options.num_beams > 1 or sample):
+            raise ValueError("constrained rows decode greedily (num_beams=1, temperature=0)")
         if options.num_beams > 1:
             output = self.model.generate(
                 input_ids, attention_mask=mask, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,
@@ -135,13 +141,18 @@ class QwenAudio:
             output = self.model.fast_generate(
                 input_ids, attention_mask=mask, max_new_tokens=options.max_new_tokens, do_sample=sample,
                 temperature=options.temperature or 1.0, top_p=options.top_p, streamer=streamer,
-                loop_guard=LOOP_GUARD, **kwargs,
+                loop_guard=LOOP_GUARD, constraints=constraints, **kwargs,
             )
-        return [self._result(row[width:].tolist(), n, collapse_loops) for row, n in zip(output, inputs.prompt_lengths)]
+        free = [True] * len(output) if constraints is None else [c is None for c in constraints]
+        return [self._result(row[width:].tolist(), n, collapse_loops, guarded)
+                for row, n, guarded in zip(output, inputs.prompt_lengths, free)]
 
-    def _result(self, new_ids: list[int], prompt_tokens: int, collapse_loops: bool = False) -> Generated:
+    def _result(self, new_ids: list[int], prompt_tokens: int, collapse_loops: bool = False,
+                guarded: bool = True) -> Generated:
+        """A decoded row; ``guarded``: the loop guard watched it (a constrained row says forced text)."""
         stops = set(self.model.generation_config.eos_token_id)
-        kept, looped = LOOP_GUARD.read(new_ids, stops, collapse=collapse_loops)
+        kept, looped = LOOP_GUARD.read(new_ids, stops, collapse=collapse_loops and guarded)
+        looped = looped and guarded
         finished = any(t in stops for t in new_ids) and not looped
         return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + finished, finished, tuple(kept))
 
@@ -207,30 +218,69 @@ class QwenAudio:
                                         wave.size / SAMPLE_RATE)
                 continue
             windows = self._pieces(wave)
-            long = len(windows) > 1
-            if long and not word_timestamps and self.utterance_plan is not None:  # pieces meet without overlap
-                prompt = build_prompt(Task.ASR, audio="a", audio_language=lang)
-                texts = self._speech([prompt] * len(windows), [wave[w.start:w.end] for w in windows], options, progress)
-                results[i] = Transcript(word_separator(lang).join(t for t in texts if t), lang, wave.size / SAMPLE_RATE)
-            elif not (word_timestamps or long):
+            if len(windows) == 1:
                 short.setdefault(lang, []).append(i)
-            else:  # word times are what lets windows be stitched without doubling words at the joins
-                prompt = build_prompt(Task.SRWT, audio="a", audio_language=lang)
-                budget = speech_budget(options, max(w.end - w.start for w in windows), timestamps=True)
-                outs = []
-                for first in range(0, len(windows), PIECES_PER_BATCH):  # an hour is hundreds of windows
-                    chunk = windows[first:first + PIECES_PER_BATCH]
-                    outs += self.generate([prompt] * len(chunk), [[wave[w.start:w.end]] for w in chunk], budget)
-                    if progress is not None:
-                        progress(len(outs), len(windows))
-                words = stitch_words(windows, [parse_srwt_result(o.text).words for o in outs])
-                text = word_separator(lang).join(w.word for w in words)
-                results[i] = Transcript(text, lang, wave.size / SAMPLE_RATE, tuple(words) if word_timestamps else ())
+                continue
+            prompt = build_prompt(Task.ASR, audio="a", audio_language=lang)
+            pieces = [wave[w.start:w.end] for w in windows]
+            if not word_timestamps and self.utterance_plan is not None:  # pieces meet without overlap
+                texts = self._speech([prompt] * len(pieces), pieces, options, progress)
+                results[i] = Transcript(word_separator(lang).join(t for t in texts if t), lang, wave.size / SAMPLE_RATE)
+            else:  # word times are what lets overlapping windows be stitched without doubling words at the joins
+                halves = None if progress is None else _halves(progress)
+                texts = self._speech([prompt] * len(pieces), pieces, options, halves and halves[0])
+                words = self._word_times(pieces, texts, lang, halves and halves[1])
+                results[i] = self._stitched(wave, lang, windows, words, word_timestamps)
         for lang, members in short.items():
             prompt = build_prompt(Task.ASR, audio="a", audio_language=lang)
-            for i, text in zip(members, self._speech([prompt] * len(members), [waves[i] for i in members], options)):
-                results[i] = Transcript(text, lang, waves[i].size / SAMPLE_RATE)
+            texts = self._speech([prompt] * len(members), [waves[i] for i in members], options)
+            if word_timestamps:
+                words = self._word_times([waves[i] for i in members], texts, lang)
+                for i, timed in zip(members, words):
+                    results[i] = self._stitched(waves[i], lang, self._pieces(waves[i]), [timed], True)
+            else:
+                for i, text in zip(members, texts):
+                    results[i] = Transcript(text, lang, waves[i].size / SAMPLE_RATE)
         return [r for r in results if r is not None]
+
+    def _stitched(self, wave: np.ndarray, lang: str, windows: Sequence[Window], words: Sequence[Sequence[Word]],
+                  keep_words: bool) -> Transcript:
+        stitched = stitch_words(windows, words)
+        text = word_separator(lang).join(w.word for w in stitched)
+        return Transcript(text, lang, wave.size / SAMPLE_RATE, tuple(stitched) if keep_words else ())
+
+    def _word_times(self, pieces: Sequence[np.ndarray], texts: Sequence[str], lang: str,
+                    progress: Progress | None = None) -> list[list[Word]]:
+        """Each piece's transcript as timed words: the text is kept, the model places each word's start
+        and end, by CTC alignment where the model ships an aligner (:mod:`qwen_audio.infer.alignment`),
+        else by its SRWT decode held to the text (:class:`~qwen_audio.generation.TimedText`)."""
+        separator = word_separator(lang)
+        if self.aligner is not None:
+            timed = self.aligner.word_times(self.tokenizer, pieces, texts, separator)
+            if progress is not None:
+                progress(len(texts), len(texts))
+            return timed
+        prompt = build_prompt(Task.SRWT, audio="a", audio_language=lang)
+        times = self.tokenizer.time_token_ids
+        jobs: list[tuple[int, TimedText]] = []
+        for i, text in enumerate(texts):
+            words = text.split() if separator else [c for c in text if not c.isspace()]
+            if words:
+                target = build_srwt_target([Word(w, 0.0, 0.0) for w in words], separator=separator)
+                last = times.start + min(int(pieces[i].size * 100 / SAMPLE_RATE), len(times) - 1)
+                template = tuple(self.tokenizer.encode_prompt(target).ids)
+                jobs.append((i, TimedText(template, times.start, last, self.tokenizer.eod_id)))
+        timed: list[list[Word]] = [[] for _ in texts]
+        for first in range(0, len(jobs), PIECES_PER_BATCH):
+            chunk = jobs[first:first + PIECES_PER_BATCH]
+            greedy = GenerationOptions(max_new_tokens=max(c.max_new_tokens for _, c in chunk))
+            outs = self.generate([prompt] * len(chunk), [[pieces[i]] for i, _ in chunk], greedy,
+                                 constraints=[c for _, c in chunk])
+            for (i, _), out in zip(chunk, outs):
+                timed[i] = list(parse_srwt_result(out.text).words)
+            if progress is not None:
+                progress(len(texts) - len(jobs) + min(first + PIECES_PER_BATCH, len(jobs)), len(texts))  # silent: done
+        return timed
 
     def _speech(self, prompts: Sequence[str], pieces: Sequence[np.ndarray], options: GenerationOptions,
                 progress: Progress | None = None) -> list[str]:
@@ -240,7 +290,7 @@ class QwenAudio:
         texts: list[str] = [""] * len(pieces)
         for first in range(0, len(order), PIECES_PER_BATCH):  # an hour is hundreds of pieces
             chunk = order[first:first + PIECES_PER_BATCH]
-            budget = speech_budget(options, max(pieces[i].size for i in chunk), timestamps=False)
+            budget = speech_budget(options, max(pieces[i].size for i in chunk))
             outs = self.generate([prompts[i] for i in chunk], [[pieces[i]] for i in chunk], budget)
             for i, out in zip(chunk, outs):
                 texts[i] = strip_tags(out.text).strip()
@@ -255,7 +305,7 @@ class QwenAudio:
         """Whisper's temperature fallback: a greedy text that compresses too well (a loop) is decoded
         again at rising temperatures (seeded), keeping the first that does not, else the least repetitive."""
         best = greedy
-        budget = speech_budget(options, piece.size, timestamps=False)
+        budget = speech_budget(options, piece.size)
         for temperature in FALLBACK_TEMPERATURES:
             sampled = replace(budget, temperature=temperature, seed=options.seed if options.seed is not None else 0)
             text = strip_tags(self.generate([prompt], [[piece]], sampled)[0].text).strip()
@@ -453,18 +503,23 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-def speech_budget(options: GenerationOptions, samples: int, *, timestamps: bool) -> GenerationOptions:
+def speech_budget(options: GenerationOptions, samples: int) -> GenerationOptions:
     """``options`` with ``max_new_tokens`` capped by what ``samples`` of speech can hold.
 
     Why: a model that falls into a loop on a 2 s clip would otherwise repeat a phrase for all of
     ``max_new_tokens`` (256): one mis-heard word becomes a WER of several hundred percent, and the
     user waits for 256 steps. No one says more than ~5 words a second; 18 tokens a second (about 3.5
-    tokens a word in the least favourable vocabulary), plus 10 for SRWT's two time tokens a word, plus
-    16 for the tags, is a bound that real speech never reaches and a loop always does.
+    tokens a word in the least favourable vocabulary) plus 16 for the tags is a bound that real
+    speech never reaches and a loop always does. (Word times are held to the text: ``TimedText``.)
     """
     seconds = samples / SAMPLE_RATE
-    cap = 16 + int(np.ceil(seconds * (28 if timestamps else 18)))
+    cap = 16 + int(np.ceil(seconds * 18))
     return options if options.max_new_tokens <= cap else replace(options, max_new_tokens=cap)
+
+
+def _halves(progress: Progress) -> tuple[Progress, Progress]:
+    """``progress`` split over two passes of the same pieces (the transcript, then its word times)."""
+    return (lambda done, total: progress(done, 2 * total)), (lambda done, total: progress(total + done, 2 * total))
 
 
 class _StreamClosed(Exception):

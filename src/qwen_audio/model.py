@@ -17,6 +17,7 @@ prefill alone. Batches are left-padded with an ``attention_mask``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from qwen_audio.configuration import QwenAudioConfig, is_official_checkpoint
 from qwen_audio.encoder import AudioEncoder, EncodedAudio, ResidualAttentionBlock, sinusoids
 from qwen_audio.errors import CheckpointError, QwenAudioError
 from qwen_audio.long_context import decoder_settings, forward_settings, long_context
-from qwen_audio.generation import KVBackend, KVBackends, LoopGuard, Sampling, decode, prefill
+from qwen_audio.generation import KVBackend, KVBackends, LoopGuard, Sampling, TimedText, decode, prefill
 from qwen_audio.llm import build_decoder, position_ids_from_attention_mask
 
 
@@ -265,6 +266,7 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         generator: torch.Generator | None = None,
         fold: bool = True,
         loop_guard: LoopGuard | None = None,
+        constraints: Sequence[TimedText | None] | None = None,
     ) -> Tensor:
         """Greedy or sampled decoding without ``generate``'s per-step overhead (no beams, no processors):
         ``generation.decode`` over the backend ``self.kv_backends`` picks.
@@ -273,7 +275,8 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         rows that finished are filled with the pad id, returns prompt + new tokens. ``fold=False``
         runs the decoder's own modules (``generation.StaticKV``) even where ``generation.FoldedKV``
         could be used; tokens are the same, to float rounding of the logits. ``loop_guard`` ends rows
-        that fall into a loop (off by default: then the tokens are transformers' ``generate``'s).
+        that fall into a loop (off by default: then the tokens are transformers' ``generate``'s);
+        ``constraints`` limit rows to a known text with free word times (``generation.TimedText``).
         """
         stops = self.generation_config.eos_token_id if eos_token_id is None else eos_token_id
         stops = {stops} if isinstance(stops, int) else set(stops or ())
@@ -285,6 +288,7 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
             backend, self.model.embed_tokens, input_ids, embeds, mask, max_new_tokens=max_new_tokens,
             sampling=Sampling(do_sample, temperature, top_k, top_p), stops=stops,
             pad_id=self.generation_config.pad_token_id, streamer=streamer, generator=generator, loop_guard=loop_guard,
+            constraints=constraints,
         )
 
     @torch.no_grad()

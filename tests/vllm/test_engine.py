@@ -53,7 +53,10 @@ def llm(model_dir: Path):  # noqa: ANN201
     from vllm import LLM
 
     # Remote code trusted: the official folder's stand-ins raise if imported, so this shows they never are.
-    engine = LLM(model=str(model_dir), dtype="float32", max_model_len=2048, enforce_eager=True, seed=0, trust_remote_code=True)
+    from qwen_audio.vllm.timed import FQCN
+
+    engine = LLM(model=str(model_dir), dtype="float32", max_model_len=2048, enforce_eager=True, seed=0, trust_remote_code=True,
+                 logits_processors=[FQCN])  # as engine_kwargs names it: word times held to the transcript
     yield engine
     del engine
     gc.collect()
@@ -198,6 +201,19 @@ def test_serve_engine_generates_as_qwen_audio(vllm_engine, reference) -> None:  
 
     for (name, _, _), want, got in zip(batch, reference.generate(prompts, waves, options), vllm_engine.generate(prompts, waves, options)):
         assert got == want, name
+
+
+def test_serve_engine_times_words_as_qwen_audio(vllm_engine, reference) -> None:  # noqa: ANN001
+    """Word times held to the transcript (generation.TimedText): vLLM's logits processor and our loop agree."""
+    from qwen_audio.api import QwenAudio
+
+    ours = QwenAudio(reference.model, reference.tokenizer)  # no CTC aligner: the decode vLLM also runs
+    speech = sample("speech_en.flac")
+    audios = [(speech, 16_000), (speech[: speech.size // 2], 16_000)]
+    want = ours.transcribe(audios, language="en", word_timestamps=True)
+    got = vllm_engine.transcribe(audios, language="en", word_timestamps=True)
+    assert got == want
+    assert any(t.words for t in want)
 
 
 def test_serve_engine_refuses_audio_spans_without_audio(vllm_engine, reference) -> None:  # noqa: ANN001

@@ -24,7 +24,8 @@ from qwen_audio.data.manifest import ManifestRecord, tag_task
 from qwen_audio.eval.benchmarks import Benchmark, BenchmarkScore, score_benchmark
 from qwen_audio.eval.caption_metrics import CaptionResult
 from qwen_audio.eval.scoring import Figure
-from qwen_audio.formats.languages import LANGUAGES
+from qwen_audio.formats.languages import LANGUAGES, word_separator
+from qwen_audio.formats.srwt import srwt_reference_text
 from qwen_audio.formats.tags import (
     TASKS,
     AnswerResult,
@@ -128,10 +129,11 @@ def run_benchmark(
             whole = [i for i in range(len(batch)) if i not in as_users]
             raws = dict(zip(whole, (o.text for o in api.generate([record_prompt(batch[i], "audio") for i in whole],
                                                                  [[waves[i]] for i in whole], options)))) if whole else {}
-            for language in dict.fromkeys(batch[i].audio_language for i in as_users):
-                members = [i for i in as_users if batch[i].audio_language == language]
-                for i, result in zip(members, api.transcribe_waves([waves[i] for i in members], language, False, options)):
-                    raws[i] = result.text
+            for language, timed in dict.fromkeys((batch[i].audio_language, tasks[i] is Task.SRWT) for i in as_users):
+                members = [i for i in as_users if (batch[i].audio_language, tasks[i] is Task.SRWT) == (language, timed)]
+                results = api.transcribe_waves([waves[i] for i in members], language, timed, options)
+                for i, result in zip(members, results):  # word times in the decoded SRWT format the scorer reads
+                    raws[i] = srwt_reference_text(result.words, separator=word_separator(language)) if timed else result.text
             for record, task, raw in zip(batch, tasks, (raws[i] for i in range(len(batch)))):
                 done[record.id] = prediction_text(task, raw)
                 sink.write(json.dumps({"id": record.id, "raw": raw, "prediction": done[record.id]},
@@ -142,13 +144,15 @@ def run_benchmark(
 
 
 def _as_transcribed(api: Any, batch: Sequence[ManifestRecord], tasks: Sequence[Task]) -> list[int]:
-    """The speech-recognition records to score through the API's ``transcribe``: those of a model
-    that learned single utterances (its ``utterance_seconds``), whose users get long audio in pieces,
-    short audio under a length-bound budget and a loop decoded again. Scored as users get them;
-    other models keep the benchmark's one decode with its official prompt."""
+    """The speech-recognition records (with or without word times) to score through the API's
+    ``transcribe``: those of a model that learned single utterances (its ``utterance_seconds``), whose
+    users get long audio in pieces, short audio under a length-bound budget, a loop decoded again and
+    word times placed on that transcript. Scored as users get them; other models keep the benchmark's
+    one decode with its official prompt."""
     if getattr(api, "utterance_plan", None) is None:
         return []
-    return [i for i, (record, task) in enumerate(zip(batch, tasks)) if task is Task.ASR and record.audio_language in LANGUAGES]
+    return [i for i, (record, task) in enumerate(zip(batch, tasks))
+            if task in (Task.ASR, Task.SRWT) and record.audio_language in LANGUAGES]
 
 
 def _load(records: Sequence[ManifestRecord], root: Path) -> list[np.ndarray]:

@@ -17,6 +17,7 @@ from torch import Tensor
 from transformers.generation.streamers import BaseStreamer
 
 from qwen_audio.generation.kv import KVBackend
+from qwen_audio.generation.timed import TimedText, restrict_rows
 from qwen_audio.llm import position_ids_from_attention_mask
 
 
@@ -116,7 +117,7 @@ def decode(
     backend: KVBackend, embed_tokens: Callable[[Tensor], Tensor], input_ids: Tensor, prompt_embeds: Tensor,
     attention_mask: Tensor, *, max_new_tokens: int, sampling: Sampling = Sampling(), stops: Collection[int] = (),
     pad_id: int, streamer: BaseStreamer | None = None, generator: torch.Generator | None = None,
-    loop_guard: LoopGuard | None = None,
+    loop_guard: LoopGuard | None = None, constraints: Sequence[TimedText | None] | None = None,
 ) -> Tensor:
     """Prompts + up to ``max_new_tokens`` new tokens, [batch, length + new]; rows that stopped are
     filled with ``pad_id``, and decoding ends when every row has stopped.
@@ -125,6 +126,8 @@ def decode(
     the new ones. ``backend`` must have room for ``length + max_new_tokens`` columns. An exception from
     the streamer stops decoding (``streamer.end`` is then not called). ``loop_guard`` ends a row whose
     new tokens end in a loop (its tokens so far are kept; :meth:`LoopGuard.collapse` says them once).
+    ``constraints[row]`` (None: free) limits what that row may say (:class:`~qwen_audio.generation.TimedText`);
+    a constrained row says forced text, so the loop guard leaves it alone.
     """
     stops = set(stops)
     batch, length = input_ids.shape
@@ -139,6 +142,8 @@ def decode(
         finished = [False] * batch  # bookkeeping of a few ids in Python: each tensor op costs a cold step
         said: list[list[int]] = [[] for _ in range(batch)]
         for step in range(max_new_tokens):
+            if constraints is not None:
+                logits = restrict_rows(logits, said, constraints)
             tokens = sampling.choose(logits, generator)
             if any(finished):
                 tokens = tokens.masked_fill(torch.tensor(finished, device=tokens.device), pad_id)
@@ -146,11 +151,12 @@ def decode(
             if streamer is not None:
                 streamer.put(tokens.cpu())
             finished = [done or token in stops for done, token in zip(finished, tokens.tolist())]
-            if loop_guard is not None:
+            if loop_guard is not None or constraints is not None:
                 for row, token in enumerate(tokens.tolist()):
                     if not finished[row]:
                         said[row].append(token)
-                        finished[row] = loop_guard.loop(said[row]) is not None
+                        free = constraints is None or constraints[row] is None
+                        finished[row] = loop_guard is not None and free and loop_guard.loop(said[row]) is not None
             if step == max_new_tokens - 1 or all(finished):
                 break
             logits = backend.step(embed_tokens(tokens[:, None]), next_positions[:, step : step + 1])

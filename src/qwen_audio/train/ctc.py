@@ -105,8 +105,9 @@ class EmbeddingCtc(_CtcWrapper):
     each 40 ms frame against the embedding rows (logits = frames · Eᵀ, plus a learned blank) and
     training with CTC on the transcript's token ids moves the frames toward the embeddings of the
     words said, in the LLM's own space, without running the LLM: with ``lm_loss=False`` a step costs
-    the encoder and one vocabulary product. The blank vector exists only in training; exported models
-    (``export_model``) do not hold it. The embedding rows get no gradient from this loss.
+    the encoder and one vocabulary product. The blank vector and its bias are exported beside the
+    model (``aligner.safetensors``): with them the same scores align a transcript's words to the audio
+    (``infer.alignment``). The embedding rows get no gradient from this loss.
     """
 
     def __init__(self, model: nn.Module, weight: float, *, lm_loss: bool = True) -> None:

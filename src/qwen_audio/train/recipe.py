@@ -255,6 +255,10 @@ def run_recipe(recipe: Recipe, *, resume: bool = True) -> TrainResult:
     result = trainer.train(resume=resume)
     if context.is_main:
         export_model(model, tokenizer, output / "final")
+        if recipe.ctc_weight > 0 and recipe.ctc_units == "tokens":  # the token CTC's blank aligns words at inference
+            from qwen_audio.infer.alignment import save_aligner
+
+            save_aligner(output / "final", trained.blank, trained.blank_bias)
     cleanup_distributed()
     return result
 

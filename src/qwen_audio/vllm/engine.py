@@ -8,6 +8,10 @@ tokens out) and language detection (one greedy step over the eight language tags
 as token ids with their audio spans already expanded, which the plugin's processor keeps as they
 are, so vLLM decodes from exactly the ids ``QwenAudio`` would; each is checked for one audio per span
 here, since vLLM asks the plugin's processor only about prompts that come with audio.
+Word times are placed as ``QwenAudio`` places them: by a model's CTC aligner (``infer.alignment``)
+where its folder ships one (the bundled model: its small encoder and embeddings are then loaded in
+this process too), else by the SRWT decode held to the transcript (``generation.TimedText``, applied
+in vLLM by ``qwen_audio.vllm.timed``).
 
 The engine is ``vllm.LLM``, held in this process (its engine core, with the model, is vLLM's own
 child process); its arguments are ``vllm serve``'s engine flags (``--tensor-parallel-size``,
@@ -38,13 +42,17 @@ from vllm.utils.argparse_utils import FlexibleArgumentParser
 
 from qwen_audio.api import DEFAULT_MODEL, LOOP_GUARD, Generated, QwenAudio, default_model_path
 from qwen_audio.checkpoints.bases import assemble, is_delta_model
+from qwen_audio.checkpoints.loading import load_model
 from qwen_audio.checkpoints.official import official_config
 from qwen_audio.configuration import QwenAudioConfig, is_official_checkpoint
 from qwen_audio.errors import CheckpointError, ConfigError
 from qwen_audio.formats.tags import Task, build_prompt
+from qwen_audio.generation import TimedText
+from qwen_audio.infer.alignment import ALIGNER_FILE, CtcAligner
 from qwen_audio.infer.engine import GenerationOptions
 from qwen_audio.tokenizer import EncodedPrompt, QwenAudioTokenizer
 from qwen_audio.vllm.processing import check_span_count
+from qwen_audio.vllm.timed import FQCN as TIMED_TEXT, timed_extra_args
 
 
 @dataclass
@@ -70,15 +78,17 @@ def engine_kwargs(location: Path, config: QwenAudioConfig, engine_args: Sequence
         raise ConfigError(f"--vllm-args {shlex.join(engine_args)!r}: not vLLM engine arguments (see above)") from error
     if values.get("max_model_len") is None:
         values["max_model_len"] = config.seq_length
+    values["logits_processors"] = [*(values.get("logits_processors") or []), TIMED_TEXT]  # word times
     return values
 
 
 class VllmQwenAudio(QwenAudio):
     """``QwenAudio``'s tasks and ``Engine`` protocol, decoded by a ``vllm.LLM``."""
 
-    def __init__(self, llm: LLM, tokenizer: QwenAudioTokenizer, config: QwenAudioConfig, *, model_id: str) -> None:
+    def __init__(self, llm: LLM, tokenizer: QwenAudioTokenizer, config: QwenAudioConfig, *, model_id: str,
+                 aligner: CtcAligner | None = None) -> None:
         super().__init__(ModelCard(config, GenerationConfig(eos_token_id=list(config.eos_token_ids))), tokenizer,
-                         model_id=model_id)
+                         model_id=model_id, aligner=aligner)
         self.llm = llm
         self._lock = threading.Lock()  # one decoding loop at a time drives the engine
         self._request_ids = itertools.count()
@@ -90,6 +100,9 @@ class VllmQwenAudio(QwenAudio):
         location = default_model_path() if path in (None, DEFAULT_MODEL) else Path(path)
         if not (location / "config.json").is_file():
             raise CheckpointError(f"no model at {location}: expected a directory with config.json")
+        aligner = None
+        if (location / ALIGNER_FILE).is_file():  # word times as QwenAudio places them: the encoder runs here too
+            aligner = CtcAligner.load(location, load_model(location, dtype=torch.float32)[0].eval())
         if is_delta_model(location):  # vLLM reads the joined folder
             location = assemble(location)
         config = official_config(location) if is_official_checkpoint(location) else QwenAudioConfig.from_pretrained(location)
@@ -97,25 +110,32 @@ class VllmQwenAudio(QwenAudio):
         args = shlex.split(engine_args) if isinstance(engine_args, str) else list(engine_args)
         llm = LLM(**engine_kwargs(location, config, args))
         model_id = "qwen-audio-default" if path in (None, DEFAULT_MODEL) else location.name
-        return cls(llm, tokenizer, config, model_id=model_id)
+        return cls(llm, tokenizer, config, model_id=model_id, aligner=aligner)
 
     # ------------------------------------------------------------------ the two steps vLLM runs
 
     def generate(
         self, prompts: Sequence[str | EncodedPrompt], audios: Sequence[Sequence[np.ndarray]],
         options: GenerationOptions = GenerationOptions(), streamer: BaseStreamer | None = None,
-        *, collapse_loops: bool = True,
+        *, collapse_loops: bool = True, constraints: Sequence[TimedText | None] | None = None,
     ) -> list[Generated]:
         """``QwenAudio.generate`` on vLLM: the same prompt ids, greedy or sampled (``seed`` is vLLM's own);
-        a row that falls into a loop ends there (its request aborted), as ``LoopGuard`` ends it in ours."""
+        a row that falls into a loop ends there (its request aborted), as ``LoopGuard`` ends it in ours.
+        A constrained row is held to its text by ``qwen_audio.vllm.timed`` and left alone by the guard."""
         if options.num_beams > 1:
             raise ConfigError("beam search (num_beams > 1) is not offered with the vLLM engine; decode greedily or sample")
+        if constraints is not None and options.temperature > 0:
+            raise ValueError("constrained rows decode greedily (num_beams=1, temperature=0)")
         encoded = [p if isinstance(p, EncodedPrompt) else self.tokenizer.encode_prompt(p, [w.size for w in waves])
                    for p, waves in zip(prompts, audios)]
-        params = SamplingParams(max_tokens=options.max_new_tokens, temperature=options.temperature, top_p=options.top_p,
-                                seed=options.seed, stop_token_ids=list(self.stop_ids), detokenize=False)
-        outputs = self._run([self._request(p.ids, w) for p, w in zip(encoded, audios)], params, streamer)
-        return [self._generated(out, len(p.ids), collapse_loops) for p, out in zip(encoded, outputs)]
+        constraints = list(constraints) if constraints is not None else [None] * len(encoded)
+        params = [SamplingParams(max_tokens=options.max_new_tokens, temperature=options.temperature, top_p=options.top_p,
+                                 seed=options.seed, stop_token_ids=list(self.stop_ids), detokenize=False,
+                                 extra_args=None if c is None else timed_extra_args(c)) for c in constraints]
+        outputs = self._run([self._request(p.ids, w) for p, w in zip(encoded, audios)], params, streamer,
+                            guarded=[c is None for c in constraints])
+        return [self._generated(out, len(p.ids), collapse_loops, c is None)
+                for p, out, c in zip(encoded, outputs, constraints)]
 
     def _detect(self, waves: Sequence[np.ndarray]) -> list[str]:
         """The most likely language tag after the LID prompt: one greedy step among the eight tags."""
@@ -141,8 +161,10 @@ class VllmQwenAudio(QwenAudio):
             request["multi_modal_data"] = {"audio": [np.asarray(w, dtype=np.float32) for w in waves]}
         return request
 
-    def _run(self, requests: list[dict[str, Any]], params: SamplingParams, streamer: BaseStreamer | None = None) -> list[Any]:
+    def _run(self, requests: list[dict[str, Any]], params: SamplingParams | Sequence[SamplingParams],
+             streamer: BaseStreamer | None = None, guarded: Sequence[bool] | None = None) -> list[Any]:
         """Each request's final completion; ``streamer`` sees the rows' tokens step by step, as ``generate``'s does.
+        ``params`` are shared or one per request; ``guarded[i]`` False: the loop guard leaves row i alone.
 
         vLLM steps rows independently (a long prompt may still prefill while others decode), so the
         streamer's steps are emitted once every row still running has its next token.
@@ -151,9 +173,10 @@ class VllmQwenAudio(QwenAudio):
         with self._lock:
             rows: dict[str, int] = {}
             try:
+                each = [params] * len(requests) if isinstance(params, SamplingParams) else list(params)
                 for row, request in enumerate(requests):  # outputs carry the id given here (vLLM adds a suffix inside)
                     request_id = f"qwen-audio-{next(self._request_ids)}"
-                    engine.add_request(request_id, request, params)
+                    engine.add_request(request_id, request, each[row])
                     rows[request_id] = row
             except BaseException:
                 engine.abort_request(list(rows))
@@ -172,7 +195,8 @@ class VllmQwenAudio(QwenAudio):
                         if final[row] is not None:  # ended by the loop guard
                             continue
                         ids = list(output.outputs[0].token_ids)
-                        looped = LOOP_GUARD.end(ids, self.stop_ids, checked=len(tokens[row]))
+                        looped = (LOOP_GUARD.end(ids, self.stop_ids, checked=len(tokens[row]))
+                                  if guarded is None or guarded[row] else None)
                         tokens[row] = ids if looped is None else ids[:looped]
                         if looped is not None:
                             final[row] = SimpleNamespace(token_ids=tokens[row], finish_reason="length")
@@ -197,9 +221,10 @@ class VllmQwenAudio(QwenAudio):
             emitted += 1
         return emitted
 
-    def _generated(self, completion: Any, prompt_tokens: int, collapse_loops: bool = False) -> Generated:
-        kept, looped = LOOP_GUARD.read(completion.token_ids, self.stop_ids, collapse=collapse_loops)
-        finished = completion.finish_reason == "stop" and not looped
+    def _generated(self, completion: Any, prompt_tokens: int, collapse_loops: bool = False,
+                   guarded: bool = True) -> Generated:
+        kept, looped = LOOP_GUARD.read(completion.token_ids, self.stop_ids, collapse=collapse_loops and guarded)
+        finished = completion.finish_reason == "stop" and not (looped and guarded)
         return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + finished, finished, tuple(kept))
 
 

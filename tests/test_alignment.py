@@ -1,0 +1,154 @@
+"""Word times on a known transcript: CTC forced alignment (infer.alignment) and the SRWT decode held to the
+text (generation.TimedText), alone and through ``QwenAudio.transcribe(word_timestamps=True)``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qwen_audio.api import QwenAudio
+from qwen_audio.formats.tags import Task, build_prompt
+from qwen_audio.generation import TimedText
+from qwen_audio.infer.alignment import (
+    ALIGNER_FILE,
+    END_REACH,
+    FRAME_SECONDS,
+    GAP,
+    START_SHIFT,
+    CtcAligner,
+    forced_align,
+    save_aligner,
+    words_from_path,
+)
+from qwen_audio.infer.engine import GenerationOptions
+
+
+def planted(frames: int, classes: int, spikes: dict[int, int]) -> np.ndarray:
+    """Log-probs where the blank wins every frame except ``spikes`` (frame → class), which win there."""
+    scores = np.full((frames, classes), -8.0)
+    scores[:, 0] = -0.1
+    for frame, label in spikes.items():
+        scores[frame, label], scores[frame, 0] = -0.1, -6.0
+    return scores
+
+
+def test_forced_alignment_finds_the_planted_spikes() -> None:
+    path = forced_align(planted(12, 10, {2: 5, 6: 7, 9: 7}), [5, 7, 7])
+    assert path is not None
+    assert [i for i, label in enumerate(path) if label >= 0] == [2, 6, 9]
+    assert [path[i] for i in (2, 6, 9)] == [0, 1, 2]
+
+
+def test_forced_alignment_keeps_every_label_even_against_the_scores() -> None:
+    # label 4 never wins a frame, yet the path must say it, between the others, in order
+    path = forced_align(planted(10, 10, {1: 3, 8: 6}), [3, 4, 6])
+    assert path is not None
+    said = [label for i, label in enumerate(path) if label >= 0 and (i == 0 or path[i - 1] != label)]
+    assert said == [0, 1, 2]
+
+
+def test_forced_alignment_refuses_too_few_frames() -> None:
+    assert forced_align(planted(2, 10, {}), [3, 4, 6]) is None
+    assert forced_align(planted(2, 10, {}), [7, 7]) is None  # a repeat needs a blank between
+    assert forced_align(planted(3, 10, {}), [7, 7]) is not None
+
+
+def test_word_spans_follow_the_spikes_and_stay_inside_the_audio() -> None:
+    path = [-1, 0, -1, -1, 1, 2, -1, -1, -1, -1, 3, -1]  # words: [0], [1, 2], [3]
+    words = words_from_path(path, [0, 1, 1, 2], ["a", "bc", "d"], seconds=0.45)
+    assert [w.word for w in words] == ["a", "bc", "d"]
+    assert words[0].start == pytest.approx(max(FRAME_SECONDS + START_SHIFT, 0.0))
+    assert words[1].start == pytest.approx(4 * FRAME_SECONDS + START_SHIFT)
+    assert words[0].end == pytest.approx(min(2 * FRAME_SECONDS + END_REACH, words[1].start - GAP))
+    assert words[2].end <= 0.45
+    assert all(0 <= w.start <= w.end <= 0.45 for w in words)
+    assert [w.start for w in words] == sorted(w.start for w in words)
+
+
+@pytest.fixture(scope="module")
+def aligned_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a (random) aligner beside it."""
+    directory = tmp_path_factory.mktemp("aligned") / "model"
+    shutil.copytree(tiny_model_dir, directory)
+    width = QwenAudio.from_pretrained(tiny_model_dir).model.get_input_embeddings().weight.shape[1]
+    torch.manual_seed(3)
+    save_aligner(directory, torch.randn(width), torch.tensor(0.5))
+    return directory
+
+
+def speech(seconds: float) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * 16_000)) / 16_000
+    return (0.2 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_an_aligner_round_trips_and_a_model_without_one_has_none(aligned_dir: Path, tiny_model_dir: Path) -> None:
+    api = QwenAudio.from_pretrained(aligned_dir)
+    loaded = CtcAligner.load(aligned_dir, api.model)
+    assert loaded is not None and (aligned_dir / ALIGNER_FILE).is_file() and loaded.model is api.model
+    torch.manual_seed(3)
+    assert torch.equal(loaded.blank, torch.randn(loaded.blank.shape[0]))
+    assert float(loaded.bias) == 0.5
+    assert CtcAligner.load(tiny_model_dir, api.model) is None
+    assert QwenAudio.from_pretrained(tiny_model_dir).aligner is None
+    assert QwenAudio.from_pretrained(aligned_dir).aligner is not None
+
+
+def test_the_aligner_times_each_word_of_the_text_in_order(aligned_dir: Path) -> None:
+    api = QwenAudio.from_pretrained(aligned_dir)
+    pieces = [speech(2.0), speech(1.2), speech(0.8)]
+    texts = ["the cold wind blows", "", "yes yes yes"]
+    timed = api.aligner.word_times(api.tokenizer, pieces, texts, " ")
+    assert [[w.word for w in words] for words in timed] == [["the", "cold", "wind", "blows"], [], ["yes", "yes", "yes"]]
+    for words, piece in zip(timed, pieces):
+        assert all(0 <= w.start <= w.end <= piece.size / 16_000 for w in words)
+        assert [w.start for w in words] == sorted(w.start for w in words)
+
+
+@pytest.mark.parametrize("with_aligner", [True, False])
+def test_word_times_keep_the_plain_transcript(with_aligner: bool, aligned_dir: Path, tiny_model_dir: Path) -> None:
+    api = QwenAudio.from_pretrained(aligned_dir if with_aligner else tiny_model_dir)
+    options = GenerationOptions(max_new_tokens=8)
+    audios = [(speech(1.5), 16_000), (speech(3.0), 16_000)]
+    plain = api.transcribe(audios, language="en", options=options)
+    timed = api.transcribe(audios, language="en", word_timestamps=True, options=options)
+    assert any(p.text.split() for p in plain)  # the random model does say something
+    for p, t in zip(plain, timed):
+        assert [w.word for w in t.words] == p.text.split()
+        assert t.text == " ".join(p.text.split())
+        assert all(0 <= w.start <= w.end <= t.duration for w in t.words)
+
+
+def test_a_timed_decode_says_the_template_and_only_chooses_rising_times(tiny_model_dir: Path) -> None:
+    api = QwenAudio.from_pretrained(tiny_model_dir)
+    times = api.tokenizer.time_token_ids
+    words = api.tokenizer.encode_plain(" no")
+    template = (times.start, *words, times.start, times.start, *words, times.start) * 3  # a phrase said six times
+    constraint = TimedText(template, times.start, times.start + 150, api.tokenizer.eod_id)
+    prompt = build_prompt(Task.SRWT, audio="a", audio_language="en")
+    out = api.generate([prompt, prompt], [[speech(1.5)], [speech(1.0)]], GenerationOptions(max_new_tokens=constraint.max_new_tokens),
+                       constraints=[constraint, None])[0]
+    assert out.finished and len(out.ids) == len(template)  # the loop guard leaves a constrained row alone
+    chosen = [t for t, slot in zip(out.ids, template) if slot == times.start]
+    assert [t for t, slot in zip(out.ids, template) if slot != times.start] == [t for t in template if t != times.start]
+    assert chosen == sorted(chosen) and all(times.start <= t <= times.start + 150 for t in chosen)
+
+
+def test_timed_text_allows_forced_tokens_then_rising_times_then_the_stop() -> None:
+    constraint = TimedText((100, 7, 8, 100, 100, 9, 100), first_time=100, last_time=120, stop=1)
+    assert constraint.allowed([]) == (100, 120)
+    assert constraint.allowed([105]) == (7, 7)
+    assert constraint.allowed([105, 7]) == (8, 8)
+    assert constraint.allowed([105, 7, 8]) == (105, 120)
+    assert constraint.allowed([105, 7, 8, 110, 112, 9]) == (112, 120)
+    assert constraint.allowed([105, 7, 8, 110, 112, 9, 115]) == (1, 1)
+    logits = torch.zeros(200)
+    logits[50] = 9.0
+    restricted = constraint.restrict([105, 7, 8], logits)
+    assert int(restricted.argmax()) in range(105, 121) and torch.isinf(restricted[50])
+    with pytest.raises(ValueError):
+        TimedText((100,), first_time=100, last_time=99, stop=1)
