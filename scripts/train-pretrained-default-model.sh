@@ -17,8 +17,9 @@
 #             note): configs/default-model-v2-stage1-sounds2.yaml (stage1e) and -sounds3.yaml (stage1f);
 #             then configs/default-model-v2-stage1-voices.yaml (stage1g): from stage1d's cut, speed,
 #             room and noise augmentation of the real speech and TTS, speech 0.70 of the mix, the rate
-#             annealed: better real-speech transcription, but word timestamps on real speech loop, so
-#             not shipped yet. The release is stage1d's cut. Each resumes from its newest checkpoint
+#             annealed; then configs/default-model-v2-stage1-voices2.yaml (stage1h): more of the same
+#             from stage1g's export, 450 steps. Each resumes from its newest checkpoint. Each export
+#             writes aligner.safetensors beside the model (the token CTC's blank: word times)
 #   ship    — the trained tensors over the bases (write_delta: LoRA as factors, fine-tuned encoder blocks
 #             as int8 changes, changed embedding rows) into src/qwen_audio/assets/default-model, samples
 # Needs scripts/install-system-packages.sh plus the Asterisk sound packages (see data/world/asterisk.py).
@@ -39,19 +40,25 @@ python scripts/probe_ctc.py --model runs/dm2/base --checkpoint runs/dm2/ctc/chec
 [ -f runs/dm2/stage1b/final/model.safetensors ] || qwen-audio train configs/default-model-v2-stage1.yaml
 [ -f runs/dm2/stage1c/final/model.safetensors ] || qwen-audio train configs/default-model-v2-stage1-lora.yaml
 qwen-audio train configs/default-model-v2-stage1-sounds.yaml
-qwen-audio train configs/default-model-v2-stage1-voices.yaml  # a candidate, not shipped (see above)
+qwen-audio train configs/default-model-v2-stage1-voices.yaml
+qwen-audio train configs/default-model-v2-stage1-voices2.yaml
 python - <<'PY'
+import shutil
+
 import torch
 
 from qwen_audio.checkpoints.bases import write_delta
 from qwen_audio.checkpoints.loading import load_model
+from qwen_audio.infer.alignment import ALIGNER_FILE
 
-model, tokenizer = load_model("runs/dm2/stage1d/final", dtype=torch.float32)
+RELEASE = "runs/dm2/stage1h/final"
+model, tokenizer = load_model(RELEASE, dtype=torch.float32)
 model.config.utterance_seconds = 12.0  # it learned single utterances: long audio is split at pauses
 model.config.base_stop_ids = [2, 0]  # SmolLM2's own <|im_end|>, <|endoftext|> (their logits tie with the spec's)
 model.generation_config.eos_token_id = list(model.config.eos_token_ids)
 write_delta(model, tokenizer, "src/qwen_audio/assets/default-model")
 model.generation_config.save_pretrained("src/qwen_audio/assets/default-model")
+shutil.copy(f"{RELEASE}/{ALIGNER_FILE}", "src/qwen_audio/assets/default-model")  # word times by CTC alignment
 PY
 python scripts/bundle_samples.py --data world-data
 qwen-audio eval --suite default --data world-data --limit 20 --output runs/dm2/suite
