@@ -19,7 +19,7 @@
 #             room and noise augmentation of the real speech and TTS, speech 0.70 of the mix, the rate
 #             annealed; then configs/default-model-v2-stage1-voices2.yaml (stage1h): more of the same
 #             from stage1g's export, 450 steps. Each resumes from its newest checkpoint. Each export
-#             writes aligner.safetensors beside the model (the token CTC's blank: word times)
+#             writes aligner/ctc.safetensors beside the model (the token CTC's blank: word times)
 #   ship    — the trained tensors over the bases (write_delta: LoRA as factors, fine-tuned encoder blocks
 #             as int8 changes, changed embedding rows) into src/qwen_audio/assets/default-model, samples
 # Needs scripts/install-system-packages.sh plus the Asterisk sound packages (see data/world/asterisk.py).

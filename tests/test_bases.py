@@ -31,6 +31,7 @@ from qwen_audio.checkpoints.bases import (
 )
 from qwen_audio.checkpoints.gguf import PRE_TOKENIZER_PATTERNS
 from qwen_audio.errors import CheckpointError
+from qwen_audio.infer.alignment import ALIGNER_FILE, save_aligner
 from qwen_audio.model import QwenAudioForCausalLM
 from qwen_audio.tokenizer import QwenAudioTokenizer
 from tests.base_fixtures import (
@@ -235,6 +236,7 @@ def test_delta_holds_only_trained_tensors_and_assembles_back(tiny_pins: TinyBase
         model.get_input_embeddings().weight[model.config.endoftext_id:model.config.endoftext_id + 3] += 1.0
     shipped = write_delta(model, tokenizer, tmp_path / "shipped")
     (shipped / "generation_config.json").write_text("{}")  # extra files travel with the model
+    save_aligner(shipped, torch.ones(4), torch.tensor(0.5))  # and folders: a CTC aligner's
     config = json.loads((shipped / "config.json").read_text())
     (shipped / "config.json").write_text(json.dumps({**config, "utterance_seconds": 12.0}))  # so does its config
 
@@ -250,6 +252,8 @@ def test_delta_holds_only_trained_tensors_and_assembles_back(tiny_pins: TinyBase
     target = assemble(shipped)
     assert target.parent == cache / "models" and target.name.startswith("shipped-")
     assert (target / "generation_config.json").is_file() and not bases.is_delta_model(target)  # a full model now
+    assert (target / ALIGNER_FILE).read_bytes() == (shipped / ALIGNER_FILE).read_bytes()
+    assert sorted(p.name for p in target.glob("*.safetensors")) == ["model.safetensors"]  # all vLLM reads as weights
     assert json.loads((target / "config.json").read_text())["utterance_seconds"] == 12.0
     loaded = QwenAudioForCausalLM.from_pretrained(target)
     for name, value in model.state_dict().items():

@@ -375,7 +375,9 @@ def write_delta(model, tokenizer, directory: str | Path, *, dtype: torch.dtype =
 
 # Bumped when assembling changes what it writes, so caches of an older assembler are not reused.
 # 2: the shipped config.json (e.g. utterance_seconds) replaces the bases' joined config.
-ASSEMBLY_VERSION = 2
+# 3: folders beside the delta (the CTC aligner's) are copied; an aligner file at the top, which vLLM
+#    read as model weights, is not written.
+ASSEMBLY_VERSION = 3
 
 
 def assembled_path(directory: str | Path) -> Path:
@@ -443,8 +445,12 @@ def assemble(directory: str | Path) -> Path:
     model.save_pretrained(str(partial))
     tokenizer.save_pretrained(str(partial))
     shutil.copy2(directory / "config.json", partial / "config.json")  # what was trained with, e.g. utterance_seconds
-    for extra in directory.iterdir():
-        if extra.name not in (DELTA_FILE, BASES_FILE, "config.json") and extra.is_file():  # the result is no delta
+    for extra in directory.iterdir():  # the model card, generation config, a CTC aligner's folder …
+        if extra.name in (DELTA_FILE, BASES_FILE, "config.json"):  # the result is no delta
+            continue
+        if extra.is_dir():
+            shutil.copytree(extra, partial / extra.name)
+        elif extra.is_file():
             shutil.copy2(extra, partial / extra.name)
     shutil.rmtree(target, ignore_errors=True)
     partial.replace(target)

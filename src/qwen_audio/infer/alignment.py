@@ -1,8 +1,9 @@
 """Word times by CTC forced alignment of a known transcript to the audio's 40 ms frames.
 
 Why: a model trained with ``train.ctc.EmbeddingCtc`` scores each projected audio frame against the
-LLM's token embeddings, plus a learned blank. Kept at export (``aligner.safetensors``: the blank
-vector and its bias, 577 numbers), that scoring is a CTC acoustic model over the LLM's own tokens,
+LLM's token embeddings, plus a learned blank. Kept at export (``aligner/ctc.safetensors``: the blank
+vector and its bias, 577 numbers; in a folder of its own, since vLLM loads every ``*.safetensors`` at a
+model folder's top as the model's weights), that scoring is a CTC acoustic model over the LLM's own tokens,
 and Viterbi alignment of the transcript's tokens to it places each word at the frames that say it:
 the recipe of CTC aligners (wav2vec2 in WhisperX, ``torchaudio.functional.forced_align``). On the
 default model it is far closer to the truth than its word-timed decode (SRWT) and needs no
@@ -27,7 +28,7 @@ from torch import Tensor
 from qwen_audio.audio import SAMPLE_RATE, batch_log_mel
 from qwen_audio.formats.srwt import Word
 
-ALIGNER_FILE = "aligner.safetensors"
+ALIGNER_FILE = "aligner/ctc.safetensors"
 FRAME_SECONDS = 0.04  # one pooled encoder frame
 # Chosen on the training split's synthetic English speech with exact word times (40 utterances, never a
 # test set): a CTC spike comes after the word starts, and a word's last spike
@@ -94,6 +95,7 @@ def words_from_path(path: Sequence[int], owners: Sequence[int], words: Sequence[
 def save_aligner(directory: str | Path, blank: Tensor, bias: Tensor) -> Path:
     """Write a token CTC's blank (``train.ctc.EmbeddingCtc``) beside an exported model."""
     path = Path(directory) / ALIGNER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"blank": blank.detach().float().contiguous(), "blank_bias": bias.detach().float().reshape(())}, str(path))
     return path
 

@@ -106,7 +106,7 @@ class EmbeddingCtc(_CtcWrapper):
     training with CTC on the transcript's token ids moves the frames toward the embeddings of the
     words said, in the LLM's own space, without running the LLM: with ``lm_loss=False`` a step costs
     the encoder and one vocabulary product. The blank vector and its bias are exported beside the
-    model (``aligner.safetensors``): with them the same scores align a transcript's words to the audio
+    model (``aligner/ctc.safetensors``): with them the same scores align a transcript's words to the audio
     (``infer.alignment``). The embedding rows get no gradient from this loss.
     """
 
