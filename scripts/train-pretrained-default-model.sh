@@ -42,6 +42,7 @@ python scripts/probe_ctc.py --model runs/dm2/base --checkpoint runs/dm2/ctc/chec
 qwen-audio train configs/default-model-v2-stage1-sounds.yaml
 qwen-audio train configs/default-model-v2-stage1-voices.yaml
 qwen-audio train configs/default-model-v2-stage1-voices2.yaml
+qwen-audio train configs/default-model-v2-stage2-chat.yaml  # stage 2: a candidate, not shipped (see the recipe)
 python - <<'PY'
 import shutil
 
