@@ -21,10 +21,10 @@ from qwen_audio.infer.alignment import (
     START_SHIFT,
     CtcAligner,
     forced_align,
-    save_aligner,
     words_from_path,
 )
 from qwen_audio.infer.engine import GenerationOptions
+from qwen_audio.train.ctc import EmbeddingCtc
 
 
 def planted(frames: int, classes: int, spikes: dict[int, int]) -> np.ndarray:
@@ -74,9 +74,12 @@ def aligned_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     """The tiny model with a (random) aligner beside it."""
     directory = tmp_path_factory.mktemp("aligned") / "model"
     shutil.copytree(tiny_model_dir, directory)
-    width = QwenAudio.from_pretrained(tiny_model_dir).model.get_input_embeddings().weight.shape[1]
+    ctc = EmbeddingCtc(QwenAudio.from_pretrained(tiny_model_dir).model, 0.3)  # as training exports it
     torch.manual_seed(3)
-    save_aligner(directory, torch.randn(width), torch.tensor(0.5))
+    with torch.no_grad():
+        ctc.blank.copy_(torch.randn(ctc.blank.shape[0]))
+        ctc.blank_bias.fill_(0.5)
+    ctc.save_aligner(directory)
     return directory
 
 

@@ -31,9 +31,9 @@ from qwen_audio.checkpoints.bases import (
 )
 from qwen_audio.checkpoints.gguf import PRE_TOKENIZER_PATTERNS
 from qwen_audio.errors import CheckpointError
-from qwen_audio.infer.alignment import ALIGNER_FILE, save_aligner
 from qwen_audio.model import QwenAudioForCausalLM
 from qwen_audio.tokenizer import QwenAudioTokenizer
+from qwen_audio.train.ctc import ALIGNER_FILE, EmbeddingCtc
 from tests.base_fixtures import (
     CONTROL_TOKENS,
     WHISPER_CTX,
@@ -236,7 +236,7 @@ def test_delta_holds_only_trained_tensors_and_assembles_back(tiny_pins: TinyBase
         model.get_input_embeddings().weight[model.config.endoftext_id:model.config.endoftext_id + 3] += 1.0
     shipped = write_delta(model, tokenizer, tmp_path / "shipped")
     (shipped / "generation_config.json").write_text("{}")  # extra files travel with the model
-    save_aligner(shipped, torch.ones(4), torch.tensor(0.5))  # and folders: a CTC aligner's
+    EmbeddingCtc(model, 0.3).save_aligner(shipped)  # and folders: a CTC aligner's
     config = json.loads((shipped / "config.json").read_text())
     (shipped / "config.json").write_text(json.dumps({**config, "utterance_seconds": 12.0}))  # so does its config
 

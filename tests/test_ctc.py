@@ -17,7 +17,7 @@ from qwen_audio.data.manifest import ManifestRecord
 from qwen_audio.encoder import conv_lengths
 from qwen_audio.model import QwenAudioForCausalLM
 from qwen_audio.errors import ConfigError
-from qwen_audio.train.ctc import EmbeddingCtc, EncoderCtc, greedy_decode
+from qwen_audio.train.ctc import ALIGNER_FILE, EmbeddingCtc, EncoderCtc, greedy_decode
 from qwen_audio.train.recipe import Recipe, run_recipe
 from tests.test_recipe import data_dir, write_recipe  # noqa: F401  (fixture)
 
@@ -183,3 +183,5 @@ def test_recipe_without_the_lm_loss_needs_token_ctc(data_dir: Path) -> None:  # 
     assert logged and all("lm_loss" not in row for row in logged)
     exported = load_file(str(data_dir / "noctc" / "final" / "model.safetensors"))
     assert not any("blank" in name for name in exported)
+    aligner = load_file(str(data_dir / "noctc" / "final" / ALIGNER_FILE))  # the blank travels beside it instead
+    assert set(aligner) == {"blank", "blank_bias"} and aligner["blank_bias"].shape == ()

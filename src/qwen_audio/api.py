@@ -212,6 +212,7 @@ class QwenAudio:
         languages = [language] * len(waves) if language else self._detect(waves)
         results: list[Transcript | None] = [None] * len(waves)
         short: dict[str, list[int]] = {}  # one decode each, batched by language
+        whole: dict[int, list[Window]] = {}  # each short audio's one window
         for i, (wave, lang) in enumerate(zip(waves, languages)):
             if translate_to is not None:
                 results[i] = Transcript(self._translate_one(wave, lang, translate_to, options, progress), translate_to,
@@ -220,6 +221,7 @@ class QwenAudio:
             windows = self._pieces(wave)
             if len(windows) == 1:
                 short.setdefault(lang, []).append(i)
+                whole[i] = windows
                 continue
             prompt = build_prompt(Task.ASR, audio="a", audio_language=lang)
             pieces = [wave[w.start:w.end] for w in windows]
@@ -237,7 +239,7 @@ class QwenAudio:
             if word_timestamps:
                 words = self._word_times([waves[i] for i in members], texts, lang)
                 for i, timed in zip(members, words):
-                    results[i] = self._stitched(waves[i], lang, self._pieces(waves[i]), [timed], True)
+                    results[i] = self._stitched(waves[i], lang, whole[i], [timed], True)
             else:
                 for i, text in zip(members, texts):
                     results[i] = Transcript(text, lang, waves[i].size / SAMPLE_RATE)

@@ -1,9 +1,8 @@
 """Word times by CTC forced alignment of a known transcript to the audio's 40 ms frames.
 
 Why: a model trained with ``train.ctc.EmbeddingCtc`` scores each projected audio frame against the
-LLM's token embeddings, plus a learned blank. Kept at export (``aligner/ctc.safetensors``: the blank
-vector and its bias, 577 numbers; in a folder of its own, since vLLM loads every ``*.safetensors`` at a
-model folder's top as the model's weights), that scoring is a CTC acoustic model over the LLM's own tokens,
+LLM's token embeddings, plus a learned blank. Kept at export (``train.ctc.ALIGNER_FILE``: the blank
+vector and its bias, 577 numbers), that scoring is a CTC acoustic model over the LLM's own tokens,
 and Viterbi alignment of the transcript's tokens to it places each word at the frames that say it:
 the recipe of CTC aligners (wav2vec2 in WhisperX, ``torchaudio.functional.forced_align``). On the
 default model it is far closer to the truth than its word-timed decode (SRWT) and needs no
@@ -22,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from qwen_audio.audio import SAMPLE_RATE, batch_log_mel
 from qwen_audio.formats.srwt import Word
+from qwen_audio.train.ctc import ALIGNER_FILE, token_ctc_logits
 
-ALIGNER_FILE = "aligner/ctc.safetensors"
 FRAME_SECONDS = 0.04  # one pooled encoder frame
 # Chosen on the training split's synthetic English speech with exact word times (40 utterances, never a
 # test set): a CTC spike comes after the word starts, and a word's last spike
@@ -92,14 +91,6 @@ def words_from_path(path: Sequence[int], owners: Sequence[int], words: Sequence[
     return timed
 
 
-def save_aligner(directory: str | Path, blank: Tensor, bias: Tensor) -> Path:
-    """Write a token CTC's blank (``train.ctc.EmbeddingCtc``) beside an exported model."""
-    path = Path(directory) / ALIGNER_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"blank": blank.detach().float().contiguous(), "blank_bias": bias.detach().float().reshape(())}, str(path))
-    return path
-
-
 @dataclass(frozen=True)
 class CtcAligner:
     """A model's token CTC: its frames · [blank, Eᵀ] + [bias, 0], from the model's own encoder and embeddings."""
@@ -130,7 +121,7 @@ class CtcAligner:
         table = self.model.get_input_embeddings().weight.float()
         for row, i in enumerate(jobs):
             frames = encoded.frames[row, : int(encoded.lengths[row])].float()
-            logits = torch.cat([(frames @ self.blank + self.bias)[:, None], frames @ table.T], dim=-1)
+            logits = token_ctc_logits(frames, self.blank, self.bias, table)
             log_probs = torch.log_softmax(logits, dim=-1).numpy()
             log_probs[0, 1:] = -np.inf  # the first frame says the first token wherever it is spoken: a blank
             words = texts[i].split() if separator else [c for c in texts[i] if not c.isspace()]
@@ -150,4 +141,4 @@ class CtcAligner:
         return timed
 
 
-__all__ = ["ALIGNER_FILE", "CtcAligner", "forced_align", "save_aligner", "words_from_path"]
+__all__ = ["ALIGNER_FILE", "CtcAligner", "forced_align", "words_from_path"]

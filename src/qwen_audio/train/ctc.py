@@ -14,16 +14,27 @@ the exported model (``export_model``) does not.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from qwen_audio.encoder import conv_lengths
 
 BYTE_CLASSES = 257  # blank + 256 byte values (data.dataset.transcript_targets)
+# The token CTC's blank, kept beside an exported model: ``infer.alignment`` aligns words with it. In a
+# folder of its own: vLLM loads every ``*.safetensors`` at a model folder's top as the model's weights.
+ALIGNER_FILE = "aligner/ctc.safetensors"
+
+
+def token_ctc_logits(frames: Tensor, blank: Tensor, bias: Tensor, table: Tensor) -> Tensor:
+    """Projected frames [..., frames, width] scored against the token embeddings ``table`` [vocab, width]
+    and a blank: [..., frames, 1 + vocab], class 0 the blank, class i + 1 token i."""
+    return torch.cat([(frames @ blank + bias)[..., None], frames @ table.T.to(frames.dtype)], dim=-1)
 
 
 class _CtcWrapper(nn.Module):
@@ -119,8 +130,15 @@ class EmbeddingCtc(_CtcWrapper):
 
     def logits(self, frames: Tensor) -> Tensor:
         """[..., frames, width] → [..., frames, 1 + vocab]: class 0 is the blank, class i + 1 token i."""
-        table = self.model.get_input_embeddings().weight.detach()
-        return torch.cat([(frames @ self.blank + self.blank_bias)[..., None], frames @ table.T.to(frames.dtype)], dim=-1)
+        return token_ctc_logits(frames, self.blank, self.blank_bias, self.model.get_input_embeddings().weight.detach())
+
+    def save_aligner(self, directory: str | Path) -> Path:
+        """Write the blank and its bias beside an exported model (``ALIGNER_FILE``)."""
+        path = Path(directory) / ALIGNER_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"blank": self.blank.detach().float().contiguous(),
+                   "blank_bias": self.blank_bias.detach().float().reshape(())}, str(path))
+        return path
 
     def forward(self, ctc_targets: Tensor | None = None, ctc_lengths: Tensor | None = None, **batch: Any) -> Any:
         self._hooked = None

@@ -256,9 +256,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = True) -> TrainResult:
     if context.is_main:
         export_model(model, tokenizer, output / "final")
         if recipe.ctc_weight > 0 and recipe.ctc_units == "tokens":  # the token CTC's blank aligns words at inference
-            from qwen_audio.infer.alignment import save_aligner
-
-            save_aligner(output / "final", trained.blank, trained.blank_bias)
+            trained.save_aligner(output / "final")
     cleanup_distributed()
     return result
 
