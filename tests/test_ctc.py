@@ -161,6 +161,19 @@ def test_embedding_ctc_scores_frames_against_the_llm_embeddings_without_running_
     assert idle.loss.item() == 0.0 and idle.loss.requires_grad
 
 
+def test_a_later_stage_starts_from_the_aligner_its_init_ships(tiny: QwenAudioForCausalLM, tmp_path: Path) -> None:
+    trained = EmbeddingCtc(tiny, weight=0.3)
+    with torch.no_grad():
+        trained.blank.normal_()
+        trained.blank_bias.fill_(-2.5)
+    trained.save_aligner(tmp_path)
+    fresh = EmbeddingCtc(tiny, weight=0.3)
+    assert not fresh.load_aligner(tmp_path / "elsewhere") and fresh.blank.abs().sum() == 0  # none shipped: zeros
+    assert fresh.load_aligner(tmp_path)
+    assert torch.equal(fresh.blank, trained.blank) and fresh.blank_bias.item() == -2.5
+    assert fresh.blank.requires_grad  # still trained
+
+
 def test_embedding_ctc_with_the_lm_adds_both_losses(tiny: QwenAudioForCausalLM, tokenizer) -> None:
     rng = np.random.default_rng(2)
     batch = audio_batch(tokenizer, [0.1 * rng.standard_normal(16_000).astype(np.float32)])

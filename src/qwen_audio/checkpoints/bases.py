@@ -295,12 +295,14 @@ def int8_change(value: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def low_rank_update(value: torch.Tensor, base: torch.Tensor, max_rank: int = 64, tolerance: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Factors (A, B) with ``value ≈ base + B @ A`` when the change has rank ≤ ``max_rank``, else None.
+    """Factors (A, B) of rank ≤ ``max_rank`` with ``value ≈ base + B @ A`` to ``tolerance``, else None.
 
     LoRA merged into a decoder changes every adapted matrix, but only by a rank-r product: storing
     the two factors instead of the matrix keeps the shipped file to the adapters' size (a few MB
-    instead of the LLM's). The rank is read off the singular values, and the factors are used only
-    when they reproduce the change to ``tolerance`` (relative Frobenius norm).
+    instead of the LLM's). The rank is read off the singular values and capped at ``max_rank`` (the
+    best approximation of that rank: several adapters merged in turn add their ranks, and the last
+    singular directions carry little); the factors are used only when they reproduce the change to
+    ``tolerance`` (relative Frobenius norm), so the default 1e-3 takes only changes of rank ≤ ``max_rank``.
     """
     if value.dim() != 2:
         return None
@@ -309,16 +311,18 @@ def low_rank_update(value: torch.Tensor, base: torch.Tensor, max_rank: int = 64,
     # A randomized range finder (Halko et al.): a change of rank ≤ max_rank lies in the span of
     # change @ Ω for a Gaussian Ω with a few more columns, so the SVD of the small projected
     # matrix gives its exact factors at a fraction of a full SVD's cost. A higher rank is caught
-    # below (rank = all k columns, or the tolerance check fails).
+    # below: the tolerance check fails.
     k = min(max_rank + 16, rows, cols)
     omega = torch.randn(cols, k, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     q, _ = torch.linalg.qr(change @ omega)
+    for _ in range(2):  # power iterations: a change of higher rank gives its leading directions
+        q, _ = torch.linalg.qr(change @ (change.T @ q))
     u_small, s, vh = torch.linalg.svd(q.T @ change, full_matrices=False)
     u = q @ u_small
     if s[0] == 0:
         return None
-    rank = int((s > s[0] * 1e-5).sum())
-    if rank > max_rank or 2 * rank * (rows + cols) > rows * cols:  # factors must be well under the matrix
+    rank = min(int((s > s[0] * 1e-5).sum()), max_rank)
+    if 2 * rank * (rows + cols) > rows * cols:  # factors must be well under the matrix
         return None
     b, a = (u[:, :rank] * s[:rank]), vh[:rank]
     if torch.linalg.norm(b @ a - change) > tolerance * torch.linalg.norm(change):
@@ -326,7 +330,8 @@ def low_rank_update(value: torch.Tensor, base: torch.Tensor, max_rank: int = 64,
     return a.to(value.dtype).contiguous(), b.to(value.dtype).contiguous()
 
 
-def write_delta(model, tokenizer, directory: str | Path, *, dtype: torch.dtype = torch.float16) -> Path:  # noqa: ANN001
+def write_delta(model, tokenizer, directory: str | Path, *, dtype: torch.dtype = torch.float16,  # noqa: ANN001
+                rank_tolerance: float = 1e-3) -> Path:
     """Ship ``model`` as a delta over the bases: ``trained.safetensors`` + ``bases.json`` + config.
 
     A changed matrix whose change has low rank (merged LoRA) ships as two factors (see
@@ -336,7 +341,9 @@ def write_delta(model, tokenizer, directory: str | Path, *, dtype: torch.dtype =
     adapters would not fit issue 16's 40 MB in fp16); a matrix of which only some rows changed (the embedding, where
     training touched only the new tokens' rows) ships as those rows and their indices; any other
     changed matrix of a base ships as its int8 change (:func:`int8_change`); every other changed
-    tensor (vectors, new tensors) ships whole.
+    tensor (vectors, new tensors) ships whole. ``rank_tolerance`` is how far (relative to the change)
+    a decoder matrix's factors may be from its change: above 1e-3 a change of rank over 64 ships as
+    its best rank-64 approximation instead of whole.
     """
     from safetensors.torch import save_file
 
@@ -348,7 +355,7 @@ def write_delta(model, tokenizer, directory: str | Path, *, dtype: torch.dtype =
         delta.pop("lm_head.weight", None)
     base_state = reference.state_dict()
     for name in [n for n in delta if n in base_state and n.startswith("model.layers.")]:
-        factors = low_rank_update(delta[name], base_state[name])
+        factors = low_rank_update(delta[name], base_state[name], tolerance=rank_tolerance)
         if factors is not None:
             del delta[name]
             for suffix, factor in zip((LOW_RANK_A, LOW_RANK_B), factors):
@@ -455,6 +462,27 @@ def assemble(directory: str | Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     partial.replace(target)
     return target
+
+
+def ship(release: str | Path, directory: str | Path, *, utterance_seconds: float | None = 12.0,
+         rank_tolerance: float = 1e-3) -> Path:
+    """Ship a trained model folder as the bundled kind: its delta, generation config and folders.
+
+    ``utterance_seconds``: what the model learned to hear at once (longer audio is split at pauses);
+    folders beside the model (a CTC aligner's) are copied as they are.
+    """
+    from .loading import load_model
+
+    release, directory = Path(release), Path(directory)
+    model, tokenizer = load_model(release, dtype=torch.float32)
+    model.config.utterance_seconds = utterance_seconds
+    model.generation_config.eos_token_id = list(model.config.eos_token_ids)
+    write_delta(model, tokenizer, directory, rank_tolerance=rank_tolerance)
+    model.generation_config.save_pretrained(str(directory))
+    for folder in (p for p in release.iterdir() if p.is_dir()):
+        shutil.rmtree(directory / folder.name, ignore_errors=True)
+        shutil.copytree(folder, directory / folder.name)
+    return directory
 
 
 def main(argv: list[str] | None = None) -> None:

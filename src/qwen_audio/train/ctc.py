@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -139,6 +139,18 @@ class EmbeddingCtc(_CtcWrapper):
         save_file({"blank": self.blank.detach().float().contiguous(),
                    "blank_bias": self.blank_bias.detach().float().reshape(())}, str(path))
         return path
+
+    def load_aligner(self, directory: str | Path) -> bool:
+        """Start from the blank a model folder ships (its previous stage's), if it has one: a later
+        stage then refines the word-time aligner instead of learning it again from zeros."""
+        path = Path(directory) / ALIGNER_FILE
+        if not path.is_file():
+            return False
+        tensors = load_file(str(path))
+        with torch.no_grad():
+            self.blank.copy_(tensors["blank"])
+            self.blank_bias.copy_(tensors["blank_bias"].reshape(()))
+        return True
 
     def forward(self, ctc_targets: Tensor | None = None, ctc_lengths: Tensor | None = None, **batch: Any) -> Any:
         self._hooked = None

@@ -240,6 +240,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = True) -> TrainResult:
 
         if recipe.ctc_units == "tokens":
             trained = EmbeddingCtc(model, recipe.ctc_weight, lm_loss=recipe.lm_loss)
+            if not recipe.model.init.startswith("preset:"):
+                trained.load_aligner(recipe.model.init)
         else:
             trained = EncoderCtc(model, recipe.ctc_weight)
     trained.to(context.device)
