@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import zlib
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -70,6 +70,16 @@ class Generated:
     completion_tokens: int
     finished: bool  # ended on an end-of-text token (not the length limit)
     ids: tuple[int, ...] = ()  # the new tokens, end token excluded
+
+    @classmethod
+    def read(cls, tokenizer: QwenAudioTokenizer, new_ids: Sequence[int], prompt_tokens: int, *, stops: Collection[int],
+             stopped: bool, collapse_loops: bool = False, guarded: bool = True) -> Generated:
+        """A finished row of any engine: its tokens cut at the end token or a loop (``LOOP_GUARD``).
+        ``stopped``: the engine ended it on an end token; ``guarded``: the loop guard watched it (a
+        constrained row is forced text, never a loop)."""
+        kept, looped = LOOP_GUARD.read(new_ids, stops, collapse=collapse_loops and guarded)
+        finished = stopped and not (looped and guarded)
+        return cls(tokenizer.decode(kept), prompt_tokens, len(kept) + finished, finished, tuple(kept))
 
 
 class QwenAudio:
@@ -151,10 +161,8 @@ class QwenAudio:
                 guarded: bool = True) -> Generated:
         """A decoded row; ``guarded``: the loop guard watched it (a constrained row says forced text)."""
         stops = set(self.model.generation_config.eos_token_id)
-        kept, looped = LOOP_GUARD.read(new_ids, stops, collapse=collapse_loops and guarded)
-        looped = looped and guarded
-        finished = any(t in stops for t in new_ids) and not looped
-        return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + finished, finished, tuple(kept))
+        return Generated.read(self.tokenizer, new_ids, prompt_tokens, stops=stops, stopped=any(t in stops for t in new_ids),
+                              collapse_loops=collapse_loops, guarded=guarded)
 
     # ------------------------------------------------------------------ tasks
 

@@ -223,9 +223,8 @@ class VllmQwenAudio(QwenAudio):
 
     def _generated(self, completion: Any, prompt_tokens: int, collapse_loops: bool = False,
                    guarded: bool = True) -> Generated:
-        kept, looped = LOOP_GUARD.read(completion.token_ids, self.stop_ids, collapse=collapse_loops and guarded)
-        finished = completion.finish_reason == "stop" and not (looped and guarded)
-        return Generated(self.tokenizer.decode(kept), prompt_tokens, len(kept) + finished, finished, tuple(kept))
+        return Generated.read(self.tokenizer, completion.token_ids, prompt_tokens, stops=self.stop_ids,
+                              stopped=completion.finish_reason == "stop", collapse_loops=collapse_loops, guarded=guarded)
 
 
 __all__ = ["ModelCard", "VllmQwenAudio", "engine_kwargs"]
