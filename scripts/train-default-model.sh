@@ -23,7 +23,7 @@
 #   stage 2 — configs/default-model-v2-stage2-chat.yaml: chat SFT (encoder frozen, stage-1 data replayed),
 #             shipped as a delta to runs/dm2/stage2-r64 (decoder change cut to rank 64), then
 #             configs/default-model-v2-stage2-speech.yaml (stage 2b) from that: more real speech
-#   ship    — the trained tensors over the bases (checkpoints.bases.ship: LoRA as factors, fine-tuned
+#   ship    — the trained tensors over the bases (train.package.ship_delta: LoRA as factors, fine-tuned
 #             encoder blocks as int8 changes, changed embedding rows, the aligner folder) into
 #             src/qwen_audio/assets/default-model, then the demo's samples
 # Needs scripts/install-system-packages.sh plus the Asterisk sound packages (see data/world/asterisk.py).
@@ -48,13 +48,13 @@ qwen-audio train configs/default-model-v2-stage1-voices.yaml
 qwen-audio train configs/default-model-v2-stage1-voices2.yaml
 qwen-audio train configs/default-model-v2-stage2-chat.yaml
 # stage 2 as the bundled kind of folder (its decoder change, five rank-16 adapters, cut to rank 64): stage 2b's start
-[ -f runs/dm2/stage2-r64/trained.safetensors ] || python -c "from qwen_audio.checkpoints.bases import ship
-ship('runs/dm2/stage2/final', 'runs/dm2/stage2-r64', rank_tolerance=0.06)"
+[ -f runs/dm2/stage2-r64/trained.safetensors ] || python -c "from qwen_audio.train.package import ship_delta
+ship_delta('runs/dm2/stage2/final', 'runs/dm2/stage2-r64', rank_tolerance=0.06)"
 qwen-audio train configs/default-model-v2-stage2-speech.yaml
 # ship: the delta over the bases, its generation config, the aligner folder. 12 s: it learned single
 # utterances, so longer audio is split at pauses. rank_tolerance: a decoder change of rank over 64
 # ships as its best rank-64 factors (about 3 % of the change's norm lost; measured on the suite)
-python -c "from qwen_audio.checkpoints.bases import ship
-ship('runs/dm2/stage2b/final', 'src/qwen_audio/assets/default-model', utterance_seconds=12.0, rank_tolerance=0.06)"
+python -c "from qwen_audio.train.package import ship_delta
+ship_delta('runs/dm2/stage2b/final', 'src/qwen_audio/assets/default-model', utterance_seconds=12.0, rank_tolerance=0.06)"
 python scripts/bundle_samples.py --data world-data
 qwen-audio eval --suite default --data world-data --limit 20 --output runs/dm2/suite

@@ -385,25 +385,6 @@ def test_a_change_of_rank_above_the_cap_ships_as_its_best_rank_64_factors_when_a
     assert 0 < error <= 1.01 * best
 
 
-def test_ship_writes_the_delta_its_generation_config_and_the_folders_beside_the_model(
-        tiny_pins: TinyBases, cache: Path, tmp_path: Path) -> None:
-    model, tokenizer = build_base_model()
-    with torch.no_grad():
-        model.audio.proj.bias.add_(0.5)
-    model.save_pretrained(tmp_path / "release")
-    tokenizer.save_pretrained(str(tmp_path / "release"))
-    EmbeddingCtc(model, 0.3).save_aligner(tmp_path / "release")
-    shipped = bases.ship(tmp_path / "release", tmp_path / "shipped", utterance_seconds=12.0)
-    assert bases.is_delta_model(shipped)
-    assert (shipped / ALIGNER_FILE).read_bytes() == (tmp_path / "release" / ALIGNER_FILE).read_bytes()
-    assert sorted(p.name for p in shipped.glob("*.safetensors")) == ["trained.safetensors"]  # no aligner on top
-    assert json.loads((shipped / "config.json").read_text())["utterance_seconds"] == 12.0
-    eos = json.loads((shipped / "generation_config.json").read_text())["eos_token_id"]
-    assert eos == list(model.config.eos_token_ids)
-    loaded = QwenAudioForCausalLM.from_pretrained(assemble(shipped))
-    assert torch.equal(loaded.audio.proj.bias, model.audio.proj.bias.half().float())
-
-
 def test_a_fine_tuned_matrix_ships_as_its_int8_change_within_fp16_rounding(tiny_pins: TinyBases, cache: Path, tmp_path: Path) -> None:
     """A full-rank change of ~10 % (a fine-tuned encoder block) ships as int8 + a scale a row; the
     assembled weight is as close to the trained one as fp16 storage of the whole weight would be."""

@@ -464,27 +464,6 @@ def assemble(directory: str | Path) -> Path:
     return target
 
 
-def ship(release: str | Path, directory: str | Path, *, utterance_seconds: float | None = 12.0,
-         rank_tolerance: float = 1e-3) -> Path:
-    """Ship a trained model folder as the bundled kind: its delta, generation config and folders.
-
-    ``utterance_seconds``: what the model learned to hear at once (longer audio is split at pauses);
-    folders beside the model (a CTC aligner's) are copied as they are.
-    """
-    from .loading import load_model
-
-    release, directory = Path(release), Path(directory)
-    model, tokenizer = load_model(release, dtype=torch.float32)
-    model.config.utterance_seconds = utterance_seconds
-    model.generation_config.eos_token_id = list(model.config.eos_token_ids)
-    write_delta(model, tokenizer, directory, rank_tolerance=rank_tolerance)
-    model.generation_config.save_pretrained(str(directory))
-    for folder in (p for p in release.iterdir() if p.is_dir()):
-        shutil.rmtree(directory / folder.name, ignore_errors=True)
-        shutil.copytree(folder, directory / folder.name)
-    return directory
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m qwen_audio.checkpoints.bases OUT_DIR``: write the joined base model (training's start)."""
     import sys

@@ -1,5 +1,5 @@
-"""Package a trained model for shipping: fp16 safetensors + tokenizer + model card, small enough
-to live inside the wheel (the bundled default model must stay ≤ 60 MB).
+"""Package a trained model for shipping: as a delta over the pinned pretrained bases (``ship_delta``,
+the default model), or whole as fp16 safetensors + tokenizer + model card (the synthetic model).
 
     python -m qwen_audio.train.package SRC_DIR DEST_DIR
     python -m qwen_audio.train.package card MODEL_DIR CORPUS_JSON SUITE_JSON [NOTES]
@@ -13,6 +13,29 @@ from pathlib import Path
 
 import torch
 
+
+
+def ship_delta(release: str | Path, destination: str | Path, *, utterance_seconds: float | None = 12.0,
+               rank_tolerance: float = 1e-3) -> Path:
+    """Ship a model trained over the pinned bases as the bundled kind of folder: its delta
+    (``checkpoints.bases.write_delta``), generation config and every folder beside it (a CTC aligner's).
+
+    ``utterance_seconds``: what the model learned to hear at once (longer audio is split at pauses);
+    ``rank_tolerance``: see ``write_delta`` (above 1e-3 a decoder change of rank over 64 ships cut to 64).
+    """
+    from qwen_audio.checkpoints.bases import write_delta
+    from qwen_audio.checkpoints.loading import load_model
+
+    release, destination = Path(release), Path(destination)
+    model, tokenizer = load_model(release, dtype=torch.float32)
+    model.config.utterance_seconds = utterance_seconds
+    model.generation_config.eos_token_id = list(model.config.eos_token_ids)
+    write_delta(model, tokenizer, destination, rank_tolerance=rank_tolerance)
+    model.generation_config.save_pretrained(str(destination))
+    for folder in (p for p in release.iterdir() if p.is_dir()):
+        shutil.rmtree(destination / folder.name, ignore_errors=True)
+        shutil.copytree(folder, destination / folder.name)
+    return destination
 
 
 def package_model(source: Path, destination: Path, dtype: torch.dtype = torch.float16) -> Path:
