@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from qwen_audio.audio import SAMPLE_RATE, batch_log_mel
 from qwen_audio.formats.srwt import Word
-from qwen_audio.train.ctc import ALIGNER_FILE, token_ctc_logits
+from qwen_audio.train.ctc import ALIGNER_FILE, read_aligner, token_ctc_logits
 
 FRAME_SECONDS = 0.04  # one pooled encoder frame
 # Chosen on the training split's synthetic English speech with exact word times (40 utterances, never a
@@ -102,11 +101,8 @@ class CtcAligner:
     @classmethod
     def load(cls, directory: str | Path, model: torch.nn.Module) -> CtcAligner | None:
         """The aligner a model folder ships, over ``model`` (that folder's model), or None when it has none."""
-        path = Path(directory) / ALIGNER_FILE
-        if not path.is_file():
-            return None
-        tensors = load_file(str(path))
-        return cls(tensors["blank"].float(), tensors["blank_bias"].float(), model)
+        shipped = read_aligner(directory)
+        return None if shipped is None else cls(*shipped, model)
 
     @torch.no_grad()
     def word_times(self, tokenizer: object, pieces: Sequence[np.ndarray], texts: Sequence[str],

@@ -37,6 +37,15 @@ def token_ctc_logits(frames: Tensor, blank: Tensor, bias: Tensor, table: Tensor)
     return torch.cat([(frames @ blank + bias)[..., None], frames @ table.T.to(frames.dtype)], dim=-1)
 
 
+def read_aligner(directory: str | Path) -> tuple[Tensor, Tensor] | None:
+    """The token CTC's (blank, bias) a model folder ships (``ALIGNER_FILE``, float32), or None when it has none."""
+    path = Path(directory) / ALIGNER_FILE
+    if not path.is_file():
+        return None
+    tensors = load_file(str(path))
+    return tensors["blank"].float(), tensors["blank_bias"].float().reshape(())
+
+
 class _CtcWrapper(nn.Module):
     """What both CTC wrappers share: the wrapped model, the weight, frames kept by a forward hook,
     one masked CTC over the audios that have a transcript, and best-path collapsing."""
@@ -143,13 +152,12 @@ class EmbeddingCtc(_CtcWrapper):
     def load_aligner(self, directory: str | Path) -> bool:
         """Start from the blank a model folder ships (its previous stage's), if it has one: a later
         stage then refines the word-time aligner instead of learning it again from zeros."""
-        path = Path(directory) / ALIGNER_FILE
-        if not path.is_file():
+        shipped = read_aligner(directory)
+        if shipped is None:
             return False
-        tensors = load_file(str(path))
         with torch.no_grad():
-            self.blank.copy_(tensors["blank"])
-            self.blank_bias.copy_(tensors["blank_bias"].reshape(()))
+            self.blank.copy_(shipped[0])
+            self.blank_bias.copy_(shipped[1])
         return True
 
     def forward(self, ctc_targets: Tensor | None = None, ctc_lengths: Tensor | None = None, **batch: Any) -> Any:
