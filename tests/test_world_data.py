@@ -17,7 +17,7 @@ import soundfile as sf
 
 from qwen_audio.data.manifest import validate_manifest, write_manifest
 from qwen_audio.data.world import asterisk, texts, voices
-from qwen_audio.data.world.build import BuildConfig, TtsCounts, plan_tts
+from qwen_audio.data.world.build import BuildConfig, TtsCounts, build_tts_stage, plan_tts
 from qwen_audio.data.world.render import TtsJob, render_job, spoken_form
 from qwen_audio.data.world.texts import TextSource
 
@@ -279,6 +279,31 @@ def test_espeak_job_renders_asr_and_srwt_records_that_validate(tmp_path):
     manifest = tmp_path / "test.jsonl"
     write_manifest(records, manifest)
     assert validate_manifest(manifest) == []
+
+
+@needs_espeak
+def test_tts_stage_in_worker_processes_writes_what_one_process_writes_and_resumes(tmp_path):
+    train = tuple((f"Birds sing {w} in the morning.", "a") for w in ("early", "late", "softly"))
+    sets = {"en": texts.SentenceSet("en", train, ())}
+    counts = {("en", "train"): TtsCounts(3)}
+    manifests = {}
+    for workers in (1, 2):
+        config = BuildConfig(tmp_path / f"w{workers}", seed=5, tts=counts, workers=workers)
+        build_tts_stage(config, sets, log=lambda _: None)
+        manifests[workers] = (config.out / "tts" / "train.jsonl").read_text(encoding="utf-8")
+    assert manifests[2] == manifests[1].replace("/w1/", "/w2/")
+    assert manifests[1].count('"task": "asr"') == 3
+
+    folder = tmp_path / "w2" / "tts"  # one job lost its progress line: only it is rendered again
+    progress = folder / "progress-seed5.jsonl"
+    lines = progress.read_text(encoding="utf-8").splitlines()
+    progress.write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
+    kept = {line: Path(json.loads(line)["records"][0]["audio"]).stat().st_mtime_ns for line in lines[:2]}
+    logged: list[str] = []
+    build_tts_stage(BuildConfig(tmp_path / "w2", seed=5, tts=counts, workers=2), sets, log=logged.append)
+    assert any("1 rendered now" in message for message in logged)
+    assert all(Path(json.loads(line)["records"][0]["audio"]).stat().st_mtime_ns == mtime for line, mtime in kept.items())
+    assert (folder / "train.jsonl").read_text(encoding="utf-8") == manifests[2]
 
 
 @needs_flite

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,7 @@ class BuildConfig:
     stages: tuple[str, ...] = STAGES
     asterisk_languages: tuple[str, ...] = asterisk.LANGUAGES
     sound_splits: tuple[str, ...] = ("train", "test")
+    workers: int = os.cpu_count() or 1  # TTS rendering processes
     tts: dict[tuple[str, str], TtsCounts] = field(default_factory=lambda: {
         ("en", "train"): TtsCounts(2200, 800), ("en", "test"): TtsCounts(200, 100),
         **{(lang, "train"): TtsCounts(800) for lang in ("de", "es")},
@@ -151,21 +154,22 @@ def build_tts_stage(config: BuildConfig, sets: dict[str, texts.SentenceSet], log
                 obj = json.loads(line)
                 done[obj["job"]] = [ManifestRecord.from_dict(r) for r in obj["records"]]
     done = {k: v for k, v in done.items() if v and Path(v[0].audio).exists()}
-    started, fresh = time.monotonic(), 0
-    with open(progress, "a", encoding="utf-8") as f:
-        for n, job in enumerate(jobs, start=1):
-            if job.id not in done:
-                records = render_job(job, folder)
-                done[job.id] = list(records)
-                f.write(json.dumps({"job": job.id, "records": [r.to_dict() for r in records]},
-                                   ensure_ascii=False) + "\n")
-                f.flush()
-                fresh += 1
-            if n % 100 == 0 or n == len(jobs):
+    pending = [job for job in jobs if job.id not in done]
+    started = time.monotonic()
+    # Each job is a pure function of itself (render.py), so rendering them in worker processes
+    # changes nothing but the time; results come back in plan order and are recorded as they land.
+    with open(progress, "a", encoding="utf-8") as f, \
+            ProcessPoolExecutor(max(1, min(config.workers, len(pending)))) as pool:
+        rendered = pool.map(render_job, pending, [folder] * len(pending), chunksize=4)
+        for fresh, (job, records) in enumerate(zip(pending, rendered), start=1):
+            done[job.id] = list(records)
+            f.write(json.dumps({"job": job.id, "records": [r.to_dict() for r in records]},
+                               ensure_ascii=False) + "\n")
+            f.flush()
+            if fresh % 100 == 0 or fresh == len(pending):
                 rate = fresh / max(time.monotonic() - started, 1e-9)
-                left = sum(j.id not in done for j in jobs[n:])
-                log(f"tts: {n}/{len(jobs)} jobs ({fresh} rendered now, {rate:.1f}/s, "
-                    f"~{left / rate / 60 if rate else 0:.0f} min left)")
+                log(f"tts: {len(jobs) - len(pending) + fresh}/{len(jobs)} jobs ({fresh} rendered now, "
+                    f"{rate:.1f}/s, ~{(len(pending) - fresh) / rate / 60:.0f} min left)")
     counts: dict[str, Counter] = {}
     for split in ("train", "test"):
         records = [r for job in jobs if job.split == split for r in done[job.id]]
@@ -243,12 +247,14 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply every TTS count (e.g. 0.01 for a smoke run)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="TTS rendering processes")
     args = parser.parse_args(argv)
     default = BuildConfig(args.out)
     tts = {key: TtsCounts(round(c.espeak * args.scale), round(c.flite * args.scale),
                           round(c.festival * args.scale))
            for key, c in default.tts.items()}
-    config = BuildConfig(args.out.resolve(), args.seed, tuple(args.stages.split(",")), tts=tts)
+    config = BuildConfig(args.out.resolve(), args.seed, tuple(args.stages.split(",")), tts=tts,
+                         workers=args.workers)
     build(config, log=lambda message: print(message, flush=True))
     return 0
 
