@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from qwen_audio.audio import batch_log_mel
 from qwen_audio.data.dataset import token_targets, transcript_ids, transcript_targets
-from qwen_audio.data.examples import spoken_text
+from qwen_audio.data.examples import heard_label, spoken_text
 from qwen_audio.data.manifest import ManifestRecord
 from qwen_audio.encoder import conv_lengths
 from qwen_audio.model import QwenAudioForCausalLM
@@ -32,6 +32,41 @@ def test_spoken_text_prefers_the_spoken_words_then_asr_transcripts() -> None:
     assert spoken_text(record(task="asr", text="20", meta={"spoken": ["twenty"]})) == "twenty"
     assert spoken_text(record(task="asr", text="hello there")) == "hello there"
     assert spoken_text(record(task="caption", text="a dog barks", audio_language="unknown")) is None
+
+
+def test_heard_label_names_a_sounds_source_and_never_speech() -> None:
+    note = {"family": "keyboard", "pitch": 43}
+    assert heard_label(record(task="pitch", text="43", labels=["43"], audio_language="unknown", meta=note)) == "keyboard"
+    assert heard_label(record(task="sound_event", text="snare drum", labels=["snare drum"], audio_language="unknown")) \
+        == "snare drum"
+    assert heard_label(record(task="caption", text="an alarm clock beeps", labels=["alarm clock", "beep"],
+                              audio_language="unknown")) == "alarm clock"
+    assert heard_label(record(task="sound_event", text="speech", labels=["speech"], audio_language="unknown")) is None
+    assert heard_label(record(task="asr", text="hello there")) is None
+
+
+def test_sound_labels_give_a_sound_its_sources_tokens_as_ctc_target_only_when_asked(tmp_path: Path, tokenizer) -> None:
+    from qwen_audio.data.dataset import DatasetOptions, ExampleKey, example_item
+    from qwen_audio.data.examples import record_example
+
+    wave = 0.1 * np.random.default_rng(3).standard_normal(16_000).astype(np.float32)
+    drum = record(id="d", task="sound_event", text="snare drum", labels=["snare drum"], audio_language="unknown")
+    speech = record(id="s", task="asr", text="hello there")
+    items = {flag: [example_item(record_example(r, tmp_path), [wave], tokenizer,
+                                 DatasetOptions(transcripts="tokens", sound_labels=flag), ExampleKey("x", 0))
+                    for r in (drum, speech)] for flag in (False, True)}
+    assert items[False][0]["transcript_ids"] == [[]]  # off: a sound has nothing to read, as before
+    assert items[True][0]["transcript_ids"] == [tokenizer.encode_plain("snare drum")]
+    assert items[True][1]["transcript_ids"] == items[False][1]["transcript_ids"] == [tokenizer.encode_plain("hello there")]
+
+
+def test_recipe_refuses_sound_labels_without_the_token_ctc(data_dir: Path) -> None:  # noqa: F811
+    path = write_recipe(data_dir / "labels.yaml", data_dir, "pretrain", "labels", "preset:tiny", 2, "  freeze: []")
+    path.write_text(path.read_text().replace("distributed: none", "ctc_sound_labels: true\ndistributed: none"))
+    with pytest.raises(ConfigError, match="ctc_sound_labels"):
+        Recipe.load(path)
+    path.write_text(path.read_text().replace("ctc_sound_labels: true", "ctc_sound_labels: true\nctc_weight: 0.3\nctc_units: tokens"))
+    assert Recipe.load(path).data.dataset_options(0, "tokens", True).sound_labels
 
 
 def test_transcript_targets_are_shifted_utf8_bytes_and_zero_length_without_transcript() -> None:

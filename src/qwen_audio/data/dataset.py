@@ -155,6 +155,10 @@ class DatasetOptions:
     # or as the LLM's own token ids (the projection read against the LLM's embeddings)
     transcripts: Literal["bytes", "tokens"] | None = None
     wave_augment: WaveAugmentConfig | None = None  # speed, room, noise on the named sources' audio
+    # "tokens" only: an audio with no words but a known source (a note, a drum hit) gets that source's
+    # name as its CTC target (``examples.heard_label``), so its projected frames move toward the words
+    # the LLM reads for it, as speech frames move toward what is said
+    sound_labels: bool = False
 
 
 class AudioTextDataset(torch.utils.data.Dataset):
@@ -214,7 +218,9 @@ def example_item(
     if options.transcripts == "bytes":
         item["transcripts"] = [audio.transcript for audio in example.audios]
     elif options.transcripts == "tokens":
-        item["transcript_ids"] = [transcript_ids(audio.transcript, tokenizer) for audio in example.audios]
+        item["transcript_ids"] = [
+            transcript_ids(audio.transcript or (audio.label if options.sound_labels else None), tokenizer)
+            for audio in example.audios]
     return item
 
 

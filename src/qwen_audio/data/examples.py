@@ -35,6 +35,7 @@ class AudioRef:
     offset: float = 0.0
     duration: float | None = None
     transcript: str | None = None  # what is said in it, when known (target of the encoder's auxiliary CTC)
+    label: str | None = None  # for a sound, what makes it (``heard_label``): the token CTC may read that instead
 
     @property
     def key(self) -> str:
@@ -110,10 +111,24 @@ def spoken_text(record: ManifestRecord) -> str | None:
     return None
 
 
+def heard_label(record: ManifestRecord) -> str | None:
+    """What a sound record's audio is the sound of, in words: an instrument note's family
+    (``meta["family"]``, whatever the record's task, pitch included), else the first label of a
+    record with no language (sound events, captions, drum hits). None for speech: its words are
+    ``spoken_text``'s, and "speech" names no source."""
+    family = (record.meta or {}).get("family")
+    if isinstance(family, str) and family:
+        return family
+    if record.audio_language in (None, "unknown") and record.labels and record.labels[0] != "speech":
+        return record.labels[0]
+    return None
+
+
 def record_example(record: ManifestRecord, manifest_dir: str | Path, *, eos: str = "<|endoftext|>") -> TextExample:
     """A stage-1 (multi-task pre-training) example: prompt untrained, target + eos trained."""
     prompt = record_prompt(record, record.audio)
-    audio = AudioRef(record.resolve_audio(manifest_dir), record.offset, record.duration, spoken_text(record))
+    audio = AudioRef(record.resolve_audio(manifest_dir), record.offset, record.duration, spoken_text(record),
+                     heard_label(record))
     return TextExample(record.id, ((prompt, False), (target_text(record) + eos, True)), (audio,))
 
 

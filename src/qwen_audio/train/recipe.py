@@ -70,9 +70,10 @@ class DataSettings:
             if unknown:
                 raise ConfigError(f"wave_augment names sources that data.train lacks: {sorted(unknown)}")
 
-    def dataset_options(self, seed: int, transcripts: Literal["bytes", "tokens"] | None) -> DatasetOptions:
+    def dataset_options(self, seed: int, transcripts: Literal["bytes", "tokens"] | None,
+                        sound_labels: bool = False) -> DatasetOptions:
         """How every example of this data is turned into tensors (manifests and shards alike)."""
-        return DatasetOptions(self.max_tokens, self.spec_augment, seed, transcripts, self.wave_augment)
+        return DatasetOptions(self.max_tokens, self.spec_augment, seed, transcripts, self.wave_augment, sound_labels)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,9 @@ class Recipe:
     # projection the LLM's input space. lm_loss false skips the LLM (a cheap warm-up of the projection).
     ctc_weight: float = 0.0
     ctc_units: Literal["bytes", "tokens"] = "bytes"
+    # token CTC only: a sound's frames read its source's name (data.examples.heard_label), as speech
+    # frames read what is said (the LLM then finds the sound in its own input space)
+    ctc_sound_labels: bool = False
     lm_loss: bool = True
     distributed: Literal["none", "ddp", "fsdp"] = "ddp"
     device: str | None = None  # None: cuda when available
@@ -95,6 +99,9 @@ class Recipe:
     def __post_init__(self) -> None:
         if not self.lm_loss and (self.ctc_weight <= 0 or self.ctc_units != "tokens"):
             raise ConfigError("lm_loss: false trains on the CTC loss alone: it needs ctc_weight > 0 and ctc_units: tokens")
+        if self.ctc_sound_labels and (self.ctc_weight <= 0 or self.ctc_units != "tokens"):
+            raise ConfigError("ctc_sound_labels reads sounds' labels with the token CTC: it needs ctc_weight > 0 and "
+                              "ctc_units: tokens")
 
     @property
     def transcripts(self) -> Literal["bytes", "tokens"] | None:
@@ -168,7 +175,7 @@ def make_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: Di
     dataset = AudioTextDataset(
         indexes,
         tokenizer,
-        recipe.data.dataset_options(recipe.seed, recipe.transcripts),
+        recipe.data.dataset_options(recipe.seed, recipe.transcripts, recipe.ctc_sound_labels),
     )
     bucket = BucketConfig(recipe.data.max_batch_seconds, recipe.data.max_batch_size, recipe.data.num_buckets)
 
@@ -216,7 +223,7 @@ def _shard_batch_source(recipe: Recipe, tokenizer: QwenAudioTokenizer, context: 
     return shard_batch_source(
         {n: ShardIndex.load(s.shards) for n, s in zip(names, data.train)},  # type: ignore[arg-type]
         tokenizer,
-        data.dataset_options(recipe.seed, recipe.transcripts),
+        data.dataset_options(recipe.seed, recipe.transcripts, recipe.ctc_sound_labels),
         StreamConfig(BucketConfig(data.max_batch_seconds, data.max_batch_size, data.num_buckets), data.shuffle_buffer, recipe.seed),
         temperature=data.temperature, weights=weights or None, rank=context.rank, world_size=context.world_size,
         num_workers=data.num_workers,
