@@ -22,7 +22,10 @@
 #             writes aligner/ctc.safetensors beside the model (the token CTC's blank: word times)
 #   stage 2 — configs/default-model-v2-stage2-chat.yaml: chat SFT (encoder frozen, stage-1 data replayed),
 #             shipped as a delta to runs/dm2/stage2-r64 (decoder change cut to rank 64), then
-#             configs/default-model-v2-stage2-speech.yaml (stage 2b) from that: more real speech
+#             configs/default-model-v2-stage2-speech.yaml (stage 2b) from that: more real speech,
+#             shipped cut to rank 64 (runs/dm2/stage2b-ship); configs/default-model-v2-stage2-more.yaml
+#             (stage 2c) from that: chat weighed up, cut at step 300; configs/default-model-v2-stage2-sounds.yaml
+#             (stage 2d) from 2c's export: sounds 0.45 with the sound-label CTC, 100 steps
 #   ship    — the trained tensors over the bases (train.package.ship_delta: LoRA as factors, fine-tuned
 #             encoder blocks as int8 changes, changed embedding rows, the aligner folder) into
 #             src/qwen_audio/assets/default-model, then the demo's samples
@@ -51,10 +54,14 @@ qwen-audio train configs/default-model-v2-stage2-chat.yaml
 [ -f runs/dm2/stage2-r64/trained.safetensors ] || python -c "from qwen_audio.train.package import ship_delta
 ship_delta('runs/dm2/stage2/final', 'runs/dm2/stage2-r64', rank_tolerance=0.06)"
 qwen-audio train configs/default-model-v2-stage2-speech.yaml
+[ -f runs/dm2/stage2b-ship/trained.safetensors ] || python -c "from qwen_audio.train.package import ship_delta
+ship_delta('runs/dm2/stage2b/final', 'runs/dm2/stage2b-ship', utterance_seconds=12.0, rank_tolerance=0.06)"
+qwen-audio train configs/default-model-v2-stage2-more.yaml
+qwen-audio train configs/default-model-v2-stage2-sounds.yaml
 # ship: the delta over the bases, its generation config, the aligner folder. 12 s: it learned single
 # utterances, so longer audio is split at pauses. rank_tolerance: a decoder change of rank over 64
 # ships as its best rank-64 factors (about 3 % of the change's norm lost; measured on the suite)
 python -c "from qwen_audio.train.package import ship_delta
-ship_delta('runs/dm2/stage2b/final', 'src/qwen_audio/assets/default-model', utterance_seconds=12.0, rank_tolerance=0.06)"
+ship_delta('runs/dm2/stage2d/final', 'src/qwen_audio/assets/default-model', utterance_seconds=12.0, rank_tolerance=0.06)"
 python scripts/bundle_samples.py --data world-data
 qwen-audio eval --suite default --data world-data --limit 20 --output runs/dm2/suite
