@@ -267,6 +267,14 @@ def test_delta_holds_only_trained_tensors_and_assembles_back(tiny_pins: TinyBase
 
     written = (target / "model.safetensors").stat().st_mtime_ns
     assert assemble(shipped) == target and (target / "model.safetensors").stat().st_mtime_ns == written  # cached
+    (shipped / "MODEL_CARD.md").write_text("# edited card")
+    assert assemble(shipped) == target  # a card edit loads the same model
+    aligner = EmbeddingCtc(model, 0.3)  # a release that changes only its aligner is assembled anew
+    with torch.no_grad():
+        aligner.blank.fill_(0.5)
+    aligner.save_aligner(shipped)
+    renewed = assemble(shipped)
+    assert renewed != target and (renewed / ALIGNER_FILE).read_bytes() == (shipped / ALIGNER_FILE).read_bytes()
 
 
 def test_merged_lora_ships_as_its_factors_and_assembles_back(tiny_pins: TinyBases, cache: Path, tmp_path: Path) -> None:

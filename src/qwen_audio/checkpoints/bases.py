@@ -388,9 +388,13 @@ ASSEMBLY_VERSION = 3
 
 
 def assembled_path(directory: str | Path) -> Path:
-    """Where :func:`assemble` keeps (or will keep) the full model of a shipped delta."""
+    """Where :func:`assemble` keeps (or will keep) the full model of a shipped delta: named by the
+    bytes of every file it copies (the delta, its config, the aligner's folder, the generation
+    config…), so a release that changes only one of them is assembled anew. The model card (``*.md``)
+    changes nothing that loads."""
     directory = Path(directory)
-    delta_sha, _ = _digest([directory / DELTA_FILE, directory / "config.json"])
+    shipped = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix != ".md")
+    delta_sha, _ = _digest(shipped)
     return cache_dir() / "models" / f"{directory.name}-{delta_sha[:16]}-v{ASSEMBLY_VERSION}"
 
 
