@@ -97,9 +97,9 @@ class Recipe:
     device: str | None = None  # None: cuda when available
 
     def __post_init__(self) -> None:
-        if not self.lm_loss and (self.ctc_weight <= 0 or self.ctc_units != "tokens"):
+        if not self.lm_loss and self.transcripts != "tokens":
             raise ConfigError("lm_loss: false trains on the CTC loss alone: it needs ctc_weight > 0 and ctc_units: tokens")
-        if self.ctc_sound_labels and (self.ctc_weight <= 0 or self.ctc_units != "tokens"):
+        if self.ctc_sound_labels and self.transcripts != "tokens":
             raise ConfigError("ctc_sound_labels reads sounds' labels with the token CTC: it needs ctc_weight > 0 and "
                               "ctc_units: tokens")
 
@@ -264,7 +264,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = True) -> TrainResult:
     result = trainer.train(resume=resume)
     if context.is_main:
         export_model(model, tokenizer, output / "final")
-        if recipe.ctc_weight > 0 and recipe.ctc_units == "tokens":  # the token CTC's blank aligns words at inference
+        if recipe.transcripts == "tokens":  # the token CTC's blank aligns words at inference
             trained.save_aligner(output / "final")
     cleanup_distributed()
     return result

@@ -37,6 +37,7 @@ from qwen_audio.data.world.render import TtsJob, render_job
 
 STAGES = ("asterisk", "other_voices", "texts", "tts", "sounds", "chat")
 CHAT_COUNTS = {"train": 6000, "test": 200}
+WORKERS = os.cpu_count() or 1  # TTS rendering processes: one per core
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class BuildConfig:
     stages: tuple[str, ...] = STAGES
     asterisk_languages: tuple[str, ...] = asterisk.LANGUAGES
     sound_splits: tuple[str, ...] = ("train", "test")
-    workers: int = os.cpu_count() or 1  # TTS rendering processes
+    workers: int = WORKERS
     tts: dict[tuple[str, str], TtsCounts] = field(default_factory=lambda: {
         ("en", "train"): TtsCounts(2200, 800), ("en", "test"): TtsCounts(200, 100),
         **{(lang, "train"): TtsCounts(800) for lang in ("de", "es")},
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply every TTS count (e.g. 0.01 for a smoke run)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="TTS rendering processes")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="TTS rendering processes")
     args = parser.parse_args(argv)
     default = BuildConfig(args.out)
     tts = {key: TtsCounts(round(c.espeak * args.scale), round(c.flite * args.scale),
