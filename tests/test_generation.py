@@ -97,6 +97,59 @@ def test_generation_stops_at_an_end_token(stop: str) -> None:
 # --------------------------------------------------------------------------- fast_generate
 
 
+def teacher_forced_log_prob(model: QwenAudioForCausalLM, row: list[int], mel: torch.Tensor, length: torch.Tensor,
+                            said: tuple[int, ...], stop: int | None) -> float:
+    """Sum of the forward's log-probabilities of ``said`` (then ``stop``) after the prompt ``row``."""
+    tokens = list(said) + ([] if stop is None else [stop])
+    with torch.no_grad():  # the new tokens embedded as text (a random model may say an <audio> token)
+        embeds = torch.cat([model.embed_inputs(torch.tensor([row]), mel, length),
+                            model.model.embed_tokens(torch.tensor([tokens], dtype=torch.long))], dim=1)
+        logits = model(inputs_embeds=embeds).logits[0].float().log_softmax(-1)
+    return float(sum(logits[len(row) - 1 + i, t] for i, t in enumerate(tokens)))
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_fast_beams_carry_their_exact_log_probabilities_ranked(fold: bool) -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    ids, mask = left_pad(rows, model.config.endoftext_id)
+    stop = 5  # a token the random model says now and then: some beams finish, some run to the limit
+    found = model.fast_beam_search(ids, attention_mask=mask, audio_features=mel, audio_lengths=lengths, num_beams=3,
+                                   max_new_tokens=6, eos_token_id=[stop], fold=fold)
+    assert [len(h) for h in found] == [3, 3, 3]
+    for i, hypotheses in enumerate(found):
+        assert len({h.ids for h in hypotheses}) == 3
+        assert [h.score for h in hypotheses] == sorted((h.score for h in hypotheses), reverse=True)
+        for h in hypotheses:
+            assert stop not in h.ids and h.stop in (stop, None) and (h.finished or len(h.ids) == 6)
+            expected = teacher_forced_log_prob(model, rows[i], mel[i : i + 1], lengths[i : i + 1], h.ids,
+                                               h.stop)
+            assert h.log_prob == pytest.approx(expected, abs=1e-3)
+        alone = model.fast_beam_search(torch.tensor([rows[i]]), audio_features=mel[i : i + 1], audio_lengths=lengths[i : i + 1],
+                                       num_beams=3, max_new_tokens=6, eos_token_id=[stop], fold=fold)[0]
+        assert [h.ids for h in alone] == [h.ids for h in hypotheses]  # batched equals alone
+
+
+def test_fast_beams_find_the_beam_search_best() -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    for i, row in enumerate(rows):
+        args = dict(audio_features=mel[i : i + 1], audio_lengths=lengths[i : i + 1])
+        ours = model.fast_beam_search(torch.tensor([row]), num_beams=3, max_new_tokens=5, eos_token_id=[], **args)[0]
+        theirs = model.generate(torch.tensor([row]), num_beams=3, do_sample=False, max_new_tokens=5, eos_token_id=[], **args)
+        assert list(ours[0].ids) == theirs[0, len(row):].tolist()
+
+
+def test_a_beam_that_falls_into_a_loop_ends_unfinished() -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    guard = LoopGuard(min_repeats=2, min_span=2, max_block=2)
+    found = model.fast_beam_search(torch.tensor([rows[0]]), audio_features=mel[:1], audio_lengths=lengths[:1], num_beams=3,
+                                   max_new_tokens=12, eos_token_id=[], loop_guard=guard)[0]
+    assert found and all(guard.loop(h.ids) is None or not h.finished for h in found)
+    assert all(len(h.ids) == 12 or guard.loop(h.ids) is not None for h in found)
+
+
 @pytest.mark.parametrize("fold", [True, False])
 @pytest.mark.parametrize("kv_heads", [4, 2])
 def test_fast_generate_equals_generate_batched_and_alone(fold: bool, kv_heads: int) -> None:

@@ -34,7 +34,9 @@ from qwen_audio.configuration import QwenAudioConfig, is_official_checkpoint
 from qwen_audio.encoder import AudioEncoder, EncodedAudio, ResidualAttentionBlock, sinusoids
 from qwen_audio.errors import CheckpointError, QwenAudioError
 from qwen_audio.long_context import decoder_settings, forward_settings, long_context
-from qwen_audio.generation import KVBackend, KVBackends, LoopGuard, Sampling, TimedText, decode, prefill
+from qwen_audio.generation import (
+    Hypothesis, KVBackend, KVBackends, LoopGuard, Sampling, TimedText, beam_search, decode, prefill,
+)
 from qwen_audio.llm import build_decoder, position_ids_from_attention_mask
 
 
@@ -290,6 +292,23 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
             pad_id=self.generation_config.pad_token_id, streamer=streamer, generator=generator, loop_guard=loop_guard,
             constraints=constraints,
         )
+
+    @torch.no_grad()
+    def fast_beam_search(
+        self, input_ids: Tensor, *, attention_mask: Tensor | None = None, audio_features: Tensor | None = None,
+        audio_lengths: Tensor | None = None, num_beams: int = 4, max_new_tokens: int = 256,
+        eos_token_id: int | list[int] | None = None, fold: bool = True, loop_guard: LoopGuard | None = None,
+    ) -> list[list[Hypothesis]]:
+        """Each row's ``num_beams`` best continuations, best first (``generation.beam_search``), on the
+        backend ``fast_generate`` uses: an N-best list with exact log-probabilities, for rescoring."""
+        stops = self.generation_config.eos_token_id if eos_token_id is None else eos_token_id
+        stops = {stops} if isinstance(stops, int) else set(stops or ())
+        input_ids = input_ids.to(self.device)
+        with torch.inference_mode():
+            embeds, mask, backend = self._decoding_inputs(input_ids, attention_mask, audio_features, audio_lengths,
+                                                          input_ids.shape[1] + max_new_tokens, fold)
+        return beam_search(backend, self.model.embed_tokens, embeds, mask, beams=num_beams,
+                           max_new_tokens=max_new_tokens, stops=stops, loop_guard=loop_guard)
 
     @torch.no_grad()
     def next_token_logits(

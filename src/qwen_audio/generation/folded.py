@@ -202,6 +202,10 @@ class FoldedKV:
             x = self._rest_of_layer(i, x, self.cache.attend_prompt(i, prompt, q, qk[:, self.heads :], v))
         return self._logits(x[prompt.last])
 
+    def select(self, rows: Tensor) -> None:
+        self.cache.select(rows)
+        self.rotation = self.rotary.select(rows, self.rotation)
+
     @torch.no_grad()
     def step(self, embeds: Tensor, positions: Tensor) -> Tensor:
         batch, _, hidden = embeds.shape

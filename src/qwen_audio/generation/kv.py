@@ -43,6 +43,10 @@ class KVBackend(Protocol):
         """Run one new token per row [batch, 1, hidden] at ``positions`` [batch, 1]: logits [batch, vocab]."""
         ...
 
+    def select(self, rows: Tensor) -> None:
+        """Go on with the cached rows ``rows`` (any count, repeats allowed): a beam search's survivors."""
+        ...
+
 
 @dataclass(frozen=True)
 class PromptLayout:
@@ -119,6 +123,12 @@ class KVCache:
             start += n
         return torch.cat(pieces)
 
+    def select(self, rows: Tensor) -> None:
+        """Keep the rows ``rows`` of every buffer, in that order (repeats allowed): a beam search's survivors."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+        self.key_mask = self.key_mask.index_select(0, rows)
+
     def extend(self) -> tuple[int, Tensor | None]:
         """Claim the next column (a decoding step): its index and the additive key mask of its query."""
         end = self.length + 1
@@ -161,6 +171,14 @@ class RotaryTables:
         if not self.per_row:
             return table[positions]
         return table[self.rows if rows is None else rows, positions]
+
+    def select(self, rows: Tensor, table: Tensor) -> Tensor:
+        """A backend's ``table`` for the batch rows ``rows`` (KVCache.select); the tables follow their rows
+        only where each row has its own (dynamic NTK), else ``table`` is returned as it is."""
+        if not self.per_row:
+            return table
+        self.rows = torch.arange(rows.numel(), device=rows.device)[:, None]
+        return table.index_select(0, rows)
 
     def query_scale(self, positions: Tensor, dtype: torch.dtype) -> Tensor | None:
         """The log-n factor of the queries at ``positions`` (same shape), None where every factor is 1."""
@@ -222,6 +240,10 @@ class StaticKV:
             x = x + layer.o(context)
             x = x + layer.mlp(rms_norm(layer.post_attention_norm, eps, x))
         return self.lm_head(rms_norm(self.parts.final_norm, eps, x[prompt.last]))
+
+    def select(self, rows: Tensor) -> None:
+        self.cache.select(rows)
+        self.cos, self.sin = self.rotary.select(rows, self.cos), self.rotary.select(rows, self.sin)
 
     @torch.no_grad()
     def step(self, embeds: Tensor, positions: Tensor) -> Tensor:
