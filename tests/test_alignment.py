@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from qwen_audio.api import QwenAudio
-from qwen_audio.formats.tags import Task, build_prompt
-from qwen_audio.generation import TimedText
+from qwen_audio.formats.tags import Task, build_prompt, strip_tags
+from qwen_audio.generation import Hypothesis, TimedText
 from qwen_audio.infer.alignment import (
     ALIGNER_FILE,
     END_REACH,
@@ -155,3 +155,61 @@ def test_timed_text_allows_forced_tokens_then_rising_times_then_the_stop() -> No
     assert int(restricted.argmax()) in range(105, 121) and torch.isinf(restricted[50])
     with pytest.raises(ValueError):
         TimedText((100,), first_time=100, last_time=99, stop=1)
+
+
+def test_the_ctc_likelihood_favours_the_text_the_frames_say(aligned_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = QwenAudio.from_pretrained(aligned_dir)
+    yes, no = api.tokenizer.encode_plain("yes"), api.tokenizer.encode_plain("no")
+    spikes = {3 + 2 * n: t + 1 for n, t in enumerate(yes)}
+    vocab = api.model.get_input_embeddings().weight.shape[0]
+    planted_frames = torch.from_numpy(planted(12, vocab + 1, spikes)).log_softmax(-1)
+    monkeypatch.setattr(CtcAligner, "log_probs", lambda self, pieces: [planted_frames for _ in pieces])
+    [[said, other, empty, too_long]] = api.aligner.text_log_likelihoods(
+        api.tokenizer, [speech(0.5)], [["yes", "no", "", "yes " * 12]])
+    assert yes != no and said > other and said > empty
+    assert too_long == float("-inf")  # 12 frames cannot say 24+ tokens
+
+
+class _PreferLast:
+    """An aligner stand-in whose CTC overwhelmingly prefers each piece's last candidate."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[str]] = []
+
+    def text_log_likelihoods(self, tokenizer: object, pieces: list[np.ndarray], candidates: list[list[str]]) -> list[list[float]]:
+        self.seen += [list(texts) for texts in candidates]
+        return [[0.0] * (len(texts) - 1) + [1e6] for texts in candidates]
+
+
+def test_beam_transcripts_are_chosen_jointly_with_the_ctc(aligned_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = QwenAudio.from_pretrained(aligned_dir)
+    stop = api.model.generation_config.eos_token_id[0]
+    ids = api.tokenizer.encode_plain
+
+    def planted(input_ids: torch.Tensor, **kwargs: object) -> list[list[Hypothesis]]:
+        """Row 0: two finished beams and a better-scored one cut by the limit; row 1: only unfinished beams."""
+        assert kwargs["num_beams"] == 3
+        found = [[Hypothesis(tuple(ids("to the left")), -1.0, stop), Hypothesis(tuple(ids("to the lift")), -2.0, stop),
+                  Hypothesis(tuple(ids("to the the the")), -0.5)],
+                 [Hypothesis(tuple(ids("la la la")), -0.1), Hypothesis(tuple(ids("la la")), -0.2)]]
+        return found[: input_ids.shape[0]]
+
+    monkeypatch.setattr(api.model, "fast_beam_search", planted)
+    stub = _PreferLast()
+    api.aligner = stub  # type: ignore[assignment]
+    options = GenerationOptions(max_new_tokens=6, num_beams=3)
+    short, long = speech(1.0), speech(2.0)  # decoded shortest first: row 0 is the short one
+    out = api.transcribe([(long, 16_000), (short, 16_000)], language="en", options=options)
+    assert stub.seen == [["to the left", "to the lift"], []]  # an unfinished beam is never a candidate
+    assert out[1].text == "to the lift"  # the CTC's choice over the decoder's
+    greedy = api.transcribe((long, 16_000), language="en", options=GenerationOptions(max_new_tokens=6))
+    assert out[0].text == greedy.text  # no finished beam: decoded greedily
+    assert len(stub.seen) == 2  # greedy decoding has one text: nothing to rescore
+
+
+def test_without_an_aligner_beams_keep_the_decoders_best(tiny_model_dir: Path) -> None:
+    api = QwenAudio.from_pretrained(tiny_model_dir)
+    options = GenerationOptions(max_new_tokens=6, num_beams=3)
+    wave = speech(1.0)
+    [beam] = api.generate([build_prompt(Task.ASR, audio="a", audio_language="en")], [[wave]], options)
+    assert api.transcribe((wave, 16_000), language="en", options=options).text == strip_tags(beam.text).strip()

@@ -125,3 +125,24 @@ def test_build_tokenizer_from_manifests(tmp_path: Path) -> None:
     assert 256 < tokenizer.n_ranks <= 300
     ids = tokenizer.encode_prompt("the red cat").ids
     assert len(ids) < len("the red cat") and tokenizer.decode(ids) == "the red cat"
+
+
+def test_transcribe_decodes_with_the_models_beams_unless_told(model_dir: Path, wav: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from qwen_audio.api import QwenAudio
+
+    seen: list[int] = []
+    real = QwenAudio.transcribe
+
+    def spy(self: QwenAudio, *args: object, **kwargs: object) -> object:
+        seen.append(kwargs["options"].num_beams)  # type: ignore[union-attr]
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(QwenAudio, "transcribe", spy)
+    monkeypatch.setattr(QwenAudio, "speech_beams", property(lambda self: 3))
+    base = ["transcribe", str(wav), "--language", "en", "--model", str(model_dir), "--max-new-tokens", "4"]
+    assert runner.invoke(app, base).exit_code == 0
+    assert runner.invoke(app, [*base, "--beams", "1"]).exit_code == 0
+    assert seen == [3, 1]
+    result = runner.invoke(app, [*base, "--beams", "0"])
+    assert result.exit_code != 0 and "beams" in result.output

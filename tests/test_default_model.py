@@ -109,8 +109,8 @@ def test_chats_about_text_and_about_audio(api) -> None:
 
 
 @needs_tts
-@pytest.mark.xfail(strict=True, reason="issue 16 open: this release writes 'The where will be call and won't be "
-                   "married.' (WER 0.67); open-vocabulary TTS English is 41 % WER on 50 of the suite (gate ≤ 10 %)")
+@pytest.mark.xfail(strict=True, reason="issue 16 open: this release writes 'Where will be called and won't be "
+                   "married?' (WER 0.67); open-vocabulary TTS English is 32 % WER on 50 of the suite (gate ≤ 10 %)")
 def test_transcribes_everyday_english_outside_any_template(api) -> None:
     """Open vocabulary: an espeak-ng voice (not one the model trained on) reading words of no
     training template; the first default model wrote an unrelated template sentence here (WER 0.96)."""

@@ -199,6 +199,7 @@ class PiecingApi:
         from qwen_audio.infer.longform import PausePlan
 
         self.utterance_plan, self.generated, self.transcribed = PausePlan(max_seconds=2.0), [], []
+        self.speech_beams, self.beams = 3, set()
 
     def generate(self, prompts, audios, options):  # noqa: ANN001, ANN201
         from qwen_audio.api import Generated
@@ -210,12 +211,13 @@ class PiecingApi:
         from qwen_audio.infer.engine import Transcript
 
         self.transcribed += [(w.size, language) for w in waves]
+        self.beams.add(options.num_beams)
         return [Transcript("pieced", language, w.size / 16_000) for w in waves]
 
 
 def test_speech_is_transcribed_as_users_get_it(tmp_path: Path) -> None:
     """A model with ``utterance_seconds`` has its speech records transcribed by the API's transcribe
-    (long audio in pieces, a length-bound budget, loops decoded again), batched by language; other
+    (long audio in pieces, a length-bound budget, loops decoded again, the model's beams), batched by language; other
     tasks decode whole with the benchmark's prompt."""
     records = []
     for i, (seconds, task) in enumerate([(1.0, "asr"), (3.0, "asr"), (3.0, "sound_event"), (2.0, "asr")]):
@@ -226,5 +228,6 @@ def test_speech_is_transcribed_as_users_get_it(tmp_path: Path) -> None:
     run_benchmark(api, get_benchmark("librispeech-test-clean"), records, tmp_path / "out",
                   EvalSettings(batch_size=4, progress=False, max_new_tokens=8), root=tmp_path)
     assert api.transcribed == [(16_000, "es"), (48_000, "es"), (32_000, "es")] and api.generated == [48_000]
+    assert api.beams == {3}  # the model's own speech decode, as `qwen-audio transcribe` runs it
     lines = [json.loads(line) for line in (tmp_path / "out" / "librispeech-test-clean.predictions.jsonl").read_text().splitlines()]
     assert [(row["id"], row["raw"]) for row in lines] == [("u0", "pieced"), ("u1", "pieced"), ("u2", "whole"), ("u3", "pieced")]

@@ -148,6 +148,18 @@ def test_transcription_word_timestamps(client: openai.OpenAI, engine: FakeEngine
     assert request.word_timestamps and request.language == "en" and request.translate_to is None
 
 
+def test_a_greedy_transcription_runs_the_engines_own_speech_decode(client: openai.OpenAI, engine: FakeEngine,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(1.0)))
+    assert engine.transcription_requests[-1].options.num_beams == 1  # an engine that names no beams: greedy
+    monkeypatch.setattr(engine, "speech_beams", 4, raising=False)
+    client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(1.0)))
+    assert engine.transcription_requests[-1].options.num_beams == 4
+    client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(1.0)), temperature=0.7)
+    sampled = engine.transcription_requests[-1].options
+    assert sampled.num_beams == 1 and sampled.temperature == 0.7  # a sampled request samples
+
+
 @pytest.mark.parametrize(
     ("fmt", "expected"),
     [

@@ -141,7 +141,12 @@ class QwenAudio:
         sample = options.temperature > 0
         if constraints is not None and (options.num_beams > 1 or sample):
             raise ValueError("constrained rows decode greedily (num_beams=1, temperature=0)")
-        if options.num_beams > 1:
+        if options.num_beams > 1 and not sample:
+            found = self.model.fast_beam_search(input_ids, attention_mask=mask, num_beams=options.num_beams,
+                                                max_new_tokens=options.max_new_tokens, loop_guard=LOOP_GUARD, **kwargs)
+            return [self._result(list(best.ids) + ([] if best.stop is None else [best.stop]), n, collapse_loops)
+                    for (best, *_), n in zip(found, inputs.prompt_lengths)]
+        if options.num_beams > 1:  # beam sampling: transformers' own
             output = self.model.generate(
                 input_ids, attention_mask=mask, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,
                 do_sample=sample, temperature=options.temperature if sample else None,
@@ -203,12 +208,20 @@ class QwenAudio:
             codes.append(list(self.language_ids)[int(logits[ids].argmax())])
         return codes
 
+    @property
+    def speech_beams(self) -> int:
+        """The beam width speech is transcribed with unless a caller says otherwise: ``SPEECH_BEAMS``,
+        rescored by the CTC, for a model that ships an aligner; 1 (greedy, the official decode) else."""
+        return SPEECH_BEAMS if self.aligner is not None else 1
+
     def transcribe(
         self, audio: Audio | Sequence[Audio], language: str | None = None, word_timestamps: bool = False,
-        options: GenerationOptions = GenerationOptions(), progress: Progress | None = None,
+        options: GenerationOptions | None = None, progress: Progress | None = None,
     ) -> Transcript | list[Transcript]:
         """Speech → text in its own language; ``word_timestamps`` adds SRWT word times (global for long audio).
-        ``progress(done, total)`` is told how many pieces of long audio are transcribed so far."""
+        ``progress(done, total)`` is told how many pieces of long audio are transcribed so far.
+        ``options`` default: the model's own decode (``speech_beams``)."""
+        options = GenerationOptions(num_beams=self.speech_beams) if options is None else options
         waves, single = self._waves(audio)
         results = self.transcribe_waves(waves, language, word_timestamps, options, progress=progress)
         return results[0] if single else results
@@ -301,15 +314,53 @@ class QwenAudio:
         for first in range(0, len(order), PIECES_PER_BATCH):  # an hour is hundreds of pieces
             chunk = order[first:first + PIECES_PER_BATCH]
             budget = speech_budget(options, max(pieces[i].size for i in chunk))
-            outs = self.generate([prompts[i] for i in chunk], [[pieces[i]] for i in chunk], budget)
-            for i, out in zip(chunk, outs):
-                texts[i] = strip_tags(out.text).strip()
+            chosen: list[str | None] = [None] * len(chunk)
+            if options.num_beams > 1 and self.aligner is not None:
+                chosen = self._ctc_rescored([prompts[i] for i in chunk], [pieces[i] for i in chunk], budget)
+                budget = replace(budget, num_beams=1)  # a piece whose every beam is a loop: greedy, then the fallback
+            rest = [j for j, text in enumerate(chosen) if text is None]
+            if rest:
+                outs = self.generate([prompts[chunk[j]] for j in rest], [[pieces[chunk[j]]] for j in rest], budget)
+                for j, out in zip(rest, outs):
+                    chosen[j] = strip_tags(out.text).strip()
+            for i, text in zip(chunk, chosen):
+                texts[i] = text or ""
             if progress is not None:
                 progress(min(first + PIECES_PER_BATCH, len(order)), len(order))
-        if options.num_beams == 1 and options.temperature == 0:
+        if options.temperature == 0 and (options.num_beams == 1 or self.aligner is not None):
             for i in (i for i, text in enumerate(texts) if compression_ratio(text) > COMPRESSION_RATIO_LIMIT):
                 texts[i] = self._fallback(prompts[i], pieces[i], options, texts[i])
         return texts
+
+    @torch.no_grad()
+    def _ctc_rescored(self, prompts: Sequence[str], pieces: Sequence[np.ndarray],
+                      options: GenerationOptions) -> list[str | None]:
+        """Joint CTC/attention rescoring of each piece's beams: the beam search's ``num_beams``
+        finished texts, each scored (1 - w) · log P_decoder + w · log P_ctc (w: ``CTC_RESCORE_WEIGHT``).
+
+        Why: the decoder is a language model reading the audio, and where the audio is unclear it
+        says a fluent sentence it knows ("Be where you belong" for "Beware the one behind you");
+        the CTC head reads the frames alone, with no language model, and marks a text whose sounds
+        are not in the audio. ESPnet's joint decoding, on finished beams (no prefix scores).
+        A beam cut by the length limit or the loop guard, or one that repeats itself, is a loop and
+        never chosen; a piece whose every beam is one gets None (the caller decodes it greedily).
+        """
+        inputs = self.processor(list(prompts), [[p] for p in pieces], padding_side="left")
+        found = self.model.fast_beam_search(
+            inputs.input_ids, attention_mask=inputs.attention_mask, num_beams=options.num_beams,
+            max_new_tokens=options.max_new_tokens, loop_guard=LOOP_GUARD, **inputs.audio_kwargs(),
+        )
+        candidates: list[list[tuple[str, float]]] = []
+        for hypotheses in found:
+            said = [(strip_tags(self.tokenizer.decode(list(h.ids))).strip(), h.log_prob) for h in hypotheses if h.finished]
+            candidates.append([(text, score) for text, score in said if compression_ratio(text) <= COMPRESSION_RATIO_LIMIT])
+        ctc = self.aligner.text_log_likelihoods(  # type: ignore[union-attr]
+            self.tokenizer, pieces, [[text for text, _ in texts] for texts in candidates])
+        chosen: list[str | None] = []
+        for texts, acoustic in zip(candidates, ctc):
+            joint = [(1 - CTC_RESCORE_WEIGHT) * score + CTC_RESCORE_WEIGHT * c for (_, score), c in zip(texts, acoustic)]
+            chosen.append(texts[max(range(len(texts)), key=joint.__getitem__)][0] if texts else None)
+        return chosen
 
     def _fallback(self, prompt: str, piece: np.ndarray, options: GenerationOptions, greedy: str) -> str:
         """Whisper's temperature fallback: a greedy text that compresses too well (a loop) is decoded
@@ -317,7 +368,8 @@ class QwenAudio:
         best = greedy
         budget = speech_budget(options, piece.size)
         for temperature in FALLBACK_TEMPERATURES:
-            sampled = replace(budget, temperature=temperature, seed=options.seed if options.seed is not None else 0)
+            sampled = replace(budget, temperature=temperature, num_beams=1,
+                              seed=options.seed if options.seed is not None else 0)
             text = strip_tags(self.generate([prompt], [[piece]], sampled)[0].text).strip()
             if compression_ratio(text) <= COMPRESSION_RATIO_LIMIT:
                 return text
@@ -504,6 +556,13 @@ class QwenAudio:
 
 COMPRESSION_RATIO_LIMIT = 2.4  # Whisper's: real speech's text compresses less (zlib) than this
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+# The CTC's share of a beam's joint score (``QwenAudio._ctc_rescored``): ESPnet's usual decoding weight,
+# fixed beforehand rather than tuned on an evaluation split.
+CTC_RESCORE_WEIGHT = 0.3
+# Beams of a model with a CTC head: on the reserved Asterisk prompts (50 a language) beam 4 rescored by the
+# CTC took the default model's WER from 29.0/29.7/36.0/35.2 (greedy) to 24.5/23.7/32.5/28.5 (en/es/fr/it),
+# at 2-4x the greedy time.
+SPEECH_BEAMS = 4
 
 
 def compression_ratio(text: str) -> float:

@@ -130,6 +130,8 @@ def transcribe(
     output_dir: Annotated[Optional[Path], typer.Option(help="Write <name>.<format> files here instead of printing.")] = None,
     model: ModelOption = "default",
     max_new_tokens: MaxTokens = 256,
+    beams: Annotated[Optional[int], typer.Option(
+        min=1, help="Beam width; default: the model's (4, rescored by its CTC, where it ships one; else greedy).")] = None,
 ) -> None:
     """Speech recognition, optionally with word-level timestamps (SRWT); any length of audio."""
     from qwen_audio.infer.engine import GenerationOptions
@@ -145,9 +147,9 @@ def transcribe(
     if output_dir is not None:
         _check_output_dir(output_dir)
     api = _load(model)
+    options = GenerationOptions(max_new_tokens=max_new_tokens, num_beams=beams or api.speech_beams)
     for path, report in _each_long(files):
-        result = api.transcribe(str(path), language=language, word_timestamps=words,
-                                options=GenerationOptions(max_new_tokens=max_new_tokens), progress=report)
+        result = api.transcribe(str(path), language=language, word_timestamps=words, options=options, progress=report)
         if output_format == "txt":
             body = result.text + "\n"
             if timestamps == "word":

@@ -10,7 +10,7 @@ import json
 import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,8 @@ def run_benchmark(
                                                                  [[waves[i]] for i in whole], options)))) if whole else {}
             for language, timed in dict.fromkeys((batch[i].audio_language, tasks[i] is Task.SRWT) for i in as_users):
                 members = [i for i in as_users if (batch[i].audio_language, tasks[i] is Task.SRWT) == (language, timed)]
-                results = api.transcribe_waves([waves[i] for i in members], language, timed, options)
+                results = api.transcribe_waves([waves[i] for i in members], language, timed,
+                                               replace(options, num_beams=api.speech_beams))
                 for i, result in zip(members, results):  # word times in the decoded SRWT format the scorer reads
                     raws[i] = srwt_reference_text(result.words, separator=word_separator(language)) if timed else result.text
             for record, task, raw in zip(batch, tasks, (raws[i] for i in range(len(batch)))):

@@ -105,6 +105,32 @@ class CtcAligner:
         return None if shipped is None else cls(*shipped, model)
 
     @torch.no_grad()
+    def log_probs(self, pieces: Sequence[np.ndarray]) -> list[Tensor]:
+        """Each piece's CTC log-probabilities [frames, 1 + vocab] (class 0 the blank), float32."""
+        encoded = self.model.encode_audio(batch_log_mel(list(pieces)), grouped=True)
+        table = self.model.get_input_embeddings().weight.float()
+        return [torch.log_softmax(token_ctc_logits(encoded.frames[row, : int(encoded.lengths[row])].float(),
+                                                   self.blank, self.bias, table), dim=-1)
+                for row in range(len(pieces))]
+
+    @torch.no_grad()
+    def text_log_likelihoods(self, tokenizer: object, pieces: Sequence[np.ndarray],
+                             candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        """log P_ctc(text | piece) of each of ``candidates[i]``, the texts proposed for piece i, each
+        read as the tokens its plain encoding gives; -inf where the piece has too few frames to say it."""
+        scored: list[list[float]] = []
+        for log_probs, texts in zip(self.log_probs(pieces), candidates):
+            row = []
+            for text in texts:
+                ids = tokenizer.encode_plain(text.strip())  # type: ignore[attr-defined]
+                loss = torch.nn.functional.ctc_loss(
+                    log_probs[:, None], torch.tensor([[t + 1 for t in ids]], dtype=torch.long).reshape(1, -1),
+                    torch.tensor([log_probs.shape[0]]), torch.tensor([len(ids)]), blank=0, reduction="sum")
+                row.append(-float(loss))
+            scored.append(row)
+        return scored
+
+    @torch.no_grad()
     def word_times(self, tokenizer: object, pieces: Sequence[np.ndarray], texts: Sequence[str],
                    separator: str) -> list[list[Word]]:
         """Each piece's transcript as timed words (piece-local seconds); the words are the text's own
@@ -113,12 +139,8 @@ class CtcAligner:
         timed: list[list[Word]] = [[] for _ in texts]
         if not jobs:
             return timed
-        encoded = self.model.encode_audio(batch_log_mel([pieces[i] for i in jobs]), grouped=True)
-        table = self.model.get_input_embeddings().weight.float()
-        for row, i in enumerate(jobs):
-            frames = encoded.frames[row, : int(encoded.lengths[row])].float()
-            logits = token_ctc_logits(frames, self.blank, self.bias, table)
-            log_probs = torch.log_softmax(logits, dim=-1).numpy()
+        for i, scores in zip(jobs, self.log_probs([pieces[i] for i in jobs])):
+            log_probs = scores.numpy()
             log_probs[0, 1:] = -np.inf  # the first frame says the first token wherever it is spoken: a blank
             words = texts[i].split() if separator else [c for c in texts[i] if not c.isspace()]
             labels: list[int] = []

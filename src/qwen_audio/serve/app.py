@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -299,7 +300,10 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
     async def audio_endpoint(request: Request, translate: bool) -> Response:
         form = await _read_form(request)
         parsed = await parse_transcription_form(form, settings, translate=translate)
-        transcript = await state.run(state.transcribe, parsed.request)
+        request = parsed.request
+        if request.options.temperature == 0:  # greedy asked (or nothing): the engine's own speech decode
+            request = replace(request, options=replace(request.options, num_beams=getattr(state.engine, "speech_beams", 1)))
+        transcript = await state.run(state.transcribe, request)
         return transcription_response(transcript, parsed, translate=translate)
 
     @app.post("/v1/audio/transcriptions")
