@@ -210,6 +210,7 @@ def test_serve_engine_times_words_as_qwen_audio(vllm_engine, reference) -> None:
     ours = QwenAudio(reference.model, reference.tokenizer)  # no CTC aligner: the decode vLLM also runs
     speech = sample("speech_en.flac")
     audios = [(speech, 16_000), (speech[: speech.size // 2], 16_000)]
+    assert vllm_engine.speech_beams == 1  # no beams on vLLM: its transcripts decode greedily, as ours here
     want = ours.transcribe(audios, language="en", word_timestamps=True)
     got = vllm_engine.transcribe(audios, language="en", word_timestamps=True)
     assert got == want

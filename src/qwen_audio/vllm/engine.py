@@ -114,6 +114,12 @@ class VllmQwenAudio(QwenAudio):
 
     # ------------------------------------------------------------------ the two steps vLLM runs
 
+    @property
+    def speech_beams(self) -> int:
+        """1: beams are not offered on vLLM (``generate`` refuses them), so speech decodes greedily,
+        word times still aligned by the CTC where the model ships one."""
+        return 1
+
     def generate(
         self, prompts: Sequence[str | EncodedPrompt], audios: Sequence[Sequence[np.ndarray]],
         options: GenerationOptions = GenerationOptions(), streamer: BaseStreamer | None = None,
