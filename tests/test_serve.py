@@ -158,6 +158,8 @@ def test_a_greedy_transcription_runs_the_engines_own_speech_decode(client: opena
     client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(1.0)), temperature=0.7)
     sampled = engine.transcription_requests[-1].options
     assert sampled.num_beams == 1 and sampled.temperature == 0.7  # a sampled request samples
+    client.audio.translations.create(model="whisper-1", file=("a.wav", wav_bytes(1.0)))
+    assert engine.transcription_requests[-1].options.num_beams == 1  # translation keeps the greedy decode
 
 
 @pytest.mark.parametrize(

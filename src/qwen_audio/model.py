@@ -280,8 +280,7 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         that fall into a loop (off by default: then the tokens are transformers' ``generate``'s);
         ``constraints`` limit rows to a known text with free word times (``generation.TimedText``).
         """
-        stops = self.generation_config.eos_token_id if eos_token_id is None else eos_token_id
-        stops = {stops} if isinstance(stops, int) else set(stops or ())
+        stops = self._stop_ids(eos_token_id)
         input_ids = input_ids.to(self.device)
         with torch.inference_mode():
             embeds, mask, backend = self._decoding_inputs(input_ids, attention_mask, audio_features, audio_lengths,
@@ -301,8 +300,7 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
     ) -> list[list[Hypothesis]]:
         """Each row's ``num_beams`` best continuations, best first (``generation.beam_search``), on the
         backend ``fast_generate`` uses: an N-best list with exact log-probabilities, for rescoring."""
-        stops = self.generation_config.eos_token_id if eos_token_id is None else eos_token_id
-        stops = {stops} if isinstance(stops, int) else set(stops or ())
+        stops = self._stop_ids(eos_token_id)
         input_ids = input_ids.to(self.device)
         with torch.inference_mode():
             embeds, mask, backend = self._decoding_inputs(input_ids, attention_mask, audio_features, audio_lengths,
@@ -323,6 +321,11 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
                                                           input_ids.shape[1], True)
             logits = prefill(backend, embeds, mask)
         return logits.clone()  # outside inference mode: an ordinary tensor
+
+    def _stop_ids(self, eos_token_id: int | list[int] | None) -> set[int]:
+        """The tokens that end a row: ``eos_token_id``, else the generation config's."""
+        stops = self.generation_config.eos_token_id if eos_token_id is None else eos_token_id
+        return {stops} if isinstance(stops, int) else set(stops or ())
 
     def _decoding_inputs(
         self, input_ids: Tensor, attention_mask: Tensor | None, audio_features: Tensor | None,

@@ -301,7 +301,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
         form = await _read_form(request)
         parsed = await parse_transcription_form(form, settings, translate=translate)
         request = parsed.request
-        if request.options.temperature == 0:  # greedy asked (or nothing): the engine's own speech decode
+        if not translate and request.options.temperature == 0:  # greedy asked (or nothing): the engine's own speech decode
             request = replace(request, options=replace(request.options, num_beams=getattr(state.engine, "speech_beams", 1)))
         transcript = await state.run(state.transcribe, request)
         return transcription_response(transcript, parsed, translate=translate)
