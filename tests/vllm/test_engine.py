@@ -217,6 +217,22 @@ def test_serve_engine_times_words_as_qwen_audio(vllm_engine, reference) -> None:
     assert any(t.words for t in want)
 
 
+@pytest.mark.parametrize("aligned", [False, True])
+def test_serve_engine_refuses_beams_for_speech(llm, reference, aligned: bool) -> None:  # noqa: ANN001
+    """Beams are refused with the engine's own error, also where an aligner would rescore them (not an AttributeError)."""
+    import torch
+
+    from qwen_audio.errors import ConfigError
+    from qwen_audio.infer.alignment import CtcAligner
+    from qwen_audio.vllm.engine import VllmQwenAudio
+
+    width = reference.model.get_input_embeddings().weight.shape[1]
+    aligner = CtcAligner(torch.zeros(width), torch.tensor(0.0), reference.model) if aligned else None
+    engine = VllmQwenAudio(llm, reference.tokenizer, reference.model.config, model_id="test", aligner=aligner)
+    with pytest.raises(ConfigError, match="beam search"):
+        engine.transcribe((sample("speech_en.flac"), 16_000), language="en", options=GenerationOptions(max_new_tokens=8, num_beams=4))
+
+
 def test_serve_engine_refuses_audio_spans_without_audio(vllm_engine, reference) -> None:  # noqa: ANN001
     """vLLM hands a prompt without audio straight to the decoder, so the engine checks its prompts itself."""
     from qwen_audio.vllm.processing import AudioSpanCountError

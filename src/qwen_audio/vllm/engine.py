@@ -152,6 +152,11 @@ class VllmQwenAudio(QwenAudio):
         codes = {token: code for code, token in self.language_ids.items()}
         return [codes[out.token_ids[0]] for out in self._run([self._request(i, [w]) for i, w in zip(ids, waves)], params)]
 
+    def _ctc_rescored(self, prompts: Sequence[str], pieces: Sequence[np.ndarray],
+                      options: GenerationOptions) -> list[str | None]:
+        """Beams asked of speech on a model with an aligner: refused as ``generate`` refuses them."""
+        raise ConfigError("beam search (num_beams > 1) is not offered with the vLLM engine; decode greedily or sample")
+
     # ------------------------------------------------------------------ the engine loop
 
     @property
