@@ -25,7 +25,9 @@
 #             configs/default-model-v2-stage2-speech.yaml (stage 2b) from that: more real speech,
 #             shipped cut to rank 64 (runs/dm2/stage2b-ship); configs/default-model-v2-stage2-more.yaml
 #             (stage 2c) from that: chat weighed up, cut at step 300; configs/default-model-v2-stage2-sounds.yaml
-#             (stage 2d) from 2c's export: sounds 0.45 with the sound-label CTC, 100 steps
+#             (stage 2d) from 2c's export: sounds 0.45 with the sound-label CTC, 100 steps; an experiment from
+#             there, not shipped (no better on the suite; see the issue note): configs/default-model-v2-stage2-open.yaml
+#             (stage 2e, from stage 2d's shipped form runs/dm2/stage2d-ship, open speech weighed up, cut at step 300)
 #   ship    — the trained tensors over the bases (train.package.ship_delta: LoRA as factors, fine-tuned
 #             encoder blocks as int8 changes, changed embedding rows, the aligner folder) into
 #             src/qwen_audio/assets/default-model, then the demo's samples
