@@ -157,17 +157,31 @@ def test_timed_text_allows_forced_tokens_then_rising_times_then_the_stop() -> No
         TimedText((100,), first_time=100, last_time=99, stop=1)
 
 
-def test_the_ctc_likelihood_favours_the_text_the_frames_say(aligned_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_ctc_likelihood_favours_the_text_the_frames_say(aligned_dir: Path) -> None:
     api = QwenAudio.from_pretrained(aligned_dir)
     yes, no = api.tokenizer.encode_plain("yes"), api.tokenizer.encode_plain("no")
     spikes = {3 + 2 * n: t + 1 for n, t in enumerate(yes)}
     vocab = api.model.get_input_embeddings().weight.shape[0]
     planted_frames = torch.from_numpy(planted(12, vocab + 1, spikes)).log_softmax(-1)
-    monkeypatch.setattr(CtcAligner, "log_probs", lambda self, pieces: [planted_frames for _ in pieces])
     [[said, other, empty, too_long]] = api.aligner.text_log_likelihoods(
-        api.tokenizer, [speech(0.5)], [["yes", "no", "", "yes " * 12]])
+        api.tokenizer, [planted_frames], [["yes", "no", "", "yes " * 12]])
     assert yes != no and said > other and said > empty
     assert too_long == float("-inf")  # 12 frames cannot say 24+ tokens
+
+
+def test_audio_encoded_once_serves_the_beams_and_the_ctc_as_the_pieces_themselves(aligned_dir: Path) -> None:
+    api = QwenAudio.from_pretrained(aligned_dir)
+    pieces = [speech(1.5), speech(0.7)]
+    prompt = build_prompt(Task.ASR, audio="a", audio_language="en")
+    inputs = api.processor([prompt] * 2, [[p] for p in pieces], padding_side="left")
+    encoded = api.model.encode_audio(inputs.audio_features, inputs.audio_lengths, grouped=True)
+    shared, alone = api.aligner.frame_log_probs(encoded), api.aligner.log_probs(pieces)
+    assert [s.shape for s in shared] == [a.shape for a in alone]
+    for s, a in zip(shared, alone):
+        torch.testing.assert_close(s, a)
+    search = {"attention_mask": inputs.attention_mask, "num_beams": 2, "max_new_tokens": 4}
+    assert (api.model.fast_beam_search(inputs.input_ids, audio_features=encoded, **search)
+            == api.model.fast_beam_search(inputs.input_ids, **search, **inputs.audio_kwargs()))
 
 
 class _PreferLast:
@@ -176,7 +190,10 @@ class _PreferLast:
     def __init__(self) -> None:
         self.seen: list[list[str]] = []
 
-    def text_log_likelihoods(self, tokenizer: object, pieces: list[np.ndarray], candidates: list[list[str]]) -> list[list[float]]:
+    def frame_log_probs(self, encoded: object) -> list[torch.Tensor]:
+        return []  # read by nothing here: the planted likelihoods below ignore the frames
+
+    def text_log_likelihoods(self, tokenizer: object, log_probs: list[torch.Tensor], candidates: list[list[str]]) -> list[list[float]]:
         self.seen += [list(texts) for texts in candidates]
         return [[0.0] * (len(texts) - 1) + [1e6] for texts in candidates]
 

@@ -346,16 +346,17 @@ class QwenAudio:
         never chosen; a piece whose every beam is one gets None (the caller decodes it greedily).
         """
         inputs = self.processor(list(prompts), [[p] for p in pieces], padding_side="left")
+        encoded = self.model.encode_audio(inputs.audio_features, inputs.audio_lengths, grouped=True)  # the beams' and the CTC's
         found = self.model.fast_beam_search(
             inputs.input_ids, attention_mask=inputs.attention_mask, num_beams=options.num_beams,
-            max_new_tokens=options.max_new_tokens, loop_guard=LOOP_GUARD, **inputs.audio_kwargs(),
+            max_new_tokens=options.max_new_tokens, loop_guard=LOOP_GUARD, audio_features=encoded,
         )
         candidates: list[list[tuple[str, float]]] = []
         for hypotheses in found:
             said = [(strip_tags(self.tokenizer.decode(list(h.ids))).strip(), h.log_prob) for h in hypotheses if h.finished]
             candidates.append([(text, score) for text, score in said if compression_ratio(text) <= COMPRESSION_RATIO_LIMIT])
         ctc = self.aligner.text_log_likelihoods(  # type: ignore[union-attr]
-            self.tokenizer, pieces, [[text for text, _ in texts] for texts in candidates])
+            self.tokenizer, self.aligner.frame_log_probs(encoded), [[text for text, _ in texts] for texts in candidates])  # type: ignore[union-attr]
         chosen: list[str | None] = []
         for texts, acoustic in zip(candidates, ctc):
             joint = [(1 - CTC_RESCORE_WEIGHT) * score + CTC_RESCORE_WEIGHT * c for (_, score), c in zip(texts, acoustic)]

@@ -148,10 +148,12 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         return encode(audio_features.to(self.device), audio_lengths)
 
     def embed_inputs(
-        self, input_ids: Tensor, audio_features: Tensor | MelBatch | None = None, audio_lengths: Tensor | None = None,
-        *, grouped: bool = False,
+        self, input_ids: Tensor, audio_features: Tensor | MelBatch | EncodedAudio | None = None,
+        audio_lengths: Tensor | None = None, *, grouped: bool = False,
     ) -> Tensor:
-        """Token embeddings with every audio span replaced by its encoder output (``grouped``: see ``encode_audio``)."""
+        """Token embeddings with every audio span replaced by its encoder output (``grouped``: see ``encode_audio``).
+        ``audio_features`` may be that output already (an ``EncodedAudio``): a caller that reads the frames
+        too (the CTC rescoring) encodes once."""
         embeds = self.model.embed_tokens(input_ids)
         if audio_features is None:
             if (input_ids == self.config.audio_start_id).any():
@@ -160,7 +162,8 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
                     "(audio.batch_log_mel) as audio_features= and their mel lengths as audio_lengths="
                 )
             return embeds
-        encoded = self.encode_audio(audio_features, audio_lengths, grouped=grouped)
+        encoded = (audio_features if isinstance(audio_features, EncodedAudio)
+                   else self.encode_audio(audio_features, audio_lengths, grouped=grouped))
         return splice_audio(embeds, input_ids, encoded, self.config.audio_start_id)
 
     def forward(
@@ -294,12 +297,13 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def fast_beam_search(
-        self, input_ids: Tensor, *, attention_mask: Tensor | None = None, audio_features: Tensor | None = None,
+        self, input_ids: Tensor, *, attention_mask: Tensor | None = None, audio_features: Tensor | EncodedAudio | None = None,
         audio_lengths: Tensor | None = None, num_beams: int = 4, max_new_tokens: int = 256,
         eos_token_id: int | list[int] | None = None, fold: bool = True, loop_guard: LoopGuard | None = None,
     ) -> list[list[Hypothesis]]:
         """Each row's ``num_beams`` best continuations, best first (``generation.beam_search``), on the
-        backend ``fast_generate`` uses: an N-best list with exact log-probabilities, for rescoring."""
+        backend ``fast_generate`` uses: an N-best list with exact log-probabilities, for rescoring.
+        ``audio_features`` may be the encoder's output already (``embed_inputs``)."""
         stops = self._stop_ids(eos_token_id)
         input_ids = input_ids.to(self.device)
         with torch.inference_mode():
@@ -328,7 +332,7 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         return {stops} if isinstance(stops, int) else set(stops or ())
 
     def _decoding_inputs(
-        self, input_ids: Tensor, attention_mask: Tensor | None, audio_features: Tensor | None,
+        self, input_ids: Tensor, attention_mask: Tensor | None, audio_features: Tensor | EncodedAudio | None,
         audio_lengths: Tensor | None, max_length: int, fold: bool,
     ) -> tuple[Tensor, Tensor, KVBackend]:
         """The prompts' embeddings (audio spliced), their mask, and a backend with room for ``max_length`` columns."""

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from qwen_audio.audio import SAMPLE_RATE, batch_log_mel
+from qwen_audio.encoder import EncodedAudio
 from qwen_audio.formats.srwt import Word
 from qwen_audio.train.ctc import ALIGNER_FILE, read_aligner, token_ctc_logits
 
@@ -104,28 +105,32 @@ class CtcAligner:
         shipped = read_aligner(directory)
         return None if shipped is None else cls(*shipped, model)
 
-    @torch.no_grad()
     def log_probs(self, pieces: Sequence[np.ndarray]) -> list[Tensor]:
         """Each piece's CTC log-probabilities [frames, 1 + vocab] (class 0 the blank), float32."""
-        encoded = self.model.encode_audio(batch_log_mel(list(pieces)), grouped=True)
+        return self.frame_log_probs(self.model.encode_audio(batch_log_mel(list(pieces)), grouped=True))
+
+    @torch.no_grad()
+    def frame_log_probs(self, encoded: EncodedAudio) -> list[Tensor]:
+        """``log_probs`` of audios the model has encoded already (one list item per audio)."""
         table = self.model.get_input_embeddings().weight.float()
         return [torch.log_softmax(token_ctc_logits(encoded.frames[row, : int(encoded.lengths[row])].float(),
                                                    self.blank, self.bias, table), dim=-1)
-                for row in range(len(pieces))]
+                for row in range(encoded.frames.shape[0])]
 
     @torch.no_grad()
-    def text_log_likelihoods(self, tokenizer: object, pieces: Sequence[np.ndarray],
+    def text_log_likelihoods(self, tokenizer: object, log_probs: Sequence[Tensor],
                              candidates: Sequence[Sequence[str]]) -> list[list[float]]:
-        """log P_ctc(text | piece) of each of ``candidates[i]``, the texts proposed for piece i, each
-        read as the tokens its plain encoding gives; -inf where the piece has too few frames to say it."""
+        """log P_ctc(text | piece) of each of ``candidates[i]``, the texts proposed for the piece whose
+        ``log_probs[i]`` these are (``log_probs``/``frame_log_probs``), each read as the tokens its plain
+        encoding gives; -inf where the piece has too few frames to say it."""
         scored: list[list[float]] = []
-        for log_probs, texts in zip(self.log_probs(pieces), candidates):
+        for frames, texts in zip(log_probs, candidates):
             row = []
             for text in texts:
                 ids = tokenizer.encode_plain(text.strip())  # type: ignore[attr-defined]
                 loss = torch.nn.functional.ctc_loss(
-                    log_probs[:, None], torch.tensor([[t + 1 for t in ids]], dtype=torch.long).reshape(1, -1),
-                    torch.tensor([log_probs.shape[0]]), torch.tensor([len(ids)]), blank=0, reduction="sum")
+                    frames[:, None], torch.tensor([[t + 1 for t in ids]], dtype=torch.long),
+                    torch.tensor([frames.shape[0]]), torch.tensor([len(ids)]), blank=0, reduction="sum")
                 row.append(-float(loss))
             scored.append(row)
         return scored
