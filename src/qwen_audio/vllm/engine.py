@@ -54,6 +54,8 @@ from qwen_audio.tokenizer import EncodedPrompt, QwenAudioTokenizer
 from qwen_audio.vllm.processing import check_span_count
 from qwen_audio.vllm.timed import FQCN as TIMED_TEXT, timed_extra_args
 
+NO_BEAMS = "beam search (num_beams > 1) is not offered with the vLLM engine; decode greedily or sample"
+
 
 @dataclass
 class ModelCard:
@@ -129,7 +131,7 @@ class VllmQwenAudio(QwenAudio):
         a row that falls into a loop ends there (its request aborted), as ``LoopGuard`` ends it in ours.
         A constrained row is held to its text by ``qwen_audio.vllm.timed`` and left alone by the guard."""
         if options.num_beams > 1:
-            raise ConfigError("beam search (num_beams > 1) is not offered with the vLLM engine; decode greedily or sample")
+            raise ConfigError(NO_BEAMS)
         if constraints is not None and options.temperature > 0:
             raise ValueError("constrained rows decode greedily (num_beams=1, temperature=0)")
         encoded = [p if isinstance(p, EncodedPrompt) else self.tokenizer.encode_prompt(p, [w.size for w in waves])
@@ -155,7 +157,7 @@ class VllmQwenAudio(QwenAudio):
     def _ctc_rescored(self, prompts: Sequence[str], pieces: Sequence[np.ndarray],
                       options: GenerationOptions) -> list[str | None]:
         """Beams asked of speech on a model with an aligner: refused as ``generate`` refuses them."""
-        raise ConfigError("beam search (num_beams > 1) is not offered with the vLLM engine; decode greedily or sample")
+        raise ConfigError(NO_BEAMS)
 
     # ------------------------------------------------------------------ the engine loop
 
