@@ -5,6 +5,7 @@
 # tests that need them skip with a reason when they are absent. Idempotent; quiet when present.
 set -euo pipefail
 PACKAGES=(espeak-ng fluidsynth timgm6mb-soundfont chromium ffmpeg flite festival festvox-italp16k festvox-itapc16k
+          festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
           default-jre-headless)
 missing=()
 for pkg in "${PACKAGES[@]}"; do

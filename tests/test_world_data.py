@@ -26,6 +26,9 @@ needs_ffmpeg = pytest.mark.skipif(not HAVE_FFMPEG, reason="ffmpeg is not install
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="espeak-ng is not installed")
 needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed")
+needs_festival_en = pytest.mark.skipif(
+    shutil.which("text2wave") is None or not Path("/usr/share/festival/voices/english/ked_diphone").is_dir(),
+    reason="festival with festvox-kdlpc16k is not installed")
 needs_festival = pytest.mark.skipif(
     shutil.which("text2wave") is None or not Path("/usr/share/festival/voices/italian").is_dir(),
     reason="festival with festvox-italp16k/festvox-itapc16k is not installed")
@@ -219,8 +222,9 @@ def test_test_voices_never_read_training_sentences():
                     & set(voices.espeak_variants("test")[gender]))
     assert not set(voices.flite_voices("train")) & set(voices.flite_voices("test"))
     assert voices.flite_voices("test")
-    assert not set(voices.festival_voices("train", "it")) & set(voices.festival_voices("test", "it"))
-    assert voices.festival_voices("test", "it") and voices.festival_voices("train", "it")
+    for lang in ("en", "it"):
+        assert not set(voices.festival_voices("train", lang)) & set(voices.festival_voices("test", lang))
+        assert voices.festival_voices("test", lang) and voices.festival_voices("train", lang)
 
 
 def test_plan_draws_distinct_sentences_and_split_owned_voices(tmp_path):
@@ -325,6 +329,16 @@ def test_festival_job_reads_italian_accents(tmp_path):
                          tmp_path)
     assert records[0].meta["engine"] == "festival" and records[0].duration > 0.5
     assert records[0].meta["voice"] in voices.festival_voices("test", "it")
+
+
+@needs_festival_en
+def test_festival_job_reads_english_with_the_held_out_voice(tmp_path):
+    voice = voices.draw_festival_voice("en", "test", random.Random(2))
+    assert voice.name == "ked_diphone"
+    records = render_job(TtsJob("test", "t-en-0", "en", "The weather turns cold tonight.", "b", voice, 4),
+                         tmp_path)
+    assert records[0].meta["engine"] == "festival" and records[0].duration > 1.0
+    assert records[0].meta["voice"] == "ked_diphone"
 
 
 def test_language_id_records_keep_the_audio_and_target_its_language(tmp_path: Path) -> None:

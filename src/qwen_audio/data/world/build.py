@@ -62,7 +62,7 @@ class BuildConfig:
     sound_splits: tuple[str, ...] = ("train", "test")
     workers: int = WORKERS
     tts: dict[tuple[str, str], TtsCounts] = field(default_factory=lambda: {
-        ("en", "train"): TtsCounts(2200, 800), ("en", "test"): TtsCounts(200, 100),
+        ("en", "train"): TtsCounts(2200, 800, 700), ("en", "test"): TtsCounts(200, 100, 100),
         **{(lang, "train"): TtsCounts(800) for lang in ("de", "es")},
         **{(lang, "test"): TtsCounts(100) for lang in ("de", "es")},
         ("it", "train"): TtsCounts(800, festival=300), ("it", "test"): TtsCounts(100, festival=50),

@@ -1,5 +1,5 @@
 """Render open-vocabulary sentences as speech: espeak-ng word by word (exact word times), flite
-(English) and festival (Italian) whole sentences (natural prosody, no word times).
+(English) and festival (English, Italian) whole sentences (natural prosody, no word times).
 
 A job holds every random choice (voice, speed, pitch, seed), so rendering is a pure function of
 the job. Noise and reverberation follow `synth.speech.render_speech`'s recipe.
@@ -80,7 +80,8 @@ def festival_samples(text: str, voice: FestivalVoice) -> np.ndarray:
     exe = shutil.which("text2wave")
     if exe is None:
         raise SynthesisError("festival is not installed; run `apt-get install festival "
-                             "festvox-italp16k festvox-itapc16k`")
+                             "festvox-italp16k festvox-itapc16k festvox-us-slt-hts festvox-kallpc16k "
+                             "festvox-kdlpc16k`")
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "text.txt", Path(tmp) / "speech.wav"
         source.write_bytes(text.encode("latin-1"))

@@ -2,7 +2,8 @@
 
 espeak-ng variants follow the synthetic corpus's fixed partition (`synth.splits.voice_variants`),
 so a variant held out there is held out here too. Of flite's built-in voices one speaker is held
-out for test, and of festival's two Italian diphone voices one. All of it is seed-independent.
+out for test, and of festival's voices one per language (English: a diphone voice; Italian: one of its two
+diphone voices). All of it is seed-independent.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from qwen_audio.data.synth.speech import ESPEAK_VOICES, Voice
 # flite 2.2's built-in voices: name → gender. "kal" (8 kHz) and "awb_time" repeat speakers.
 FLITE_VOICES = {"slt": "female", "awb": "male", "kal16": "male", "rms": "male"}
 FLITE_TEST_VOICES = ("rms",)
-# festival's Italian diphone voices (Debian festvox-italp16k, festvox-itapc16k): name → gender.
-FESTIVAL_VOICES = {"lp_diphone": ("it", "female"), "pc_diphone": ("it", "male")}
-FESTIVAL_TEST_VOICES = ("pc_diphone",)
+# festival's voices: name → (language, gender). Debian festvox-italp16k, festvox-itapc16k (Italian diphones),
+# festvox-us-slt-hts (an HTS voice of CMU ARCTIC's slt), festvox-kallpc16k, festvox-kdlpc16k (US English diphones).
+FESTIVAL_VOICES = {"lp_diphone": ("it", "female"), "pc_diphone": ("it", "male"),
+                   "cmu_us_slt_arctic_hts": ("en", "female"), "kal_diphone": ("en", "male"),
+                   "ked_diphone": ("en", "male")}
+FESTIVAL_TEST_VOICES = ("pc_diphone", "ked_diphone")
 
 
 @dataclass(frozen=True)
