@@ -383,6 +383,27 @@ def test_a_note_teaches_its_family_pitch_and_name_and_its_caption_names_the_inst
     assert targets["caption"] == "a single loud note played on a keyboard instrument"
 
 
+@pytest.mark.skipif(shutil.which("fluidsynth") is None or not Path("/usr/share/sounds/sf2/TimGM6mb.sf2").is_file(),
+                    reason="fluidsynth with fluid-soundfont-gm and timgm6mb-soundfont is not installed")
+@pytest.mark.slow
+def test_sound_effects_are_named_and_each_split_hears_its_own_library(tmp_path):
+    from qwen_audio.data.world.sounds import SOUND_EFFECTS, TEST_SOUNDFONT, TRAIN_SOUNDFONT, build_sound_effects
+    from qwen_audio.eval.suite import names_source
+
+    train = build_sound_effects(tmp_path, TRAIN_SOUNDFONT, "train", 1, 0, log=lambda _: None)
+    test = build_sound_effects(tmp_path, TEST_SOUNDFONT, "test", 1, 0, log=lambda _: None)
+    assert {r.meta["source"] for r in train} == {"fluid-soundfont-gm"}
+    assert {r.meta["source"] for r in test} == {"timgm6mb-soundfont"}
+    events = [r for r in train if r.task == "sound_event"]
+    assert {r.labels for r in events} >= {SOUND_EFFECTS[126][0], SOUND_EFFECTS[123][0]}  # applause, a bird
+    for record in train + test:
+        assert names_source(record.text, record.labels)  # the event is its label; the caption says it
+        audio, rate = sf.read(record.audio, dtype="float32")
+        assert rate == 16_000 and abs(audio).max() >= 0.02  # no silent take is kept
+    captions = {r.meta["program"]: r.text for r in train if r.task == "caption"}
+    assert captions[126] in SOUND_EFFECTS[126][1]
+
+
 @pytest.mark.skipif(not Path("/usr/share/hydrogen/data/drumkits").is_dir(), reason="hydrogen-drumkits is not installed")
 def test_held_out_drum_kits_are_chosen_by_the_md5_of_their_name():
     from qwen_audio.data.world.sounds import drum_hits, is_test_kit

@@ -6,6 +6,9 @@ Every source is a Debian package of sampled real instruments or recorded sounds:
   fluidsynth → note analysis (NSynth family, pitch, velocity), instrument, sound event, caption. **Train.**
 - ``timgm6mb-soundfont`` (TimGM6mb, GPL-2): the same kinds of notes from a different sample library
   → **test** (held out by library: other recordings of each instrument).
+- The same two soundfonts' General-MIDI sound effects (programs 121-127: breathing, sea waves, a bird,
+  a telephone, a helicopter, applause, a gunshot), recorded sounds played at several keys and levels
+  → sound event, caption; FluidR3's **train**, TimGM6mb's **test** (each library its own recording).
 - ``hydrogen-drumkits`` (GPL-2 / CC-BY / CC-BY-SA / CC0 per kit): drum hits, labelled from each
   kit's ``drumkit.xml`` instrument names → sound event, caption. Kits whose name's md5 hex digest
   starts with c, d, e or f are **test** (held out by kit: other drums, rooms and microphones).
@@ -90,6 +93,19 @@ DESKTOP: dict[str, tuple[tuple[str, ...], str]] = {
        for side in ("front-left", "front-right", "front-center", "rear-left", "rear-right", "rear-center",
                     "side-left", "side-right")},
 }
+# General-MIDI sound-effect program → (labels, captions). 120 (guitar fret noise) is left out: a faint
+# squeak in both fonts that names nothing a listener would.
+SOUND_EFFECTS: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {  # captions say the label (names_source)
+    121: (("breathing",), ("someone is breathing", "a person breathing out slowly")),
+    122: (("ocean waves",), ("ocean waves wash onto a beach", "the ocean waves roll onto the shore")),
+    123: (("bird",), ("a bird chirps", "a small bird sings")),
+    124: (("telephone",), ("a telephone rings", "an old telephone bell rings")),
+    125: (("helicopter",), ("a helicopter flies overhead", "the rotor of a helicopter whirs")),
+    126: (("applause",), ("applause from a crowd", "an audience breaks into applause")),
+    127: (("gunshot",), ("a gunshot rings out", "a single gunshot")),
+}
+SOUND_EFFECT_KEYS = (36, 42, 48, 54, 60, 66, 72)  # a key replays the recording at another rate
+SOUND_EFFECT_MIN_PEAK = 0.02  # a key or level where a font's effect is all but silent teaches nothing
 LANGUAGE_NAMES = {"en": "English", "de": "German", "es": "Spanish", "fr": "French", "it": "Italian",
                   "ja": "Japanese", "ko": "Korean", "zh": "Chinese"}
 
@@ -175,6 +191,38 @@ def build_notes(out_dir: Path, soundfont: Path, split: str, per_family: int, see
             meta = {"source": package, "license": LICENCES[package], "split": split}
             records += note_records(f"note-{item_id}", target.resolve(), seconds, program, pitch, velocity, meta, rng)
         log(f"sounds: {split} notes {min(start + 100, len(plan))}/{len(plan)} ({soundfont.name})")
+    return records
+
+
+def build_sound_effects(out_dir: Path, soundfont: Path, split: str, per_effect: int, seed: int,
+                        log: Callable[[str], None] = print) -> list[ManifestRecord]:
+    """``per_effect`` takes of each GM sound effect (``SOUND_EFFECTS``) at a random key and level."""
+    rng = random.Random(f"{seed}-effects-{split}")
+    package = "fluid-soundfont-gm" if soundfont == TRAIN_SOUNDFONT else "timgm6mb-soundfont"
+    plan = [(f"{split}-{program}-{i:03d}", program, rng.choice(SOUND_EFFECT_KEYS), rng.choice(music.VELOCITIES))
+            for program in SOUND_EFFECTS for i in range(per_effect)]
+    targets = [out_dir / "effects" / split / f"{item_id}.flac" for item_id, *_ in plan]
+    if not all(t.exists() for t in targets):
+        clips = music.render_notes([(p, k, v) for _, p, k, v in plan], soundfont=soundfont)
+        for target, clip in zip(targets, clips):
+            _write(target, clip)
+    records = []
+    for target, (item_id, program, key, velocity) in zip(targets, plan):
+        audio, _ = sf.read(str(target), dtype="float32")
+        if float(np.abs(audio).max(initial=0.0)) < SOUND_EFFECT_MIN_PEAK:
+            continue
+        labels, captions = SOUND_EFFECTS[program]
+        meta = {"source": package, "license": LICENCES[package], "split": split, "program": program,
+                "key": key, "velocity": velocity}
+        common = dict(audio=str(target.resolve()), duration=round(len(audio) / SAMPLE_RATE, 3),
+                      audio_language="unknown", text_language="en")
+        records += [
+            ManifestRecord(id=f"effect-{item_id}-event", task="sound_event", text=", ".join(labels),
+                           labels=labels, meta=meta, **common),
+            ManifestRecord(id=f"effect-{item_id}-caption", task="caption", text=rng.choice(captions), labels=labels[:1],
+                           meta={**meta, "caption_style": rng.choice(("plain", "clotho", "audiocaps"))}, **common),
+        ]
+    log(f"sounds: {split} effects {len(records) // 2} of {len(plan)} ({soundfont.name}; silent takes skipped)")
     return records
 
 
@@ -266,6 +314,7 @@ def speech_records(manifests: list[Path], per_manifest: int, seed: int) -> list[
 
 
 def build_sounds(out_dir: Path, seed: int, speech_manifests: list[Path], notes_per_family: tuple[int, int] = (200, 30),
+                 effects_per_program: tuple[int, int] = (60, 12),
                  splits: tuple[str, ...] = ("train", "test"), log: Callable[[str], None] = print
                  ) -> dict[str, list[ManifestRecord]]:
     """Render/convert every source of ``splits`` under ``out_dir`` and return split → records."""
@@ -277,7 +326,10 @@ def build_sounds(out_dir: Path, seed: int, speech_manifests: list[Path], notes_p
     out = {}
     if "train" in splits:
         out["train"] = [*build_notes(out_dir, TRAIN_SOUNDFONT, "train", notes_per_family[0], seed, log),
+                        *build_sound_effects(out_dir, TRAIN_SOUNDFONT, "train", effects_per_program[0], seed, log),
                         *drums["train"], *build_desktop(out_dir, seed, log), *speech_records(speech_manifests, 300, seed)]
     if "test" in splits:
-        out["test"] = [*build_notes(out_dir, TEST_SOUNDFONT, "test", notes_per_family[1], seed, log), *drums["test"]]
+        out["test"] = [*build_notes(out_dir, TEST_SOUNDFONT, "test", notes_per_family[1], seed, log),
+                       *build_sound_effects(out_dir, TEST_SOUNDFONT, "test", effects_per_program[1], seed, log),
+                       *drums["test"]]
     return out
