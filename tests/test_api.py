@@ -103,6 +103,28 @@ def test_a_model_of_single_utterances_transcribes_long_audio_piece_by_piece(mode
     assert [len(p) for p, _ in calls] == [16, 4]
 
 
+def test_silent_pieces_say_nothing_and_are_never_decoded(model_dir: Path, monkeypatch) -> None:
+    """Zeros (a silent file, or 20 s of silence inside a long recording) become a full-range mel of nothing
+    that a decoder reads words into: such pieces are "" without a decode; the audible ones keep their order."""
+    from qwen_audio.api import Generated
+
+    api = QwenAudio.from_pretrained(model_dir)
+    api.model.config.utterance_seconds = 12.0
+    decoded: list[int] = []
+
+    def generate(prompts, audios, options=None, streamer=None):  # noqa: ANN001, ANN202
+        decoded.extend(a[0].size for a in audios)
+        return [Generated("words", 1, 1, True) for _ in audios]
+
+    monkeypatch.setattr(api, "generate", generate)
+    assert api.transcribe((np.zeros(3 * 16_000, np.float32), 16_000), language="en").text == "" and decoded == []
+    wave = np.concatenate([tone(3.0), np.zeros(30 * 16_000, np.float32), tone(2.0)])  # pieces of at most 12 s
+    seen: list[tuple[int, int]] = []
+    result = api.transcribe((wave, 16_000), language="en", progress=lambda done, total: seen.append((done, total)))
+    assert result.text == "words words" and sum(decoded) <= 24 * 16_000  # the pieces of silence alone were not decoded
+    assert seen[-1][0] == seen[-1][1]
+
+
 def test_chat_reply_stream_and_engine(api: QwenAudio) -> None:
     request = ChatRequest((ChatTurn.user(AudioItem("a"), "what is this?"),), {"a": tone(1.0)}, options=SHORT)
     engine = api  # QwenAudio is the engine the server calls

@@ -7,7 +7,7 @@ import pytest
 
 from qwen_audio.audio import SAMPLE_RATE
 from qwen_audio.formats.srwt import Word
-from qwen_audio.infer.longform import Window, WindowPlan, plan_windows, stitch_words
+from qwen_audio.infer.longform import SILENCE_DBFS, Window, WindowPlan, is_silent, plan_windows, stitch_words
 
 
 def synthetic_speech(seconds: float, seed: int = 0) -> tuple[np.ndarray, list[Word]]:
@@ -108,3 +108,12 @@ def test_silence_and_a_single_utterance_are_one_piece() -> None:
     tone = samples.copy()
     tone[:] = 0.3 * np.sin(2 * np.pi * 200 * np.arange(tone.size) / SAMPLE_RATE)
     assert len(split_at_pauses(tone)) == 1
+
+
+def test_silence_is_what_never_reaches_the_floor_in_any_10ms_frame() -> None:
+    rng = np.random.default_rng(0)
+    floor = 10 ** (SILENCE_DBFS / 20)  # the floor as an RMS amplitude
+    hiss = rng.standard_normal(3 * SAMPLE_RATE) * floor * 0.3  # a quiet room, ~10 dB under the floor
+    assert is_silent(np.zeros(SAMPLE_RATE, np.float32)) and is_silent(hiss) and is_silent(np.zeros(0, np.float32))
+    word = np.sin(np.arange(1600) * 0.2) * floor * 4  # 0.1 s just 9 dB over the floor (a very quiet voice)
+    assert not is_silent(np.concatenate([hiss, word, hiss]))

@@ -41,7 +41,7 @@ from qwen_audio.formats.tags import (
 from qwen_audio.generation import LoopGuard, TimedText
 from qwen_audio.infer.alignment import CtcAligner
 from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions, Transcript, TranscriptionRequest
-from qwen_audio.infer.longform import PausePlan, Window, plan_windows, split_at_pauses, stitch_words
+from qwen_audio.infer.longform import PausePlan, Window, is_silent, plan_windows, split_at_pauses, stitch_words
 from qwen_audio.infer.streaming import BatchReplyStreamer
 from qwen_audio.processing import QwenAudioProcessor
 from qwen_audio.tokenizer import EncodedPrompt, QwenAudioTokenizer
@@ -308,9 +308,13 @@ class QwenAudio:
     def _speech(self, prompts: Sequence[str], pieces: Sequence[np.ndarray], options: GenerationOptions,
                 progress: Progress | None = None) -> list[str]:
         """Speech → text for each (prompt, piece), tags stripped; decoded in batches of similar length
-        (each capped by :func:`speech_budget`), a text that repeats itself decoded again (:func:`fallback`)."""
-        order = sorted(range(len(pieces)), key=lambda i: pieces[i].size)
+        (each capped by :func:`speech_budget`), a text that repeats itself decoded again (:func:`fallback`).
+        A silent piece (:func:`~qwen_audio.infer.longform.is_silent`) says nothing and is not decoded."""
+        order = sorted((i for i, piece in enumerate(pieces) if not is_silent(piece)), key=lambda i: pieces[i].size)
         texts: list[str] = [""] * len(pieces)
+        silent = len(pieces) - len(order)  # done from the start
+        if progress is not None and not order:
+            progress(len(pieces), len(pieces))
         for first in range(0, len(order), PIECES_PER_BATCH):  # an hour is hundreds of pieces
             chunk = order[first:first + PIECES_PER_BATCH]
             budget = speech_budget(options, max(pieces[i].size for i in chunk))
@@ -326,7 +330,7 @@ class QwenAudio:
             for i, text in zip(chunk, chosen):
                 texts[i] = text or ""
             if progress is not None:
-                progress(min(first + PIECES_PER_BATCH, len(order)), len(order))
+                progress(silent + min(first + PIECES_PER_BATCH, len(order)), len(pieces))
         if options.temperature == 0 and (options.num_beams == 1 or self.aligner is not None):
             for i in (i for i, text in enumerate(texts) if compression_ratio(text) > COMPRESSION_RATIO_LIMIT):
                 texts[i] = self._fallback(prompts[i], pieces[i], options, texts[i])

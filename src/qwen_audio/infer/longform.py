@@ -64,6 +64,22 @@ def frame_energy(samples: np.ndarray, smooth_frames: int = 10) -> np.ndarray:
     return power
 
 
+SILENCE_DBFS = -60.0
+"""A piece whose loudest 10 ms frame stays below this (RMS re full scale) holds nothing to transcribe:
+a room's noise floor through a quiet microphone sits near -60 dBFS, speech peaks near -20 dBFS."""
+
+
+def is_silent(samples: np.ndarray, floor_dbfs: float = SILENCE_DBFS) -> bool:
+    """Whether no 10 ms frame of ``samples`` reaches ``floor_dbfs``.
+
+    Why: Whisper's log-mel is scaled to each input's own loudest frame (and clamped 8 decades below
+    it), so digital silence or a near-silent stretch becomes a full-range picture of its faint noise,
+    and a decoder reads words into it (the default model said "g.e.g.e.g.g.e." for 3 s of zeros).
+    """
+    power = frame_energy(samples, smooth_frames=1)
+    return power.size == 0 or float(power.max()) < 10 ** (floor_dbfs / 10)
+
+
 def plan_windows(samples: np.ndarray, plan: WindowPlan = WindowPlan()) -> list[Window]:
     """Cover the audio with overlapping windows whose shared boundaries fall in pauses."""
     total = samples.size
