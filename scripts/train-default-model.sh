@@ -29,7 +29,9 @@
 #             there, not shipped (no better on the suite; see the issue note): configs/default-model-v2-stage2-open.yaml
 #             (stage 2e, from stage 2d's shipped form runs/dm2/stage2d-ship, open speech weighed up, cut at step 300)
 #             and configs/default-model-v2-stage2-voices.yaml (stage 2f, from the same: festival's English
-#             voices and the sounds at 0.25, cut at step 400; worse on open English, word times and chat)
+#             voices and the sounds at 0.25, cut at step 400; worse on open English, word times and chat);
+#             a probe, configs/default-model-v2-stage2-sounds-probe.yaml (stage 2g, sounds 0.70 with the
+#             General-MIDI sound effects, stopped at step 110: does the decoder learn to name sounds at all?)
 #   ship    — the trained tensors over the bases (train.package.ship_delta: LoRA as factors, fine-tuned
 #             encoder blocks as int8 changes, changed embedding rows, the aligner folder) into
 #             src/qwen_audio/assets/default-model, then the demo's samples
