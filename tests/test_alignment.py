@@ -112,6 +112,20 @@ def test_the_aligner_times_each_word_of_the_text_in_order(aligned_dir: Path) -> 
         assert [w.start for w in words] == sorted(w.start for w in words)
 
 
+def test_the_aligner_encodes_without_recording_gradients(aligned_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Word times run inside no autograd context of the caller's: the encoder pass must not build a graph."""
+    api = QwenAudio.from_pretrained(aligned_dir)
+    encode, recording = api.model.encode_audio, []
+
+    def watched(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        recording.append(torch.is_grad_enabled())
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(api.model, "encode_audio", watched)
+    api.aligner.log_probs([speech(1.0)])
+    assert recording == [False]
+
+
 @pytest.mark.parametrize("with_aligner", [True, False])
 def test_word_times_keep_the_plain_transcript(with_aligner: bool, aligned_dir: Path, tiny_model_dir: Path) -> None:
     api = QwenAudio.from_pretrained(aligned_dir if with_aligner else tiny_model_dir)

@@ -105,6 +105,7 @@ class CtcAligner:
         shipped = read_aligner(directory)
         return None if shipped is None else cls(*shipped, model)
 
+    @torch.no_grad()
     def log_probs(self, pieces: Sequence[np.ndarray]) -> list[Tensor]:
         """Each piece's CTC log-probabilities [frames, 1 + vocab] (class 0 the blank), float32."""
         return self.frame_log_probs(self.model.encode_audio(batch_log_mel(list(pieces)), grouped=True))
