@@ -45,6 +45,7 @@ TEST_SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
 DRUMKITS = Path("/usr/share/hydrogen/data/drumkits")
 DESKTOP_SOUNDS = Path("/usr/share/sounds/freedesktop/stereo")
 MAX_SECONDS = 5.0
+SOUNDFONT_PACKAGES = {TRAIN_SOUNDFONT: "fluid-soundfont-gm", TEST_SOUNDFONT: "timgm6mb-soundfont"}
 LICENCES = {
     "fluid-soundfont-gm": "MIT", "timgm6mb-soundfont": "GPL-2",
     "hydrogen-drumkits": "GPL-2 / CC-BY-3.0 / CC-BY-SA-3.0 / CC0 (per kit, see the package's copyright)",
@@ -167,11 +168,18 @@ def note_records(item_id: str, audio: Path, seconds: float, program: int, pitch:
     ]
 
 
+def _render_missing(targets: list[Path], notes: list[tuple[int, int, int]], soundfont: Path) -> None:
+    """Render (program, pitch, velocity) ``notes`` to ``targets`` in one fluidsynth call, unless all exist."""
+    if not all(t.exists() for t in targets):
+        for target, clip in zip(targets, music.render_notes(notes, soundfont=soundfont)):
+            _write(target, clip)
+
+
 def build_notes(out_dir: Path, soundfont: Path, split: str, per_family: int, seed: int,
                 log: Callable[[str], None] = print) -> list[ManifestRecord]:
     """``per_family`` notes of every NSynth family: random program, pitch in range, NSynth velocity."""
     rng = random.Random(f"{seed}-notes-{split}")
-    package = "fluid-soundfont-gm" if soundfont == TRAIN_SOUNDFONT else "timgm6mb-soundfont"
+    package = SOUNDFONT_PACKAGES[soundfont]
     plan = []
     for family, programs in music.FAMILY_PROGRAMS.items():
         for i in range(per_family):
@@ -182,10 +190,7 @@ def build_notes(out_dir: Path, soundfont: Path, split: str, per_family: int, see
     for start in range(0, len(plan), 100):  # one fluidsynth call per 100 notes (loading the font dominates)
         chunk = plan[start: start + 100]
         targets = [out_dir / "notes" / split / f"{item_id}.flac" for item_id, *_ in chunk]
-        if not all(t.exists() for t in targets):
-            clips = music.render_notes([(p, k, v) for _, p, k, v in chunk], soundfont=soundfont)
-            for target, clip in zip(targets, clips):
-                _write(target, clip)
+        _render_missing(targets, [(p, k, v) for _, p, k, v in chunk], soundfont)
         for target, (item_id, program, pitch, velocity) in zip(targets, chunk):
             seconds = round(sf.info(str(target)).frames / SAMPLE_RATE, 3)
             meta = {"source": package, "license": LICENCES[package], "split": split}
@@ -198,14 +203,11 @@ def build_sound_effects(out_dir: Path, soundfont: Path, split: str, per_effect: 
                         log: Callable[[str], None] = print) -> list[ManifestRecord]:
     """``per_effect`` takes of each GM sound effect (``SOUND_EFFECTS``) at a random key and level."""
     rng = random.Random(f"{seed}-effects-{split}")
-    package = "fluid-soundfont-gm" if soundfont == TRAIN_SOUNDFONT else "timgm6mb-soundfont"
+    package = SOUNDFONT_PACKAGES[soundfont]
     plan = [(f"{split}-{program}-{i:03d}", program, rng.choice(SOUND_EFFECT_KEYS), rng.choice(music.VELOCITIES))
             for program in SOUND_EFFECTS for i in range(per_effect)]
     targets = [out_dir / "effects" / split / f"{item_id}.flac" for item_id, *_ in plan]
-    if not all(t.exists() for t in targets):
-        clips = music.render_notes([(p, k, v) for _, p, k, v in plan], soundfont=soundfont)
-        for target, clip in zip(targets, clips):
-            _write(target, clip)
+    _render_missing(targets, [(p, k, v) for _, p, k, v in plan], soundfont)
     records = []
     for target, (item_id, program, key, velocity) in zip(targets, plan):
         audio, _ = sf.read(str(target), dtype="float32")
