@@ -15,12 +15,14 @@ from qwen_audio.formats.tags import Task, build_prompt, strip_tags
 from qwen_audio.generation import Hypothesis, TimedText
 from qwen_audio.infer.alignment import (
     ALIGNER_FILE,
+    EDGE_SEARCH,
     END_REACH,
     FRAME_SECONDS,
     GAP,
     START_SHIFT,
     CtcAligner,
     forced_align,
+    loud_frames,
     words_from_path,
 )
 from qwen_audio.infer.engine import GenerationOptions
@@ -67,6 +69,45 @@ def test_word_spans_follow_the_spikes_and_stay_inside_the_audio() -> None:
     assert words[2].end <= 0.45
     assert all(0 <= w.start <= w.end <= 0.45 for w in words)
     assert [w.start for w in words] == sorted(w.start for w in words)
+
+
+def mask(seconds: float, loud_spans: list[tuple[float, float]]) -> np.ndarray:
+    """A 10 ms loudness mask, loud inside ``loud_spans`` (seconds)."""
+    loud = np.zeros(round(seconds * 100), dtype=bool)
+    for start, end in loud_spans:
+        loud[round(start * 100):round(end * 100)] = True
+    return loud
+
+
+def test_pauses_move_word_edges_onto_the_audio() -> None:
+    # two words, spikes at 0.40 s and 1.20 s; the voice says them over 0.33-0.71 s and 1.05-1.50 s
+    path = [-1] * 40
+    path[10], path[30] = 0, 1
+    words = words_from_path(path, [0, 1], ["one", "two"], seconds=1.6, loud=mask(1.6, [(0.33, 0.71), (1.05, 1.5)]))
+    assert [(w.start, w.end) for w in words] == [(0.33, 0.71), (1.05, 1.5)]
+    plain = words_from_path(path, [0, 1], ["one", "two"], seconds=1.6)
+    assert (plain[0].start, plain[1].start) == (round(10 * FRAME_SECONDS + START_SHIFT, 2), round(30 * FRAME_SECONDS + START_SHIFT, 2))
+
+
+def test_running_speech_without_a_pause_keeps_the_spike_estimates() -> None:
+    path = [-1] * 40
+    path[10], path[14], path[30] = 0, 1, 2
+    owners, text = [0, 1, 2], ["a", "b", "c"]
+    plain = words_from_path(path, owners, text, seconds=1.6)
+    everywhere = words_from_path(path, owners, text, seconds=1.6, loud=mask(1.6, [(0.0, 1.6)]))
+    assert everywhere == plain
+    # a pause further back than EDGE_SEARCH does not pull a start away from its spike
+    far = words_from_path(path, owners, text, seconds=1.6, loud=mask(1.6, [(0.4 - EDGE_SEARCH - 0.1, 1.6)]))
+    assert far[0].start == plain[0].start
+
+
+def test_loudness_is_relative_to_the_recording() -> None:
+    rng = np.random.default_rng(0)
+    tone = 0.3 * np.sin(2 * np.pi * 200 * np.arange(8000) / 16_000)
+    audio = np.concatenate([np.zeros(8000), tone, np.zeros(8000)]) + 1e-3 * rng.standard_normal(24_000)
+    for gain in (1.0, 0.01):  # a recording 40 dB quieter is the same picture
+        loud = loud_frames((gain * audio).astype(np.float32))
+        assert loud.shape == (150,) and not loud[:48].any() and loud[52:98].all() and not loud[102:].any()
 
 
 @pytest.fixture(scope="module")
