@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from qwen_audio.generation import LoopGuard, decode
+from qwen_audio.generation import CtcPrefixScorer, LoopGuard, decode
 from qwen_audio.model import QwenAudioForCausalLM
 from tests.model_fixtures import audio_prompt, left_pad, tiny_model
 
@@ -128,6 +128,58 @@ def test_fast_beams_carry_their_exact_log_probabilities_ranked(fold: bool) -> No
         alone = model.fast_beam_search(torch.tensor([rows[i]]), audio_features=mel[i : i + 1], audio_lengths=lengths[i : i + 1],
                                        num_beams=3, max_new_tokens=6, eos_token_id=[stop], fold=fold)[0]
         assert [h.ids for h in alone] == [h.ids for h in hypotheses]  # batched equals alone
+
+
+def spelled(tokens: list[int], classes: int, frames_each: int = 2) -> torch.Tensor:
+    """CTC log-probabilities [frames, classes] of audio that clearly says ``tokens`` (class = token + 1)."""
+    frames = []
+    for token in tokens:
+        for said in [token + 1] * frames_each + [0]:
+            row = torch.full((classes,), -12.0)
+            row[said] = -1e-4
+            frames.append(row)
+    return torch.stack(frames).log_softmax(-1)
+
+
+def test_a_ctc_steers_the_beams_toward_what_the_audio_says() -> None:
+    model = tiny_model()
+    rows, mel, lengths = prompts(model)
+    stop, vocab = 5, model.config.vocab_size
+    args = dict(audio_features=mel[:1], audio_lengths=lengths[:1], num_beams=3, max_new_tokens=6, eos_token_id=[stop])
+    plain = model.fast_beam_search(torch.tensor([rows[0]]), **args)[0]
+    # audio that says two tokens the decoder ranks third (among the candidates, not first): the steered search
+    # says them, then stops
+    wanted: list[int] = []
+    for _ in range(2):
+        ranked = [t for t in teacher_forced_ranks(model, rows[0], mel[:1], lengths[:1], wanted).tolist() if t != stop]
+        wanted.append(ranked[2])
+    scorer = CtcPrefixScorer(spelled(wanted, vocab + 1), labels=vocab)
+    steered = model.fast_beam_search(torch.tensor([rows[0]]), ctc=[scorer], ctc_weight=0.9, **args)[0]
+    assert plain[0].ids[:2] != tuple(wanted)
+    assert steered[0].ids == tuple(wanted) and steered[0].finished
+    assert steered[0].ctc_log_prob == pytest.approx(scorer.final(said_prefix(scorer, wanted)))
+    assert [h.score for h in steered] == sorted((h.score for h in steered), reverse=True)
+    assert steered[0].log_prob == pytest.approx(
+        teacher_forced_log_prob(model, rows[0], mel[:1], lengths[:1], steered[0].ids, steered[0].stop), abs=1e-3)
+    with pytest.raises(ValueError, match="CTC scorers"):
+        model.fast_beam_search(torch.tensor([rows[0]]), ctc=[scorer, scorer], **args)
+
+
+def teacher_forced_ranks(model: QwenAudioForCausalLM, row: list[int], mel: torch.Tensor, length: torch.Tensor,
+                         said: list[int]) -> torch.Tensor:
+    """The vocabulary sorted by the model's log-probability of the token after the prompt and ``said``, best first."""
+    with torch.no_grad():
+        embeds = torch.cat([model.embed_inputs(torch.tensor([row]), mel, length),
+                            model.model.embed_tokens(torch.tensor([said], dtype=torch.long))], dim=1)
+        logits = model(inputs_embeds=embeds).logits[0, -1]
+    return logits.argsort(descending=True)
+
+
+def said_prefix(scorer: CtcPrefixScorer, tokens: list[int]):
+    prefix = scorer.empty()
+    for token in tokens:
+        (prefix,) = scorer.extend([prefix], [token])
+    return prefix
 
 
 def test_fast_beams_find_the_beam_search_best() -> None:

@@ -35,7 +35,7 @@ from qwen_audio.encoder import AudioEncoder, EncodedAudio, ResidualAttentionBloc
 from qwen_audio.errors import CheckpointError, QwenAudioError
 from qwen_audio.long_context import decoder_settings, forward_settings, long_context
 from qwen_audio.generation import (
-    Hypothesis, KVBackend, KVBackends, LoopGuard, Sampling, TimedText, beam_search, decode, prefill,
+    CtcPrefixScorer, Hypothesis, KVBackend, KVBackends, LoopGuard, Sampling, TimedText, beam_search, decode, prefill,
 )
 from qwen_audio.llm import build_decoder, position_ids_from_attention_mask
 
@@ -300,17 +300,19 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         self, input_ids: Tensor, *, attention_mask: Tensor | None = None, audio_features: Tensor | EncodedAudio | None = None,
         audio_lengths: Tensor | None = None, num_beams: int = 4, max_new_tokens: int = 256,
         eos_token_id: int | list[int] | None = None, fold: bool = True, loop_guard: LoopGuard | None = None,
+        ctc: Sequence[CtcPrefixScorer] | None = None, ctc_weight: float = 0.3,
     ) -> list[list[Hypothesis]]:
         """Each row's ``num_beams`` best continuations, best first (``generation.beam_search``), on the
         backend ``fast_generate`` uses: an N-best list with exact log-probabilities, for rescoring.
-        ``audio_features`` may be the encoder's output already (``embed_inputs``)."""
+        ``audio_features`` may be the encoder's output already (``embed_inputs``); ``ctc`` (a scorer per
+        row) steers the beams by a CTC's prefix scores as well."""
         stops = self._stop_ids(eos_token_id)
         input_ids = input_ids.to(self.device)
         with torch.inference_mode():
             embeds, mask, backend = self._decoding_inputs(input_ids, attention_mask, audio_features, audio_lengths,
                                                           input_ids.shape[1] + max_new_tokens, fold)
         return beam_search(backend, self.model.embed_tokens, embeds, mask, beams=num_beams,
-                           max_new_tokens=max_new_tokens, stops=stops, loop_guard=loop_guard)
+                           max_new_tokens=max_new_tokens, stops=stops, loop_guard=loop_guard, ctc=ctc, ctc_weight=ctc_weight)
 
     @torch.no_grad()
     def next_token_logits(
