@@ -285,3 +285,34 @@ def test_without_an_aligner_beams_keep_the_decoders_best(tiny_model_dir: Path) -
     wave = speech(1.0)
     [beam] = api.generate([build_prompt(Task.ASR, audio="a", audio_language="en")], [[wave]], options)
     assert api.transcribe((wave, 16_000), language="en", options=options).text == strip_tags(beam.text).strip()
+
+
+def test_an_unsure_language_tag_is_settled_by_decoding_in_each_likely_language(
+        aligned_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = QwenAudio.from_pretrained(aligned_dir)
+    vocab = api.model.config.vocab_size
+
+    def logits_preferring(chances: dict[str, float]):
+        def next_token_logits(input_ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
+            logits = torch.full((1, vocab), -50.0)
+            for code, chance in chances.items():
+                logits[0, api.language_ids[code]] = float(np.log(chance))
+            return logits
+        return next_token_logits
+
+    decoded: list[str] = []
+
+    def rescored(prompts: list[str], pieces: list[np.ndarray], options: GenerationOptions) -> list[tuple[str, float] | None]:
+        code = next(c for c in api.language_ids if f"<|{c}|>" in prompts[0])
+        decoded.append(code)
+        assert options.num_beams == api.speech_beams and len(pieces) == 1
+        return [("doce", -2.0)] if code == "es" else [None] if code == "it" else [("douze", -9.0)]
+
+    monkeypatch.setattr(api, "_ctc_rescored", rescored)
+    wave = speech(0.8)
+    monkeypatch.setattr(api.model, "next_token_logits", logits_preferring({"fr": 0.6, "es": 0.25, "it": 0.1, "en": 0.05}))
+    assert api.detect_language((wave, 16_000)) == "es"  # its transcript explains the audio best
+    assert decoded == ["fr", "es", "it"]  # the three likeliest tags are checked, nothing else
+    decoded.clear()
+    monkeypatch.setattr(api.model, "next_token_logits", logits_preferring({"fr": 0.95, "es": 0.05}))
+    assert api.detect_language((wave, 16_000)) == "fr" and decoded == []  # a sure tag decides alone

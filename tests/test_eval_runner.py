@@ -214,6 +214,10 @@ class PiecingApi:
         self.beams.add(options.num_beams)
         return [Transcript("pieced", language, w.size / 16_000) for w in waves]
 
+    def detect_language(self, audios):  # noqa: ANN001, ANN201
+        self.detected = [(wave.size, rate) for wave, rate in audios]
+        return ["it" for _ in audios]
+
 
 def test_speech_is_transcribed_as_users_get_it(tmp_path: Path) -> None:
     """A model with ``utterance_seconds`` has its speech records transcribed by the API's transcribe
@@ -231,3 +235,17 @@ def test_speech_is_transcribed_as_users_get_it(tmp_path: Path) -> None:
     assert api.beams == {3}  # the model's own speech decode, as `qwen-audio transcribe` runs it
     lines = [json.loads(line) for line in (tmp_path / "out" / "librispeech-test-clean.predictions.jsonl").read_text().splitlines()]
     assert [(row["id"], row["raw"]) for row in lines] == [("u0", "pieced"), ("u1", "pieced"), ("u2", "whole"), ("u3", "pieced")]
+
+
+def test_language_is_identified_as_users_get_it(tmp_path: Path) -> None:
+    """Such a model's language-ID records are scored through ``detect_language``, which ``transcribe``
+    without a language uses; the benchmark's one decode of the LID prompt would miss its checks."""
+    sf.write(tmp_path / "a.wav", np.zeros(16_000, np.float32), 16_000)
+    records = [ManifestRecord(id="l0", audio="a.wav", task="language_id", audio_language="it", text="it")]
+    api = PiecingApi()
+    score = run_benchmark(api, get_benchmark("librispeech-test-clean"), records, tmp_path / "out",
+                          EvalSettings(progress=False), root=tmp_path)
+    assert api.detected == [(16_000, 16_000)] and api.generated == [] and api.transcribed == []
+    lines = [json.loads(line) for line in (tmp_path / "out" / "librispeech-test-clean.predictions.jsonl").read_text().splitlines()]
+    assert [(row["id"], row["raw"], row["prediction"]) for row in lines] == [("l0", "<|it|>", "it")]
+    assert score.num_examples == 1

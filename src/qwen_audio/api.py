@@ -200,13 +200,32 @@ class QwenAudio:
     @torch.no_grad()
     def _detect(self, waves: Sequence[np.ndarray]) -> list[str]:
         prompt = build_prompt(Task.LANGUAGE_ID, audio="audio")
+        ids = torch.tensor(list(self.language_ids.values()))
         codes = []
         for wave in waves:  # the decoding loop's prefill alone, one audio at a time (a batch of one needs no mask)
             inputs = self.processor([prompt], [[wave]])
-            logits = self.model.next_token_logits(inputs.input_ids, **inputs.audio_kwargs())[0]
-            ids = torch.tensor(list(self.language_ids.values()))
-            codes.append(list(self.language_ids)[int(logits[ids].argmax())])
+            tags = self.model.next_token_logits(inputs.input_ids, **inputs.audio_kwargs())[0][ids].float().log_softmax(-1)
+            codes.append(self._settled(wave, dict(zip(self.language_ids, tags.tolist()))))
         return codes
+
+    def _settled(self, wave: np.ndarray, tags: dict[str, float]) -> str:
+        """The language of ``wave`` from its language tags' log-probabilities: the likeliest tag when it
+        is sure (``LID_SURE``) or the model has no CTC to check it with; else, of the ``LID_CHECKED``
+        likeliest, the one whose transcript explains the audio best: log P(tag) + the joint
+        decoder/CTC score of the best transcript decoded in that language (``_ctc_rescored``).
+
+        Why: the unsure tags are a word or two ("douze", "trece"); each language's decoder then says
+        that word as that language spells it, and the CTC judges which spelling the sounds carry.
+        On 50 reserved prompts the suite does not score: 0.86 → 0.90 (``runs/s19/lid_joint.py``)."""
+        ranked = sorted(tags, key=tags.__getitem__, reverse=True)
+        if np.exp(tags[ranked[0]]) >= LID_SURE or self.aligner is None or self.speech_beams < 2:
+            return ranked[0]
+        budget = speech_budget(GenerationOptions(num_beams=self.speech_beams), wave.size)
+        scores = {}
+        for code in ranked[:LID_CHECKED]:
+            best = self._ctc_rescored([build_prompt(Task.ASR, audio="a", audio_language=code)], [wave], budget)[0]
+            scores[code] = tags[code] + (best[1] if best is not None else float("-inf"))
+        return max(ranked[:LID_CHECKED], key=lambda code: (scores[code], tags[code]))
 
     @property
     def speech_beams(self) -> int:
@@ -320,7 +339,8 @@ class QwenAudio:
             budget = speech_budget(options, max(pieces[i].size for i in chunk))
             chosen: list[str | None] = [None] * len(chunk)
             if options.num_beams > 1 and self.aligner is not None:
-                chosen = self._ctc_rescored([prompts[i] for i in chunk], [pieces[i] for i in chunk], budget)
+                found = self._ctc_rescored([prompts[i] for i in chunk], [pieces[i] for i in chunk], budget)
+                chosen = [None if best is None else best[0] for best in found]
                 budget = replace(budget, num_beams=1)  # a piece whose every beam is a loop: greedy, then the fallback
             rest = [j for j, text in enumerate(chosen) if text is None]
             if rest:
@@ -338,10 +358,10 @@ class QwenAudio:
 
     @torch.no_grad()
     def _ctc_rescored(self, prompts: Sequence[str], pieces: Sequence[np.ndarray],
-                      options: GenerationOptions) -> list[str | None]:
+                      options: GenerationOptions) -> list[tuple[str, float] | None]:
         """Joint CTC/attention decoding of each piece: a beam search steered by the CTC's prefix scores
         (``generation.ctc_prefix``), then its ``num_beams`` finished texts, each scored
-        (1 - w) · log P_decoder + w · log P_ctc (w: ``CTC_RESCORE_WEIGHT``).
+        (1 - w) · log P_decoder + w · log P_ctc (w: ``CTC_RESCORE_WEIGHT``); the best, with that score.
 
         Why: the decoder is a language model reading the audio, and where the audio is unclear it
         says a fluent sentence it knows ("Be where you belong" for "Beware the one behind you");
@@ -364,10 +384,11 @@ class QwenAudio:
             candidates.append([(text, score) for text, score in said if compression_ratio(text) <= COMPRESSION_RATIO_LIMIT])
         ctc = self.aligner.text_log_likelihoods(  # type: ignore[union-attr]
             self.tokenizer, frames, [[text for text, _ in texts] for texts in candidates])
-        chosen: list[str | None] = []
+        chosen: list[tuple[str, float] | None] = []
         for texts, acoustic in zip(candidates, ctc):
             joint = [(1 - CTC_RESCORE_WEIGHT) * score + CTC_RESCORE_WEIGHT * c for (_, score), c in zip(texts, acoustic)]
-            chosen.append(texts[max(range(len(texts)), key=joint.__getitem__)][0] if texts else None)
+            best = max(range(len(texts)), key=joint.__getitem__) if texts else None
+            chosen.append(None if best is None else (texts[best][0], joint[best]))
         return chosen
 
     def _fallback(self, prompt: str, piece: np.ndarray, options: GenerationOptions, greedy: str) -> str:
@@ -568,6 +589,10 @@ FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 # fixed beforehand rather than tuned on an evaluation split. On 25 reserved prompts a language that the
 # suite does not score (runs/s19/dev_weight.py), 0.5 read within a word or two of 0.3 and 0.7 worse.
 CTC_RESCORE_WEIGHT = 0.3
+# Language ID: a tag at least this probable decides alone; below it, the likeliest LID_CHECKED tags are
+# checked by decoding the audio in each (``QwenAudio._settled``). Fixed beforehand, not tuned.
+LID_SURE = 0.9
+LID_CHECKED = 3
 # Beams of a model with a CTC head: on the reserved Asterisk prompts (50 a language) beam 4 rescored by the
 # CTC took the default model's WER from 29.0/29.7/36.0/35.2 (greedy) to 24.5/23.7/32.5/28.5 (en/es/fr/it),
 # at 2-4x the greedy time; steering the beams by the CTC's prefix scores as well, to 21.6/19.2/29.8/30.7.

@@ -18,7 +18,7 @@ import numpy as np
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from qwen_audio.audio import load_audio
+from qwen_audio.audio import SAMPLE_RATE, load_audio
 from qwen_audio.data.examples import record_prompt
 from qwen_audio.data.manifest import ManifestRecord, tag_task
 from qwen_audio.eval.benchmarks import Benchmark, BenchmarkScore, score_benchmark
@@ -126,9 +126,13 @@ def run_benchmark(
             waves = _load(batch, root)
             options = GenerationOptions(max_new_tokens=tokens)
             as_users = _as_transcribed(api, batch, tasks)  # transcribed as `qwen-audio transcribe` does
-            whole = [i for i in range(len(batch)) if i not in as_users]
+            detected = _as_detected(api, tasks)  # the language as `transcribe` picks it
+            whole = [i for i in range(len(batch)) if i not in as_users and i not in detected]
             raws = dict(zip(whole, (o.text for o in api.generate([record_prompt(batch[i], "audio") for i in whole],
                                                                  [[waves[i]] for i in whole], options)))) if whole else {}
+            if detected:
+                codes = api.detect_language([(waves[i], SAMPLE_RATE) for i in detected])
+                raws.update((i, f"<|{code}|>") for i, code in zip(detected, codes))
             for language, timed in dict.fromkeys((batch[i].audio_language, tasks[i] is Task.SRWT) for i in as_users):
                 members = [i for i in as_users if (batch[i].audio_language, tasks[i] is Task.SRWT) == (language, timed)]
                 results = api.transcribe_waves([waves[i] for i in members], language, timed,
@@ -154,6 +158,16 @@ def _as_transcribed(api: Any, batch: Sequence[ManifestRecord], tasks: Sequence[T
         return []
     return [i for i, (record, task) in enumerate(zip(batch, tasks))
             if task in (Task.ASR, Task.SRWT) and record.audio_language in LANGUAGES]
+
+
+def _as_detected(api: Any, tasks: Sequence[Task]) -> list[int]:
+    """The language-ID records to score through the API's ``detect_language`` (what ``transcribe``
+    without a language uses), for the same models as :func:`_as_transcribed`: the default model
+    checks an unsure language tag by decoding the audio in each likely language, which the benchmark's
+    one decode of the LID prompt would not show."""
+    if getattr(api, "utterance_plan", None) is None:
+        return []
+    return [i for i, task in enumerate(tasks) if task is Task.LANGUAGE_ID]
 
 
 def _load(records: Sequence[ManifestRecord], root: Path) -> list[np.ndarray]:

@@ -155,7 +155,7 @@ class VllmQwenAudio(QwenAudio):
         return [codes[out.token_ids[0]] for out in self._run([self._request(i, [w]) for i, w in zip(ids, waves)], params)]
 
     def _ctc_rescored(self, prompts: Sequence[str], pieces: Sequence[np.ndarray],
-                      options: GenerationOptions) -> list[str | None]:
+                      options: GenerationOptions) -> list[tuple[str, float] | None]:
         """Beams asked of speech on a model with an aligner: refused as ``generate`` refuses them."""
         raise ConfigError(NO_BEAMS)
 
