@@ -316,3 +316,5 @@ def test_an_unsure_language_tag_is_settled_by_decoding_in_each_likely_language(
     decoded.clear()
     monkeypatch.setattr(api.model, "next_token_logits", logits_preferring({"fr": 0.95, "es": 0.05}))
     assert api.detect_language((wave, 16_000)) == "fr" and decoded == []  # a sure tag decides alone
+    monkeypatch.setattr(api.model, "next_token_logits", logits_preferring({"fr": 0.6, "es": 0.4}))
+    assert api.detect_language((np.zeros(16_000, np.float32), 16_000)) == "fr" and decoded == []  # silence: nothing to decode

@@ -220,10 +220,14 @@ class QwenAudio:
         ranked = sorted(tags, key=tags.__getitem__, reverse=True)
         if np.exp(tags[ranked[0]]) >= LID_SURE or self.aligner is None or self.speech_beams < 2:
             return ranked[0]
-        budget = speech_budget(GenerationOptions(num_beams=self.speech_beams), wave.size)
+        first = self._pieces(wave)[0]  # long audio: its first piece, as transcription would decode it
+        piece = wave[first.start:first.end]
+        if is_silent(piece):
+            return ranked[0]
+        budget = speech_budget(GenerationOptions(num_beams=self.speech_beams), piece.size)
         scores = {}
         for code in ranked[:LID_CHECKED]:
-            best = self._ctc_rescored([build_prompt(Task.ASR, audio="a", audio_language=code)], [wave], budget)[0]
+            best = self._ctc_rescored([build_prompt(Task.ASR, audio="a", audio_language=code)], [piece], budget)[0]
             scores[code] = tags[code] + (best[1] if best is not None else float("-inf"))
         return max(ranked[:LID_CHECKED], key=lambda code: (scores[code], tags[code]))
 
