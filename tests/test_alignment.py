@@ -318,3 +318,18 @@ def test_an_unsure_language_tag_is_settled_by_decoding_in_each_likely_language(
     assert api.detect_language((wave, 16_000)) == "fr" and decoded == []  # a sure tag decides alone
     monkeypatch.setattr(api.model, "next_token_logits", logits_preferring({"fr": 0.6, "es": 0.4}))
     assert api.detect_language((np.zeros(16_000, np.float32), 16_000)) == "fr" and decoded == []  # silence: nothing to decode
+
+
+def test_a_translation_is_never_judged_by_the_ctc_of_what_is_said(aligned_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CTC scores the source speech's own tokens: it would pull a translation toward the source's sounds."""
+    api = QwenAudio.from_pretrained(aligned_dir)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a translation was decoded jointly with the CTC")
+
+    monkeypatch.setattr(api, "_ctc_rescored", refused)
+    options = GenerationOptions(max_new_tokens=6, num_beams=3)
+    wave = speech(1.0)
+    translated = api.translate((wave, 16_000), to="en", language="fr", options=options)
+    [beam] = api.generate([build_prompt(Task.S2TT, audio="a", audio_language="fr", text_language="en")], [[wave]], options)
+    assert translated.text == strip_tags(beam.text).strip()

@@ -329,10 +329,12 @@ class QwenAudio:
         return timed
 
     def _speech(self, prompts: Sequence[str], pieces: Sequence[np.ndarray], options: GenerationOptions,
-                progress: Progress | None = None) -> list[str]:
+                progress: Progress | None = None, *, heard: bool = True) -> list[str]:
         """Speech → text for each (prompt, piece), tags stripped; decoded in batches of similar length
         (each capped by :func:`speech_budget`), a text that repeats itself decoded again (:func:`fallback`).
-        A silent piece (:func:`~qwen_audio.infer.longform.is_silent`) says nothing and is not decoded."""
+        A silent piece (:func:`~qwen_audio.infer.longform.is_silent`) says nothing and is not decoded.
+        ``heard``: the text is what the audio says (a transcript), so beams are decoded jointly with the
+        model's CTC; a translation is not, and its beams are the decoder's alone."""
         order = sorted((i for i, piece in enumerate(pieces) if not is_silent(piece)), key=lambda i: pieces[i].size)
         texts: list[str] = [""] * len(pieces)
         silent = len(pieces) - len(order)  # done from the start
@@ -342,7 +344,7 @@ class QwenAudio:
             chunk = order[first:first + PIECES_PER_BATCH]
             budget = speech_budget(options, max(pieces[i].size for i in chunk))
             chosen: list[str | None] = [None] * len(chunk)
-            if options.num_beams > 1 and self.aligner is not None:
+            if options.num_beams > 1 and self.aligner is not None and heard:
                 found = self._ctc_rescored([prompts[i] for i in chunk], [pieces[i] for i in chunk], budget)
                 chosen = [None if best is None else best[0] for best in found]
                 budget = replace(budget, num_beams=1)  # a piece whose every beam is a loop: greedy, then the fallback
@@ -355,7 +357,7 @@ class QwenAudio:
                 texts[i] = text or ""
             if progress is not None:
                 progress(silent + min(first + PIECES_PER_BATCH, len(order)), len(pieces))
-        if options.temperature == 0 and (options.num_beams == 1 or self.aligner is not None):
+        if options.temperature == 0 and (options.num_beams == 1 or (self.aligner is not None and heard)):
             for i in (i for i, text in enumerate(texts) if compression_ratio(text) > COMPRESSION_RATIO_LIMIT):
                 texts[i] = self._fallback(prompts[i], pieces[i], options, texts[i])
         return texts
@@ -424,7 +426,7 @@ class QwenAudio:
         windows = self._pieces(wave)
         pieces = [wave[int(w.keep_from * SAMPLE_RATE): int(min(w.keep_until * SAMPLE_RATE, wave.size))] for w in windows]
         prompt = build_prompt(Task.S2TT, audio="a", audio_language=language, text_language=target)
-        return " ".join(t for t in self._speech([prompt] * len(pieces), pieces, options, progress) if t)
+        return " ".join(t for t in self._speech([prompt] * len(pieces), pieces, options, progress, heard=False) if t)
 
     def translate(self, audio: Audio | Sequence[Audio], to: str = "en", language: str | None = None,
                   options: GenerationOptions = GenerationOptions(), progress: Progress | None = None,
