@@ -23,6 +23,7 @@ from qwen_audio.infer.alignment import (
     CtcAligner,
     forced_align,
     loud_frames,
+    loud_mask,
     words_from_path,
 )
 from qwen_audio.infer.engine import GenerationOptions
@@ -99,6 +100,16 @@ def test_running_speech_without_a_pause_keeps_the_spike_estimates() -> None:
     # a pause further back than EDGE_SEARCH does not pull a start away from its spike
     far = words_from_path(path, owners, text, seconds=1.6, loud=mask(1.6, [(0.4 - EDGE_SEARCH - 0.1, 1.6)]))
     assert far[0].start == plain[0].start
+
+
+def test_a_short_quiet_stretch_inside_speech_is_no_pause() -> None:
+    decibels = np.full(60, -20.0)
+    decibels[:5] = decibels[-5:] = -60.0  # silence around the speech
+    decibels[20:24] = -55.0  # 40 ms: a stop's closure
+    decibels[35:45] = -55.0  # 100 ms: a pause
+    loud = loud_mask(decibels, min_pause=6)
+    assert not loud[:5].any() and not loud[-5:].any() and loud[5:35].all() and not loud[35:45].any() and loud[45:55].all()
+    assert not loud_mask(decibels)[20:24].any()  # without bridging, the closure reads as a pause
 
 
 def test_loudness_is_relative_to_the_recording() -> None:
