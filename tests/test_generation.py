@@ -9,6 +9,7 @@ from transformers.generation.streamers import BaseStreamer
 from qwen_audio.generation import CtcPrefixScorer, LoopGuard, decode
 from qwen_audio.model import QwenAudioForCausalLM
 from tests.model_fixtures import audio_prompt, left_pad, tiny_model
+from tests.test_ctc_prefix import said
 
 GREEDY = dict(do_sample=False, max_new_tokens=8, eos_token_id=[], output_scores=True, return_dict_in_generate=True)
 
@@ -157,7 +158,7 @@ def test_a_ctc_steers_the_beams_toward_what_the_audio_says() -> None:
     steered = model.fast_beam_search(torch.tensor([rows[0]]), ctc=[scorer], ctc_weight=0.9, **args)[0]
     assert plain[0].ids[:2] != tuple(wanted)
     assert steered[0].ids == tuple(wanted) and steered[0].finished
-    assert steered[0].ctc_log_prob == pytest.approx(scorer.final(said_prefix(scorer, wanted)))
+    assert steered[0].ctc_log_prob == pytest.approx(scorer.final(said(scorer, wanted)))
     assert [h.score for h in steered] == sorted((h.score for h in steered), reverse=True)
     assert steered[0].log_prob == pytest.approx(
         teacher_forced_log_prob(model, rows[0], mel[:1], lengths[:1], steered[0].ids, steered[0].stop), abs=1e-3)
@@ -173,13 +174,6 @@ def teacher_forced_ranks(model: QwenAudioForCausalLM, row: list[int], mel: torch
                             model.model.embed_tokens(torch.tensor([said], dtype=torch.long))], dim=1)
         logits = model(inputs_embeds=embeds).logits[0, -1]
     return logits.argsort(descending=True)
-
-
-def said_prefix(scorer: CtcPrefixScorer, tokens: list[int]):
-    prefix = scorer.empty()
-    for token in tokens:
-        (prefix,) = scorer.extend([prefix], [token])
-    return prefix
 
 
 def test_fast_beams_find_the_beam_search_best() -> None:

@@ -58,10 +58,9 @@ class Hypothesis:
 
 @dataclass(frozen=True)
 class _Beam:
-    """A running beam: its tokens, decoder log-probability and (in a CTC-steered search) CTC prefix."""
+    """A running beam: the hypothesis so far and (in a CTC-steered search) its CTC prefix."""
 
-    said: tuple[int, ...]
-    total: float
+    hypothesis: Hypothesis
     prefix: CtcPrefix | None = None
 
 
@@ -71,18 +70,19 @@ def _candidates(group: int, live: list[_Beam], log_probs: Tensor, width: int, ta
     log-probability), the hypothesis, the beam it continues and its CTC prefix. Without a scorer the
     ``take`` best of all beams' tokens, with one the ``take`` best tokens of each beam by the decoder."""
     rows = log_probs[group * width:(group + 1) * width]
-    sums = torch.tensor([beam.total for beam in live], dtype=torch.float32)
+    sums = torch.tensor([beam.hypothesis.log_prob for beam in live], dtype=torch.float32)
     if scorer is None:  # one ranking over all beams' tokens at once: the decoder's sums
         best, where = (sums[:, None] + rows).view(-1).topk(min(take, rows.numel()))
         found = []
         for total, index in zip(best.tolist(), where.tolist()):
             beam, token = divmod(index, rows.shape[-1])
-            ids = live[beam].said + (token,) if token not in stops else live[beam].said
+            said = live[beam].hypothesis.ids
+            ids = said + (token,) if token not in stops else said
             found.append((total, Hypothesis(ids, total, token if token in stops else None), beam, None))
         return found
     best, where = (sums[:, None] + rows).topk(min(take, rows.shape[-1]), dim=-1)
     ending = sorted(stops)  # every beam may end: whether the audio is all said is the CTC's to judge
-    picks = [(beam, token, total) for beam in range(len(live)) if live[beam].total > float("-inf")
+    picks = [(beam, token, total) for beam in range(len(live)) if live[beam].hypothesis.log_prob > float("-inf")
              for total, token in zip(best[beam].tolist() + (sums[beam] + rows[beam, ending]).tolist(),
                                      where[beam].tolist() + ending)]
     picks = list({(beam, token): (beam, token, total) for beam, token, total in picks}.values())
@@ -90,14 +90,14 @@ def _candidates(group: int, live: list[_Beam], log_probs: Tensor, width: int, ta
     extended = dict(zip(spoken, scorer.extend([live[b].prefix for b, _ in spoken], [t for _, t in spoken])))  # type: ignore[misc]
     found = []
     for beam, token, total in picks:
-        parent = live[beam].prefix
+        parent, said = live[beam].prefix, live[beam].hypothesis.ids
         assert parent is not None
         if token in stops:
-            hypothesis = Hypothesis(live[beam].said, total, token, scorer.final(parent), weight)
+            hypothesis = Hypothesis(said, total, token, scorer.final(parent), weight)
             prefix = None
         else:
             prefix = extended.get((beam, token), parent)  # a tag leaves the CTC where it was
-            hypothesis = Hypothesis(live[beam].said + (token,), total, None, prefix.score, weight)
+            hypothesis = Hypothesis(said + (token,), total, None, prefix.score, weight)
         found.append((hypothesis.joint, hypothesis, beam, prefix))
     return sorted(found, key=lambda item: item[0], reverse=True)
 
@@ -125,7 +125,8 @@ def beam_search(
     with torch.inference_mode():
         log_probs = prefill(backend, prompt_embeds, attention_mask).float().log_softmax(-1)
         positions = position_ids_from_attention_mask(attention_mask, 1)  # [batch, 1]: each prompt's last
-        live = [[_Beam((), 0.0, None if ctc is None else ctc[group].empty())] for group in range(batch)]
+        live = [[_Beam(Hypothesis((), 0.0), None) if ctc is None else
+                 _Beam(Hypothesis((), 0.0, None, 0.0, ctc_weight), ctc[group].empty())] for group in range(batch)]
         for step in range(max_new_tokens):
             width = len(live[0])
             rows: list[int] = []
@@ -143,19 +144,19 @@ def beam_search(
                     elif loop_guard is not None and loop_guard.loop(hypothesis.ids) is not None:
                         done[group].append(hypothesis)
                     elif len(kept) < beams:
-                        kept.append(_Beam(hypothesis.ids, hypothesis.log_prob, prefix))
+                        kept.append(_Beam(hypothesis, prefix))
                         rows.append(group * width + parent)
                         tokens.append(hypothesis.ids[-1])
                     if len(kept) == beams:
                         break
                 while len(kept) < beams:  # too few survivors (a closed prompt, or stops everywhere): hold a dead beam
-                    kept.append(_Beam((), float("-inf")))
+                    kept.append(_Beam(Hypothesis((), float("-inf"))))
                     rows.append(group * width)
                     tokens.append(0)
                 following.append(kept)
                 finished = sorted((h for h in done[group] if h.finished), key=lambda h: h.score, reverse=True)
                 if len(finished) >= beams:
-                    running = max(_joint(beam, ctc_weight) for beam in kept) / (step + 2)  # its best possible rank from here
+                    running = max(beam.hypothesis.joint for beam in kept) / (step + 2)  # its best possible rank from here
                     closed[group] = closed[group] or running <= finished[beams - 1].score
             live = following
             if step == max_new_tokens - 1 or all(closed):
@@ -167,16 +168,9 @@ def beam_search(
     results = []
     for group in range(batch):
         hypotheses = done[group] + ([] if closed[group] else [
-            Hypothesis(beam.said, beam.total, None, None if beam.prefix is None else beam.prefix.score, ctc_weight)
-            for beam in live[group] if beam.total > float("-inf")])
+            beam.hypothesis for beam in live[group] if beam.hypothesis.log_prob > float("-inf")])
         results.append(sorted(hypotheses, key=lambda h: h.score, reverse=True)[:beams])
     return results
-
-
-def _joint(beam: _Beam, weight: float) -> float:
-    if beam.prefix is None:
-        return beam.total
-    return (1 - weight) * beam.total + weight * beam.prefix.score
 
 
 __all__ = ["Hypothesis", "beam_search"]
