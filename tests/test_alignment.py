@@ -325,6 +325,9 @@ def test_an_unsure_language_tag_is_settled_by_decoding_in_each_likely_language(
     assert api.detect_language((wave, 16_000)) == "es"  # its transcript explains the audio best
     assert decoded == ["fr", "es", "it"]  # the three likeliest tags are checked, nothing else
     decoded.clear()
+    heard = api.transcribe((wave, 16_000))
+    assert (heard.language, heard.text) == ("es", "doce") and decoded == ["fr", "es", "it"]  # not decoded a fourth time
+    decoded.clear()
     monkeypatch.setattr(api.model, "next_token_logits", logits_preferring({"fr": 0.95, "es": 0.05}))
     assert api.detect_language((wave, 16_000)) == "fr" and decoded == []  # a sure tag decides alone
     monkeypatch.setattr(api.model, "next_token_logits", logits_preferring({"fr": 0.6, "es": 0.4}))

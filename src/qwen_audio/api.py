@@ -194,42 +194,46 @@ class QwenAudio:
     def detect_language(self, audio: Audio | Sequence[Audio]) -> str | list[str]:
         """The spoken language: the most likely of the eight language tags after the LID prompt."""
         waves, single = self._waves(audio)
-        codes = self._detect(waves)
+        codes = [code for code, _ in self._detect(waves)]
         return codes[0] if single else codes
 
     @torch.no_grad()
-    def _detect(self, waves: Sequence[np.ndarray]) -> list[str]:
+    def _detect(self, waves: Sequence[np.ndarray]) -> list[tuple[str, str | None]]:
+        """Each wave's language, and its transcript where settling the language decoded the whole wave
+        (``_settled``): ``transcribe`` with its default decode keeps that text instead of decoding again."""
         prompt = build_prompt(Task.LANGUAGE_ID, audio="audio")
         ids = torch.tensor(list(self.language_ids.values()))
-        codes = []
+        found = []
         for wave in waves:  # the decoding loop's prefill alone, one audio at a time (a batch of one needs no mask)
             inputs = self.processor([prompt], [[wave]])
             tags = self.model.next_token_logits(inputs.input_ids, **inputs.audio_kwargs())[0][ids].float().log_softmax(-1)
-            codes.append(self._settled(wave, dict(zip(self.language_ids, tags.tolist()))))
-        return codes
+            found.append(self._settled(wave, dict(zip(self.language_ids, tags.tolist()))))
+        return found
 
-    def _settled(self, wave: np.ndarray, tags: dict[str, float]) -> str:
+    def _settled(self, wave: np.ndarray, tags: dict[str, float]) -> tuple[str, str | None]:
         """The language of ``wave`` from its language tags' log-probabilities: the likeliest tag when it
         is sure (``LID_SURE``) or the model has no CTC to check it with; else, of the ``LID_CHECKED``
         likeliest, the one whose transcript explains the audio best: log P(tag) + the joint
         decoder/CTC score of the best transcript decoded in that language (``_ctc_rescored``).
+        With it, that transcript when the wave is one piece (the very decode ``transcribe`` would run), else None.
 
         Why: the unsure tags are a word or two ("douze", "trece"); each language's decoder then says
         that word as that language spells it, and the CTC judges which spelling the sounds carry.
         On 50 reserved prompts the suite does not score: 0.86 → 0.90 (``runs/s19/lid_joint.py``)."""
         ranked = sorted(tags, key=tags.__getitem__, reverse=True)
         if np.exp(tags[ranked[0]]) >= LID_SURE or self.aligner is None or self.speech_beams < 2:
-            return ranked[0]
-        first = self._pieces(wave)[0]  # long audio: its first piece, as transcription would decode it
-        piece = wave[first.start:first.end]
+            return ranked[0], None
+        windows = self._pieces(wave)
+        piece = wave[windows[0].start:windows[0].end]  # long audio: its first piece, as transcription would decode it
         if is_silent(piece):
-            return ranked[0]
+            return ranked[0], None
         budget = speech_budget(GenerationOptions(num_beams=self.speech_beams), piece.size)
-        scores = {}
-        for code in ranked[:LID_CHECKED]:
-            best = self._ctc_rescored([build_prompt(Task.ASR, audio="a", audio_language=code)], [piece], budget)[0]
-            scores[code] = tags[code] + (best[1] if best is not None else float("-inf"))
-        return max(ranked[:LID_CHECKED], key=lambda code: (scores[code], tags[code]))
+        best = {code: self._ctc_rescored([build_prompt(Task.ASR, audio="a", audio_language=code)], [piece], budget)[0]
+                for code in ranked[:LID_CHECKED]}
+        scores = {code: tags[code] + (found[1] if found is not None else float("-inf")) for code, found in best.items()}
+        code = max(ranked[:LID_CHECKED], key=lambda code: (scores[code], tags[code]))
+        whole = len(windows) == 1 and piece.size == wave.size
+        return code, (best[code][0] if whole and best[code] is not None else None)
 
     @property
     def speech_beams(self) -> int:
@@ -253,7 +257,10 @@ class QwenAudio:
         self, waves: Sequence[np.ndarray], language: str | None, word_timestamps: bool, options: GenerationOptions,
         translate_to: str | None = None, progress: Progress | None = None,
     ) -> list[Transcript]:
-        languages = [language] * len(waves) if language else self._detect(waves)
+        found = [(language, None)] * len(waves) if language else self._detect(waves)
+        languages = [code for code, _ in found]
+        known = ({i: text for i, (_, text) in enumerate(found) if text is not None}  # settling the language decoded it
+                 if translate_to is None and options == GenerationOptions(num_beams=self.speech_beams) else {})
         results: list[Transcript | None] = [None] * len(waves)
         short: dict[str, list[int]] = {}  # one decode each, batched by language
         whole: dict[int, list[Window]] = {}  # each short audio's one window
@@ -279,7 +286,9 @@ class QwenAudio:
                 results[i] = self._stitched(wave, lang, windows, words, word_timestamps)
         for lang, members in short.items():
             prompt = build_prompt(Task.ASR, audio="a", audio_language=lang)
-            texts = self._speech([prompt] * len(members), [waves[i] for i in members], options)
+            unknown = [i for i in members if i not in known]
+            decoded = dict(zip(unknown, self._speech([prompt] * len(unknown), [waves[i] for i in unknown], options)))
+            texts = [known[i] if i in known else decoded[i] for i in members]
             if word_timestamps:
                 words = self._word_times([waves[i] for i in members], texts, lang)
                 for i, timed in zip(members, words):
