@@ -154,7 +154,7 @@ def _as_transcribed(api: Any, batch: Sequence[ManifestRecord], tasks: Sequence[T
     users get long audio in pieces, short audio under a length-bound budget, a loop decoded again and
     word times placed on that transcript. Scored as users get them; other models keep the benchmark's
     one decode with its official prompt."""
-    if getattr(api, "utterance_plan", None) is None:
+    if not _learned_utterances(api):
         return []
     return [i for i, (record, task) in enumerate(zip(batch, tasks))
             if task in (Task.ASR, Task.SRWT) and record.audio_language in LANGUAGES]
@@ -165,9 +165,15 @@ def _as_detected(api: Any, tasks: Sequence[Task]) -> list[int]:
     without a language uses), for the same models as :func:`_as_transcribed`: the default model
     checks an unsure language tag by decoding the audio in each likely language, which the benchmark's
     one decode of the LID prompt would not show."""
-    if getattr(api, "utterance_plan", None) is None:
+    if not _learned_utterances(api):
         return []
     return [i for i, task in enumerate(tasks) if task is Task.LANGUAGE_ID]
+
+
+def _learned_utterances(api: Any) -> bool:
+    """A model that learned single utterances (its ``utterance_seconds``): users reach it only through the
+    API's own speech path, so the suite scores it there."""
+    return getattr(api, "utterance_plan", None) is not None
 
 
 def _load(records: Sequence[ManifestRecord], root: Path) -> list[np.ndarray]:
