@@ -42,6 +42,12 @@ def test_missing_file_is_a_one_line_error(tmp_path: Path, command: list[str]) ->
     assert "error:" in result.output and "Traceback" not in result.output
 
 
+def test_a_folder_given_as_audio_says_to_name_its_files(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["transcribe", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "a folder, not an audio file" in result.output and "Traceback" not in result.output
+
+
 def test_corrupt_audio_is_a_one_line_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....WAVEnot really")

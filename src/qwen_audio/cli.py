@@ -103,6 +103,8 @@ def _each_long(files: list[Path]) -> Iterator[tuple[Path, Callable[[int, int], N
 
 def _check_files(files: list[Path]) -> None:
     for path in files:
+        if path.is_dir():
+            raise FileNotFoundError(f"{path}: a folder, not an audio file (name the files in it, e.g. {path}/*.wav)")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
 
