@@ -145,14 +145,16 @@ class VllmQwenAudio(QwenAudio):
         return [self._generated(out, len(p.ids), collapse_loops, c is None)
                 for p, out, c in zip(encoded, outputs, constraints)]
 
-    def _detect(self, waves: Sequence[np.ndarray]) -> list[str]:
-        """The most likely language tag after the LID prompt: one greedy step among the eight tags."""
+    def _detect(self, waves: Sequence[np.ndarray]) -> list[tuple[str, str | None]]:
+        """The most likely language tag after the LID prompt: one greedy step among the eight tags; no
+        transcript beside it (``QwenAudio._detect``'s type: this engine settles no tag by decoding)."""
         prompt = build_prompt(Task.LANGUAGE_ID, audio="audio")
         ids = [self.tokenizer.encode_prompt(prompt, [w.size]).ids for w in waves]
         params = SamplingParams(max_tokens=1, temperature=0, allowed_token_ids=list(self.language_ids.values()),
                                 detokenize=False)
         codes = {token: code for code, token in self.language_ids.items()}
-        return [codes[out.token_ids[0]] for out in self._run([self._request(i, [w]) for i, w in zip(ids, waves)], params)]
+        return [(codes[out.token_ids[0]], None)
+                for out in self._run([self._request(i, [w]) for i, w in zip(ids, waves)], params)]
 
     def _ctc_rescored(self, prompts: Sequence[str], pieces: Sequence[np.ndarray],
                       options: GenerationOptions) -> list[tuple[str, float] | None]:
