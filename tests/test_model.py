@@ -183,6 +183,25 @@ def test_train_mode_scores_only_targets_with_the_eval_loss_and_gradients() -> No
         torch.testing.assert_close(target_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_per_example_loss_weighs_a_one_token_answer_as_much_as_a_long_transcript() -> None:
+    model = tiny_model().train()
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 0, 0, 0]])
+    labels = ids.clone()
+    labels[:, :2] = -100  # row 0: six targets; row 1: one target (a label), then padding
+    labels[1, 3:] = -100
+    with torch.no_grad():
+        logits = model.eval()(input_ids=ids).logits
+    rows = [F.cross_entropy(logits[r, :-1][labels[r, 1:] != -100], labels[r, 1:][labels[r, 1:] != -100])
+            for r in range(2)]
+    model.train()
+    with torch.no_grad():
+        by_token = model(input_ids=ids, labels=labels).loss
+        model.loss_per_example = True
+        by_example = model(input_ids=ids, labels=labels).loss
+    torch.testing.assert_close(by_example, (rows[0] + rows[1]) / 2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(by_token, (6 * rows[0] + rows[1]) / 7, atol=1e-5, rtol=1e-5)
+
+
 def test_train_mode_without_targets_is_a_zero_loss_that_backpropagates() -> None:
     model = tiny_model().train()
     ids = torch.tensor([[1, 2, 3, 4]])

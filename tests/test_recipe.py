@@ -112,6 +112,20 @@ def test_lora_in_stage_one_keeps_the_encoder_training(data_dir: Path) -> None:
     torch.testing.assert_close(trained.model.layers[0].mlp.up_proj.weight, initial.model.layers[0].mlp.up_proj.weight, rtol=0, atol=0)
 
 
+def test_per_example_loss_reaches_the_model_it_trains(data_dir: Path) -> None:
+    # Same seed, same batches: only the loss's averaging differs (captions have more target tokens
+    # than pitches), so the first step's loss must differ, and the setting is recorded with the run.
+    losses = {}
+    for flag in (False, True):
+        extra = f"loss_per_example: {str(flag).lower()}"
+        path = write_recipe(data_dir / f"pe{flag}.yaml", data_dir, "pretrain", f"pe{flag}", "preset:tiny", 2)
+        text = path.read_text().replace("distributed: none", f"{extra}\ndistributed: none")
+        path.write_text(text.replace("max_batch_seconds: 8", "max_batch_seconds: 600\n  num_buckets: 1"))  # rows of both tasks
+        losses[flag] = run_recipe(Recipe.load(path)).final_loss
+        assert json.loads((data_dir / f"pe{flag}" / "recipe.json").read_text())["loss_per_example"] is flag
+    assert np.isfinite(losses[True]) and losses[True] != pytest.approx(losses[False], rel=1e-4)
+
+
 def test_stage_one_freezes_the_llm(data_dir: Path) -> None:
     from qwen_audio.model import QwenAudioForCausalLM
 

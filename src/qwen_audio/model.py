@@ -107,6 +107,11 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
 
     ``forward``/``generate`` take ``audio_features`` and ``audio_lengths`` beside ``input_ids``;
     with ``labels`` (−100 = ignored) ``forward`` returns the shifted next-token loss.
+
+    ``loss_per_example`` (set by a training recipe): in training, each row's target tokens are
+    averaged first, then the rows, so a one-token answer (a sound's label, a language) weighs as
+    much as a 40-token transcript; averaging all tokens of a batch at once lets the long targets
+    drown the short ones.
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
@@ -118,6 +123,7 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
         self.kv_backends = KVBackends()  # fast_generate's backend choice and the folded weights it keeps
+        self.loss_per_example = False
         self.generation_config.eos_token_id = list(config.eos_token_ids)
         self.generation_config.pad_token_id = config.endoftext_id
 
@@ -214,7 +220,15 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
             # and prompt token was most of a small model's step. Eval mode keeps full logits.
             targets = labels[:, 1:] != -100
             logits = self.lm_head(hidden[:, :-1][targets])
-            loss = F.cross_entropy(logits.float(), labels[:, 1:][targets]) if targets.any() else hidden.sum() * 0.0
+            if not targets.any():
+                loss = hidden.sum() * 0.0
+            elif self.loss_per_example:
+                per_token = F.cross_entropy(logits.float(), labels[:, 1:][targets], reduction="none")
+                counts = targets.sum(dim=1)
+                row_of = torch.arange(len(labels), device=labels.device).unsqueeze(1).expand_as(targets)[targets]
+                loss = (per_token / counts[row_of]).sum() / (counts > 0).sum()
+            else:
+                loss = F.cross_entropy(logits.float(), labels[:, 1:][targets])
             return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden = hidden[:, -logits_to_keep:]

@@ -92,6 +92,10 @@ class Recipe:
     # token CTC only: a sound's frames read its source's name (data.examples.heard_label), as speech
     # frames read what is said (the LLM then finds the sound in its own input space)
     ctc_sound_labels: bool = False
+    # next-token loss averaged per example, then over examples (model.QwenAudioForCausalLM): short
+    # answers (a sound's label, a language) weigh as much as long transcripts; with token averaging
+    # the sound tasks stayed at chance even on their training clips (session 21)
+    loss_per_example: bool = False
     lm_loss: bool = True
     distributed: Literal["none", "ddp", "fsdp"] = "ddp"
     device: str | None = None  # None: cuda when available
@@ -235,6 +239,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = True) -> TrainResult:
     torch.manual_seed(recipe.seed)
     tokenizer = load_tokenizer(recipe.tokenizer)
     model = build_model(recipe.model, tokenizer)
+    model.loss_per_example = recipe.loss_per_example
     freeze = recipe.model.freeze if recipe.model.freeze is not None else STAGE_FREEZE[recipe.stage]
     counts = apply_freezing(model, freeze)
     if recipe.model.new_token_rows_only:
