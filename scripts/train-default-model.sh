@@ -32,6 +32,10 @@
 #             voices and the sounds at 0.25, cut at step 400; worse on open English, word times and chat);
 #             a probe, configs/default-model-v2-stage2-sounds-probe.yaml (stage 2g, sounds 0.70 with the
 #             General-MIDI sound effects, stopped at step 110: does the decoder learn to name sounds at all?)
+#             and, from the release (runs/dm2/stage2d-ship, a copy of the bundled folder), two more not shipped:
+#             configs/default-model-v2-stage2-sounds2.yaml (stage 2h, session 21: sounds half of the mix, 480 steps;
+#             the sound answers stayed at chance even on training clips) and -sounds3-probe.yaml (stage 2i: the
+#             same with the loss averaged per example, stopped at step 120). Dev lines: scripts/dev_lines.py
 #   ship    — the trained tensors over the bases (train.package.ship_delta: LoRA as factors, fine-tuned
 #             encoder blocks as int8 changes, changed embedding rows, the aligner folder) into
 #             src/qwen_audio/assets/default-model, then the demo's samples

@@ -94,7 +94,8 @@ class Recipe:
     ctc_sound_labels: bool = False
     # next-token loss averaged per example, then over examples (model.QwenAudioForCausalLM): short
     # answers (a sound's label, a language) weigh as much as long transcripts; with token averaging
-    # the sound tasks stayed at chance even on their training clips (session 21)
+    # the sound tasks stayed at chance even on their training clips (session 21; a 120-step probe with it,
+    # configs/default-model-v2-stage2-sounds3-probe.yaml, did not move them either)
     loss_per_example: bool = False
     lm_loss: bool = True
     distributed: Literal["none", "ddp", "fsdp"] = "ddp"
