@@ -114,7 +114,7 @@ def test_lora_in_stage_one_keeps_the_encoder_training(data_dir: Path) -> None:
 
 def test_per_example_loss_reaches_the_model_it_trains(data_dir: Path) -> None:
     # Same seed, same batches: only the loss's averaging differs (captions have more target tokens
-    # than pitches), so the first step's loss must differ, and the setting is recorded with the run.
+    # than pitches), so the losses must differ, and the setting is recorded with the run.
     losses = {}
     for flag in (False, True):
         extra = f"loss_per_example: {str(flag).lower()}"

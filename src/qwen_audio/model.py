@@ -224,9 +224,9 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
                 loss = hidden.sum() * 0.0
             elif self.loss_per_example:
                 per_token = F.cross_entropy(logits.float(), labels[:, 1:][targets], reduction="none")
-                counts = targets.sum(dim=1)
-                row_of = torch.arange(len(labels), device=labels.device).unsqueeze(1).expand_as(targets)[targets]
-                loss = (per_token / counts[row_of]).sum() / (counts > 0).sum()
+                counts = targets.sum(dim=1, keepdim=True)
+                weights = (targets / counts.clamp(min=1))[targets]  # 1 / (the row's target count), per target
+                loss = (per_token * weights).sum() / (counts > 0).sum()
             else:
                 loss = F.cross_entropy(logits.float(), labels[:, 1:][targets])
             return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
