@@ -302,6 +302,28 @@ def test_merged_lora_ships_as_its_factors_and_assembles_back(tiny_pins: TinyBase
         torch.testing.assert_close(loaded.state_dict()[name], value, rtol=0, atol=0.01 * change + 1e-7, msg=name)
 
 
+def test_max_rank_decides_whether_a_merged_adapter_ships_as_factors(tiny_pins: TinyBases, cache: Path, tmp_path: Path) -> None:
+    """A rank-4 adapter merged: under a cap of 4 it ships as its factors, exactly; under a cap of 2
+    (at the exact tolerance) it does not fit and ships as the matrix itself (this random adapter's
+    change is as large as the weight); allowed to drop what the cap cannot hold, it ships as rank-2 factors."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors import safe_open
+
+    model, tokenizer = build_base_model()
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["down_proj"], init_lora_weights=False))
+    merged = lora.merge_and_unload()
+    key = "model.layers.0.mlp.down_proj.weight"
+
+    def shipped_keys(name: str, **cut: float) -> dict[str, tuple[int, ...]]:
+        shipped = write_delta(merged, tokenizer, tmp_path / name, **cut)
+        with safe_open(str(shipped / "trained.safetensors"), framework="pt") as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys() if k.startswith(key)}
+
+    assert shipped_keys("cap4", max_rank=4)[key + ".low_rank_A"][0] == 4
+    assert set(shipped_keys("cap2", max_rank=2)) == {key}
+    assert shipped_keys("cap2-cut", max_rank=2, rank_tolerance=1.0)[key + ".low_rank_A"][0] == 2
+
+
 def test_a_full_rank_change_ships_whole(tiny_pins: TinyBases, cache: Path, tmp_path: Path) -> None:
     from safetensors import safe_open
 

@@ -16,12 +16,13 @@ import torch
 
 
 def ship_delta(release: str | Path, destination: str | Path, *, utterance_seconds: float | None = 12.0,
-               rank_tolerance: float = 1e-3) -> Path:
+               rank_tolerance: float = 1e-3, max_rank: int = 64) -> Path:
     """Ship a model trained over the pinned bases as the bundled kind of folder: its delta
     (``checkpoints.bases.write_delta``), generation config and every folder beside it (a CTC aligner's).
 
     ``utterance_seconds``: what the model learned to hear at once (longer audio is split at pauses);
-    ``rank_tolerance``: see ``write_delta`` (above 1e-3 a decoder change of rank over 64 ships cut to 64).
+    ``rank_tolerance``, ``max_rank``: see ``write_delta`` (above 1e-3 a decoder change of rank over
+    ``max_rank`` ships cut to ``max_rank``).
     """
     from qwen_audio.checkpoints.bases import write_delta
     from qwen_audio.checkpoints.loading import load_model
@@ -30,7 +31,7 @@ def ship_delta(release: str | Path, destination: str | Path, *, utterance_second
     model, tokenizer = load_model(release, dtype=torch.float32)
     model.config.utterance_seconds = utterance_seconds
     model.generation_config.eos_token_id = list(model.config.eos_token_ids)
-    write_delta(model, tokenizer, destination, rank_tolerance=rank_tolerance)
+    write_delta(model, tokenizer, destination, rank_tolerance=rank_tolerance, max_rank=max_rank)
     model.generation_config.save_pretrained(str(destination))
     for folder in (p for p in release.iterdir() if p.is_dir()):
         shutil.rmtree(destination / folder.name, ignore_errors=True)
