@@ -344,8 +344,8 @@ def write_delta(model, tokenizer, directory: str | Path, *, dtype: torch.dtype =
     tensor (vectors, new tensors) ships whole. ``rank_tolerance`` is how far (relative to the change)
     a decoder matrix's factors may be from its change: above 1e-3 a change of rank over ``max_rank``
     ships as its best rank-``max_rank`` approximation instead of whole. A higher ``max_rank`` ships one
-    more adapter's change exactly, at (rows + cols) bytes a rank and matrix (rank 80 over 64: +5 MB on
-    SmolLM2-135M).
+    more adapter's change exactly, at (rows + cols) bytes a rank and matrix (measured: stage 2j at rank
+    80 shipped 42.3 MB, stage 2h cut to 64 34.5 MB).
     """
     from safetensors.torch import save_file
 
