@@ -35,6 +35,25 @@ def test_info_reports_the_front_end_view(wav: Path) -> None:
     assert "tone.wav" in result.output and "27" in result.output  # 1 s → 27 audio tokens
 
 
+def test_the_console_script_keeps_each_exit_code_and_freezes_the_collector_before_exit(
+    monkeypatch: pytest.MonkeyPatch, wav: Path, tmp_path: Path,
+) -> None:
+    from importlib.metadata import entry_points
+
+    from qwen_audio import cli
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "qwen-audio"]
+    assert script.load() is cli.main
+    frozen: list[bool] = []
+    monkeypatch.setattr(cli.gc, "freeze", lambda: frozen.append(True))
+    for argv, code in ((["info", str(wav)], 0), (["info", str(tmp_path / "missing.wav")], 1)):
+        monkeypatch.setattr("sys.argv", ["qwen-audio", *argv])
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+        assert exited.value.code == code
+    assert frozen == [True, True]
+
+
 @pytest.mark.parametrize("command", [["info"], ["transcribe"], ["caption"], ["classify"]])
 def test_missing_file_is_a_one_line_error(tmp_path: Path, command: list[str]) -> None:
     result = runner.invoke(app, [*command, str(tmp_path / "missing.wav")])
