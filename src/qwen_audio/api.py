@@ -95,6 +95,7 @@ class QwenAudio:
                  aligner: CtcAligner | None = None) -> None:
         self.model, self.tokenizer, self.model_id = model.eval(), tokenizer, model_id
         self.aligner = aligner  # word times by CTC alignment; None: by the SRWT decode held to the text
+        self._sharing: Any = None  # the transformers model over self.model's tensors (_transformers_model)
         self.processor = QwenAudioProcessor(tokenizer)
         self.language_ids = {code: tokenizer.convert_tokens_to_ids(f"<|{code}|>") for code in LANGUAGES}
 
@@ -110,7 +111,7 @@ class QwenAudio:
             raise CheckpointError(f"no model at {location}: expected a directory with config.json "
                                   "(the bundled default model is missing: reinstall qwen-audio)")
         model_id = location.name if path not in (None, DEFAULT_MODEL) else "qwen-audio-default"
-        model, tokenizer = load_model(location, dtype=dtype or torch.float32)
+        model, tokenizer = load_model(location, dtype=dtype or torch.float32, inference=True)
         if device:
             model.to(device)
         return cls(model, tokenizer, model_id=model_id, aligner=CtcAligner.load(location, model))
@@ -147,7 +148,7 @@ class QwenAudio:
             return [self._result(list(best.ids) + ([] if best.stop is None else [best.stop]), n, collapse_loops)
                     for (best, *_), n in zip(found, inputs.prompt_lengths)]
         if options.num_beams > 1:  # beam sampling: transformers' own
-            output = self.model.generate(
+            output = self._transformers_model().generate(
                 input_ids, attention_mask=mask, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,
                 do_sample=sample, temperature=options.temperature if sample else None,
                 top_p=options.top_p if sample else None, **kwargs,
@@ -161,6 +162,18 @@ class QwenAudio:
         free = [True] * len(output) if constraints is None else [c is None for c in constraints]
         return [self._result(row[width:].tolist(), n, collapse_loops, guarded)
                 for row, n, guarded in zip(output, inputs.prompt_lengths, free)]
+
+    def _transformers_model(self) -> Any:
+        """``self.model`` as a ``QwenAudioForCausalLM`` for transformers' ``generate``: the inference model
+        (``runtime.QwenAudioRuntime``) lends its tensors to one, built on first use (its modelling code
+        is imported then)."""
+        from qwen_audio.model import QwenAudioForCausalLM
+
+        if isinstance(self.model, QwenAudioForCausalLM):
+            return self.model
+        if self._sharing is None:
+            self._sharing = QwenAudioForCausalLM.sharing(self.model)
+        return self._sharing
 
     def _result(self, new_ids: list[int], prompt_tokens: int, collapse_loops: bool = False,
                 guarded: bool = True) -> Generated:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers.modeling_layers import GradientCheckpointingLayer
 
 from qwen_audio.configuration import AudioEncoderConfig
 from qwen_audio.formats.spans import conv_frames, pooled_frames, pooled_frames_of_conv
@@ -31,10 +30,13 @@ pooled_lengths = pooled_frames
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10_000.0) -> Tensor:
-    """Whisper's fixed sinusoidal positions [length, channels]: sines in the first half, cosines after."""
+    """Whisper's fixed sinusoidal positions [length, channels]: sines in the first half, cosines after.
+
+    Always computed on the CPU, also inside a ``torch.device("meta")`` block (``runtime.load_runtime``):
+    ``arange`` on the meta device goes through decompositions that import ``torch._dynamo`` (~0.5 s)."""
     log_increment = math.log(max_timescale) / (channels // 2 - 1)
-    inv_timescales = torch.exp(-log_increment * torch.arange(channels // 2, dtype=torch.float32))
-    scaled_time = torch.arange(length, dtype=torch.float32)[:, None] * inv_timescales[None, :]
+    inv_timescales = torch.exp(-log_increment * torch.arange(channels // 2, dtype=torch.float32, device="cpu"))
+    scaled_time = torch.arange(length, dtype=torch.float32, device="cpu")[:, None] * inv_timescales[None, :]
     return torch.cat([scaled_time.sin(), scaled_time.cos()], dim=1)
 
 
@@ -62,11 +64,16 @@ class MultiHeadAttention(nn.Module):
         return self.out(context.transpose(1, 2).reshape(batch, length, width))
 
 
-class ResidualAttentionBlock(GradientCheckpointingLayer):
+class ResidualAttentionBlock(nn.Module):
     """Pre-LN transformer block: x + attn(attn_ln(x)), then x + mlp(mlp_ln(x)).
 
-    A transformers ``GradientCheckpointingLayer``, so ``model.activation_checkpointing_enable()``
-    recomputes encoder blocks in the backward pass as it does decoder layers."""
+    ``model.activation_checkpointing_enable()`` recomputes it in the backward pass as it does the
+    decoder's layers: transformers sets ``gradient_checkpointing`` and ``_gradient_checkpointing_func``
+    on every module that has the flag. Not transformers' ``GradientCheckpointingLayer``, whose module
+    imports its whole modelling stack (~1.5 s), which inference never needs (``runtime.py``)."""
+
+    gradient_checkpointing = False
+    _gradient_checkpointing_func = None
 
     def __init__(self, n_state: int, n_head: int) -> None:
         super().__init__()
@@ -76,6 +83,11 @@ class ResidualAttentionBlock(GradientCheckpointingLayer):
         self.mlp_ln = nn.LayerNorm(n_state)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func(self._forward, x, mask)
+        return self._forward(x, mask)
+
+    def _forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         x = x + self.attn(self.attn_ln(x), mask)
         return x + self.mlp(self.mlp_ln(x))
 

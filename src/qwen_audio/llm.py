@@ -16,6 +16,12 @@ transformers' ``modeling_qwen2`` (``self_attn.q_proj``, ``variance_epsilon``, ``
 ``attention_scaling``…), which are not a public API, are written in this module alone.
 A transformers upgrade that renames one fails here with :class:`~qwen_audio.errors.Qwen2StructureError`
 (and ``tests/test_llm.py`` says which), not as a wrong logit somewhere else.
+
+Inference needs the blocks' weights, never their ``forward``: the KV backends compute every layer.
+:class:`DecoderLayout` holds the same parameters under the same names, in plain torch modules, so
+the inference model (``runtime.py``) never imports transformers' modelling code, which costs more
+than a short transcription (~1.5 s of a cold ``qwen-audio transcribe``: it imports ``torch._dynamo``
+and ``torch.distributed.tensor``). ``tests/test_runtime.py`` checks the layout against ``Qwen2Model``.
 """
 
 from __future__ import annotations
@@ -23,19 +29,116 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
+import torch
+import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
-from transformers import Qwen2Model
 
 from qwen_audio.configuration import QwenAudioConfig
 from qwen_audio.errors import Qwen2StructureError
 
+if TYPE_CHECKING:
+    from transformers import Qwen2Model
+
 
 def build_decoder(config: QwenAudioConfig) -> Qwen2Model:
     """The decoder stack (embeddings, blocks, final norm); ``lm_head`` lives in the model."""
+    from transformers import Qwen2Model
+
     return Qwen2Model(config)
+
+
+# --------------------------------------------------------------------------- Qwen2's layout in plain torch
+
+
+class RMSNorm(nn.Module):
+    """Qwen2's RMSNorm: normalised in fp32, then cast back and scaled."""
+
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.variance_epsilon = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * h.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)), unbiased."""
+
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class AttentionProjections(nn.Module):
+    """q/k/v (biased) and o (unbiased); attention itself is the KV backends'."""
+
+    def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.q_proj = nn.Linear(hidden, heads * head_dim, bias=True)
+        self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=True)
+        self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=True)
+        self.o_proj = nn.Linear(heads * head_dim, hidden, bias=False)
+
+
+class LayerLayout(nn.Module):
+    def __init__(self, config: QwenAudioConfig, head_dim: int) -> None:
+        super().__init__()
+        hidden, eps = config.hidden_size, config.rms_norm_eps
+        self.input_layernorm = RMSNorm(hidden, eps)
+        self.self_attn = AttentionProjections(hidden, config.num_attention_heads, config.num_key_value_heads, head_dim)
+        self.post_attention_layernorm = RMSNorm(hidden, eps)
+        self.mlp = SwiGLU(hidden, config.intermediate_size)
+
+
+class RotaryLayout(nn.Module):
+    """Plain RoPE's inverse frequencies, computed as transformers' default rope computes them (on the
+    CPU, also inside a ``torch.device("meta")`` block: no checkpoint stores them; see ``encoder.sinusoids``)."""
+
+    def __init__(self, theta: float, head_dim: int) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device="cpu") / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.attention_scaling = 1.0
+
+
+def decoder_head_dim(config: QwenAudioConfig) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def has_plain_layout(config: QwenAudioConfig) -> bool:
+    """Whether :class:`DecoderLayout` holds this decoder: SiLU MLPs and plain RoPE (no scaled rope types)."""
+    rope = getattr(config, "rope_parameters", None) or {}
+    return config.hidden_act == "silu" and rope.get("rope_type", "default") == "default" and "rope_theta" in rope
+
+
+class DecoderLayout(nn.Module):
+    """A Qwen2 decoder's parameters under ``Qwen2Model``'s names, without its forward: what
+    inference loads (the KV backends compute the layers, through :func:`qwen2_parts` as for ``Qwen2Model``)."""
+
+    def __init__(self, config: QwenAudioConfig) -> None:
+        super().__init__()
+        if not has_plain_layout(config):
+            raise ValueError("DecoderLayout holds SiLU decoders with plain RoPE only; use build_decoder")
+        self.config = config
+        head_dim = decoder_head_dim(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(LayerLayout(config, head_dim) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryLayout(float(config.rope_parameters["rope_theta"]), head_dim)
+
+
+Decoder = Union["Qwen2Model", DecoderLayout]
 
 
 def position_ids_from_attention_mask(attention_mask: Tensor, length: int) -> Tensor:
@@ -98,7 +201,7 @@ def _read(owner: Any, path: str, where: str) -> Any:
     return value
 
 
-def qwen2_parts(decoder: Qwen2Model) -> Qwen2Parts:
+def qwen2_parts(decoder: Decoder) -> Qwen2Parts:
     """The decoder's layers, norms and rotary settings; raises ``Qwen2StructureError`` if transformers moved one."""
     layers = []
     for i, layer in enumerate(_read(decoder, "layers", "")):
@@ -151,6 +254,7 @@ def rotary_frequencies(decoder: Qwen2Model, inv_freq: Tensor) -> Iterator[None]:
 
 
 __all__ = [
-    "Qwen2LayerParts", "Qwen2Parts", "build_decoder", "position_ids_from_attention_mask", "qwen2_parts",
+    "Decoder", "DecoderLayout", "Qwen2LayerParts", "Qwen2Parts", "build_decoder", "decoder_head_dim", "has_plain_layout",
+    "position_ids_from_attention_mask", "qwen2_parts",
     "rotary_frequencies",
 ]

@@ -1,23 +1,22 @@
-"""Qwen-Audio: encoder outputs spliced into the text embeddings of a Qwen decoder, plus generation.
+"""Qwen-Audio as a transformers model: encoder outputs spliced into the text embeddings of a Qwen
+decoder (transformers' Qwen2 blocks), for training, ``generate``, ``save_pretrained`` and PEFT.
 
 An audio appears in ``input_ids`` as ``<audio>`` + pads + ``</audio>`` (spec, "Audio in the text").
 Its span embeddings (bos vector, pooled frames, eos vector) replace the token embeddings of the
-whole span, for any number of audios in any row at any position. Audios are matched to spans in
-reading order: row by row, left to right, exactly as the official model does.
+whole span, for any number of audios in any row at any position (``runtime.splice_audio``).
 
 Audio input: ``audio_features`` [n_audio, n_mels, frames] (log-mels padded to 30 s, see
 ``audio.batch_log_mel``) and ``audio_lengths`` [n_audio] = real mel frames of each audio
 (``samples // 160``, ``MelBatch.mel_lengths``), or a ``MelBatch`` as ``audio_features``.
 
 Decoding: ``generate`` is transformers' (greedy, beams, sampling, streamers, processors);
-``fast_generate`` runs this package's one decoding loop (``generation/``: greedy/sampling, stop
-tokens, streamer) with the same tokens and less per-step overhead; ``next_token_logits`` is its
-prefill alone. Batches are left-padded with an ``attention_mask``.
+``fast_generate``, ``fast_beam_search`` and ``next_token_logits`` are ``runtime.AudioTextDecoding``'s,
+shared with the inference model ``runtime.QwenAudioRuntime`` (same tensors, no transformers
+modelling code), which is what ``QwenAudio.from_pretrained`` loads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,64 +25,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.generation.streamers import BaseStreamer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from qwen_audio.audio import MelBatch
 from qwen_audio.configuration import QwenAudioConfig, is_official_checkpoint
-from qwen_audio.encoder import AudioEncoder, EncodedAudio, ResidualAttentionBlock, sinusoids
-from qwen_audio.errors import CheckpointError, QwenAudioError
-from qwen_audio.long_context import decoder_settings, forward_settings, long_context
-from qwen_audio.generation import (
-    CtcPrefixScorer, Hypothesis, KVBackend, KVBackends, LoopGuard, Sampling, TimedText, beam_search, decode, prefill,
-)
+from qwen_audio.encoder import AudioEncoder, ResidualAttentionBlock, sinusoids
+from qwen_audio.errors import CheckpointError
+from qwen_audio.generation import KVBackends
 from qwen_audio.llm import build_decoder, position_ids_from_attention_mask
-
-
-class AudioSpanError(QwenAudioError, ValueError):
-    """The audio spans in ``input_ids`` do not match the audios passed (count, order or length)."""
-
-
-def find_audio_spans(input_ids: Tensor, audio_start_id: int) -> Tensor:
-    """[n_spans, 3] long rows (batch row, index of ``<audio>``, index of ``</audio>``) in reading order."""
-    starts = (input_ids == audio_start_id).nonzero()
-    ends = (input_ids == audio_start_id + 1).nonzero()
-    if starts.shape[0] != ends.shape[0]:
-        raise AudioSpanError(
-            f"input_ids hold {starts.shape[0]} <audio> but {ends.shape[0]} </audio> tokens; every audio span "
-            "must be <audio> + pads + </audio> (was a prompt truncated?)"
-        )
-    spans = torch.cat([starts, ends[:, 1:]], dim=1)
-    if len(spans):
-        same_row = spans[:, 0] == ends[:, 0]
-        ordered = spans[:, 1] < spans[:, 2]
-        following = (spans[1:, 0] != spans[:-1, 0]) | (spans[1:, 1] > spans[:-1, 2])
-        if not (same_row.all() and ordered.all() and following.all()):
-            raise AudioSpanError("audio tags are unbalanced or nested: each <audio> must be closed by </audio> in the same row")
-    return spans
-
-
-def splice_audio(inputs_embeds: Tensor, input_ids: Tensor, encoded: EncodedAudio, audio_start_id: int) -> Tensor:
-    """Replace each audio span's embeddings (``<audio>`` … ``</audio>`` inclusive) with the encoder's."""
-    spans = find_audio_spans(input_ids, audio_start_id)
-    n_audio = encoded.lengths.shape[0]
-    if spans.shape[0] != n_audio:
-        raise AudioSpanError(f"input_ids hold {spans.shape[0]} audio spans but {n_audio} audios were passed")
-    if n_audio == 0:
-        return inputs_embeds
-    expected = (encoded.lengths + 2).tolist()
-    actual = (spans[:, 2] - spans[:, 1] + 1).tolist()
-    if expected != actual:
-        raise AudioSpanError(
-            f"audio span lengths in input_ids {actual} differ from the audios' {expected} tokens; build the prompt "
-            "with the same lengths (audio.audio_span(num_samples).span_tokens) as the features"
-        )
-    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-    mask = torch.zeros_like(input_ids, dtype=torch.bool)
-    for row, start, end in spans.tolist():
-        mask[row] |= (positions >= start) & (positions <= end)
-    flat = torch.cat(encoded.spans()).to(inputs_embeds.dtype)
-    return inputs_embeds.masked_scatter(mask[..., None].expand_as(inputs_embeds), flat)
+from qwen_audio.long_context import forward_settings, long_context
+from qwen_audio.runtime import AudioSpanError, AudioTextDecoding, QwenAudioRuntime, find_audio_spans, splice_audio
 
 
 class QwenAudioPreTrainedModel(PreTrainedModel):
@@ -102,7 +52,7 @@ class QwenAudioPreTrainedModel(PreTrainedModel):
             init.copy_(module.positional_embedding, sinusoids(*module.positional_embedding.shape))
 
 
-class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
+class QwenAudioForCausalLM(QwenAudioPreTrainedModel, AudioTextDecoding, GenerationMixin):
     """Whisper encoder (``audio``) + Qwen decoder (``model``) + ``lm_head``.
 
     ``forward``/``generate`` take ``audio_features`` and ``audio_lengths`` beside ``input_ids``;
@@ -138,39 +88,6 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
-
-    def encode_audio(
-        self, audio_features: Tensor | MelBatch, audio_lengths: Tensor | None = None, *, grouped: bool = False,
-    ) -> EncodedAudio:
-        """Run the encoder; ``audio_lengths`` are real mel frames (default: all frames are real).
-
-        ``audio_features`` may also be an ``audio.MelBatch``, which carries its own mel lengths.
-        ``grouped`` runs audios of similar length together (``AudioEncoder.grouped``): the same
-        result, faster for mixed lengths; decoding uses it, training keeps one call per batch.
-        """
-        if isinstance(audio_features, MelBatch):
-            audio_features, audio_lengths = audio_features.features, audio_features.mel_lengths
-        encode = self.audio.grouped if grouped else self.audio
-        return encode(audio_features.to(self.device), audio_lengths)
-
-    def embed_inputs(
-        self, input_ids: Tensor, audio_features: Tensor | MelBatch | EncodedAudio | None = None,
-        audio_lengths: Tensor | None = None, *, grouped: bool = False,
-    ) -> Tensor:
-        """Token embeddings with every audio span replaced by its encoder output (``grouped``: see ``encode_audio``).
-        ``audio_features`` may be that output already (an ``EncodedAudio``): a caller that reads the frames
-        too (the CTC rescoring) encodes once."""
-        embeds = self.model.embed_tokens(input_ids)
-        if audio_features is None:
-            if (input_ids == self.config.audio_start_id).any():
-                raise AudioSpanError(
-                    "input_ids contain <audio> spans but no audio_features were passed; pass the mels "
-                    "(audio.batch_log_mel) as audio_features= and their mel lengths as audio_lengths="
-                )
-            return embeds
-        encoded = (audio_features if isinstance(audio_features, EncodedAudio)
-                   else self.encode_audio(audio_features, audio_lengths, grouped=grouped))
-        return splice_audio(embeds, input_ids, encoded, self.config.audio_start_id)
 
     def forward(
         self,
@@ -267,96 +184,17 @@ class QwenAudioForCausalLM(QwenAudioPreTrainedModel, GenerationMixin):
             kwargs["inputs_embeds"] = self.embed_inputs(ids, audio_features, audio_lengths, grouped=True)
         return super().generate(input_ids, **kwargs)
 
-    @torch.no_grad()
-    def fast_generate(
-        self,
-        input_ids: Tensor,
-        *,
-        attention_mask: Tensor | None = None,
-        audio_features: Tensor | None = None,
-        audio_lengths: Tensor | None = None,
-        max_new_tokens: int = 256,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        eos_token_id: int | list[int] | None = None,
-        streamer: BaseStreamer | None = None,
-        generator: torch.Generator | None = None,
-        fold: bool = True,
-        loop_guard: LoopGuard | None = None,
-        constraints: Sequence[TimedText | None] | None = None,
-    ) -> Tensor:
-        """Greedy or sampled decoding without ``generate``'s per-step overhead (no beams, no processors):
-        ``generation.decode`` over the backend ``self.kv_backends`` picks.
-
-        Same contract as ``generate``: left-padded batches with ``attention_mask`` equal batch size 1,
-        rows that finished are filled with the pad id, returns prompt + new tokens. ``fold=False``
-        runs the decoder's own modules (``generation.StaticKV``) even where ``generation.FoldedKV``
-        could be used; tokens are the same, to float rounding of the logits. ``loop_guard`` ends rows
-        that fall into a loop (off by default: then the tokens are transformers' ``generate``'s);
-        ``constraints`` limit rows to a known text with free word times (``generation.TimedText``).
-        """
-        stops = self._stop_ids(eos_token_id)
-        input_ids = input_ids.to(self.device)
-        with torch.inference_mode():
-            embeds, mask, backend = self._decoding_inputs(input_ids, attention_mask, audio_features, audio_lengths,
-                                                          input_ids.shape[1] + max_new_tokens, fold)
-        return decode(
-            backend, self.model.embed_tokens, input_ids, embeds, mask, max_new_tokens=max_new_tokens,
-            sampling=Sampling(do_sample, temperature, top_k, top_p), stops=stops,
-            pad_id=self.generation_config.pad_token_id, streamer=streamer, generator=generator, loop_guard=loop_guard,
-            constraints=constraints,
-        )
-
-    @torch.no_grad()
-    def fast_beam_search(
-        self, input_ids: Tensor, *, attention_mask: Tensor | None = None, audio_features: Tensor | EncodedAudio | None = None,
-        audio_lengths: Tensor | None = None, num_beams: int = 4, max_new_tokens: int = 256,
-        eos_token_id: int | list[int] | None = None, fold: bool = True, loop_guard: LoopGuard | None = None,
-        ctc: Sequence[CtcPrefixScorer] | None = None, ctc_weight: float = 0.3,
-    ) -> list[list[Hypothesis]]:
-        """Each row's ``num_beams`` best continuations, best first (``generation.beam_search``), on the
-        backend ``fast_generate`` uses: an N-best list with exact log-probabilities, for rescoring.
-        ``audio_features`` may be the encoder's output already (``embed_inputs``); ``ctc`` (a scorer per
-        row) steers the beams by a CTC's prefix scores as well."""
-        stops = self._stop_ids(eos_token_id)
-        input_ids = input_ids.to(self.device)
-        with torch.inference_mode():
-            embeds, mask, backend = self._decoding_inputs(input_ids, attention_mask, audio_features, audio_lengths,
-                                                          input_ids.shape[1] + max_new_tokens, fold)
-        return beam_search(backend, self.model.embed_tokens, embeds, mask, beams=num_beams,
-                           max_new_tokens=max_new_tokens, stops=stops, loop_guard=loop_guard, ctc=ctc, ctc_weight=ctc_weight)
-
-    @torch.no_grad()
-    def next_token_logits(
-        self, input_ids: Tensor, *, attention_mask: Tensor | None = None, audio_features: Tensor | None = None,
-        audio_lengths: Tensor | None = None,
-    ) -> Tensor:
-        """Logits [batch, vocab] of each row's next token: the decoding loop's prefill alone (language
-        detection reads the language tags' logits). Left-padded rows get their batch-of-one logits."""
-        input_ids = input_ids.to(self.device)
-        with torch.inference_mode():
-            embeds, mask, backend = self._decoding_inputs(input_ids, attention_mask, audio_features, audio_lengths,
-                                                          input_ids.shape[1], True)
-            logits = prefill(backend, embeds, mask)
-        return logits.clone()  # outside inference mode: an ordinary tensor
-
-    def _stop_ids(self, eos_token_id: int | list[int] | None) -> set[int]:
-        """The tokens that end a row: ``eos_token_id``, else the generation config's."""
-        stops = self.generation_config.eos_token_id if eos_token_id is None else eos_token_id
-        return {stops} if isinstance(stops, int) else set(stops or ())
-
-    def _decoding_inputs(
-        self, input_ids: Tensor, attention_mask: Tensor | None, audio_features: Tensor | EncodedAudio | None,
-        audio_lengths: Tensor | None, max_length: int, fold: bool,
-    ) -> tuple[Tensor, Tensor, KVBackend]:
-        """The prompts' embeddings (audio spliced), their mask, and a backend with room for ``max_length`` columns."""
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
-        embeds = self.embed_inputs(input_ids, audio_features, audio_lengths, grouped=True)
-        settings = {} if self.training else decoder_settings(self.config, mask)  # as forward: none in training
-        backend = self.kv_backends.open(self.model, self.lm_head, input_ids.shape[0], max_length, fold=fold, **settings)
-        return embeds, mask, backend
+    @classmethod
+    def sharing(cls, runtime: QwenAudioRuntime) -> QwenAudioForCausalLM:
+        """A model over the inference model's very tensors (no copy), for transformers' ``generate``.
+        Its throwaway random init runs on a forked generator: a seeded sampler after it draws as if it
+        had not been built."""
+        with torch.random.fork_rng(devices=[]):
+            model = cls(runtime.config)
+        model.load_state_dict(runtime.state_dict(), strict=True, assign=True)
+        model.generation_config.eos_token_id = list(runtime.generation_config.eos_token_id)
+        model.generation_config.pad_token_id = runtime.generation_config.pad_token_id
+        return model.to(runtime.device).eval()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any) -> QwenAudioForCausalLM:

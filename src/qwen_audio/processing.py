@@ -4,7 +4,7 @@ Every path that feeds the model builds its batch here — the API's generation a
 language detection, evaluation (through the API), training's collate and the tests — so the
 padding and the encoder's 30 s window are decided once. The window is the official processor's:
 the encoder reads the first 30 s of an audio, and an audio's span in the prompt must count the same
-samples as its features, or the model refuses the batch (``model.AudioSpanError``).
+samples as its features, or the model refuses the batch (``runtime.AudioSpanError``).
 
 Generation pads on the left, so every prompt ends at the last column, where decoding continues;
 training pads on the right, so labels line up with ids from column 0. Positions follow the

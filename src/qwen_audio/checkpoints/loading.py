@@ -33,14 +33,16 @@ def _quiet_loading() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def load_model(path: str | Path, *, dtype: torch.dtype | None = None):  # noqa: ANN201
+def load_model(path: str | Path, *, dtype: torch.dtype | None = None, inference: bool = False):  # noqa: ANN201
     """(QwenAudioForCausalLM, QwenAudioTokenizer) from any supported folder.
 
     ``dtype`` None keeps what the folder stores for an official one and loads ours in fp32.
+    ``inference``: a folder in this package's layout opens as ``runtime.QwenAudioRuntime`` (same
+    tensors and decoding, no transformers modelling code to import); official folders, which are
+    converted on load, and other layouts still open as ``QwenAudioForCausalLM``.
     """
     from qwen_audio.checkpoints.bases import assemble, is_delta_model
-    from qwen_audio.checkpoints.official import load_official
-    from qwen_audio.model import QwenAudioForCausalLM
+    from qwen_audio.runtime import can_load_runtime, load_runtime
     from qwen_audio.tokenizer import QwenAudioTokenizer
 
     location = Path(path)
@@ -49,8 +51,14 @@ def load_model(path: str | Path, *, dtype: torch.dtype | None = None):  # noqa: 
     if is_delta_model(location):  # trained tensors over pinned pretrained bases
         location = assemble(location)
     if is_official_checkpoint(location):
+        from qwen_audio.checkpoints.official import load_official
+
         model = load_official(location, dtype=dtype)
+    elif inference and can_load_runtime(location):
+        model = load_runtime(location, dtype=dtype or torch.float32)
     else:
+        from qwen_audio.model import QwenAudioForCausalLM
+
         if not any((location / name).is_file() for name in WEIGHT_FILES):
             raise CheckpointError(f"no weights in {location}: expected {' or '.join(WEIGHT_FILES[::2])} "
                                   "(or their .index.json when sharded)")

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import Qwen2Model
 
 from qwen_audio.generation.kv import KVBackend, KVCache, RotaryTables, StaticKV
-from qwen_audio.llm import Qwen2Parts, qwen2_parts
+from qwen_audio.llm import Decoder, Qwen2Parts, qwen2_parts
 
 FOLD_MAX_BYTES = 1 << 30
 """Largest decoder that is folded (bytes of the weights ``FoldedWeights`` copies: about 270 M fp32
@@ -98,7 +97,7 @@ def _folded_sources(parts: Qwen2Parts, lm_head: nn.Module) -> list[Tensor]:
     return sources
 
 
-def can_fold(decoder: Qwen2Model, lm_head: nn.Module, max_bytes: int) -> bool:
+def can_fold(decoder: Decoder, lm_head: nn.Module, max_bytes: int) -> bool:
     """Folding pays off and is safe: fp32 plain ``nn.Linear`` projections (no LoRA wrappers, whose
     deltas a copy would miss) on CPU or CUDA, biased q/k/v, and copies within ``max_bytes`` (large models are
     bandwidth-bound, where fusing buys little and a copy would double their memory)."""
@@ -114,7 +113,7 @@ def can_fold(decoder: Qwen2Model, lm_head: nn.Module, max_bytes: int) -> bool:
     return size <= max_bytes
 
 
-def fold_weights(decoder: Qwen2Model, lm_head: nn.Module, previous: FoldedWeights | None = None) -> FoldedWeights:
+def fold_weights(decoder: Decoder, lm_head: nn.Module, previous: FoldedWeights | None = None) -> FoldedWeights:
     """``FoldedWeights`` of the decoder as it is now; ``previous`` is returned if its weights have not changed."""
     parts = qwen2_parts(decoder)
     source = tuple((t.detach(), t._version) for t in _folded_sources(parts, lm_head))
@@ -145,7 +144,7 @@ class FoldedKV:
     complex multiply. fp32 only (``can_fold``)."""
 
     def __init__(
-        self, decoder: Qwen2Model, lm_head: nn.Module, batch: int, max_length: int, weights: FoldedWeights, *,
+        self, decoder: Decoder, lm_head: nn.Module, batch: int, max_length: int, weights: FoldedWeights, *,
         ntk_alphas: list[int] | None = None, logn_seq_length: int | None = None,
     ) -> None:
         config, device = decoder.config, lm_head.weight.device
@@ -230,7 +229,7 @@ class KVBackends:
         self.folded: FoldedWeights | None = None
 
     def open(
-        self, decoder: Qwen2Model, lm_head: nn.Module, batch: int, max_length: int, *, fold: bool = True,
+        self, decoder: Decoder, lm_head: nn.Module, batch: int, max_length: int, *, fold: bool = True,
         ntk_alphas: list[int] | None = None, logn_seq_length: int | None = None,
     ) -> KVBackend:
         """A backend for ``batch`` rows of up to ``max_length`` tokens; ``fold=False`` always gives ``StaticKV``."""

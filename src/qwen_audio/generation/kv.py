@@ -24,9 +24,9 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import PreTrainedConfig, Qwen2Model
+from transformers import PreTrainedConfig
 
-from qwen_audio.llm import Qwen2Parts, qwen2_parts
+from qwen_audio.llm import Decoder, Qwen2Parts, qwen2_parts
 from qwen_audio.long_context import logn_query_scale, ntk_inv_freq
 
 
@@ -199,7 +199,7 @@ class StaticKV:
     any wrapper (LoRA) decode as the forward does; rotary as one roll and two products."""
 
     def __init__(
-        self, decoder: Qwen2Model, lm_head: nn.Module, batch: int, max_length: int, *,
+        self, decoder: Decoder, lm_head: nn.Module, batch: int, max_length: int, *,
         ntk_alphas: list[int] | None = None, logn_seq_length: int | None = None,
     ) -> None:
         config, weight = decoder.config, lm_head.weight

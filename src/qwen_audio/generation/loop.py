@@ -2,9 +2,9 @@
 row ending at its first stop token; a streamer sees the prompts, then each step's tokens.
 
 Every decode of this package that is not a beam search runs here, over a ``KVBackend``:
-``QwenAudioForCausalLM.fast_generate`` (and through it the API's tasks, chat, streamed chat and the
-server) and ``QwenAudioForCausalLM.next_token_logits`` (the prefill alone: language detection).
-Beam search stays on transformers' ``generate``.
+``fast_generate`` of ``runtime.AudioTextDecoding`` (both model classes; through it the API's tasks,
+chat, streamed chat and the server) and its ``next_token_logits`` (the prefill alone: language
+detection). Beam search is ``beams.py``'s; only beam sampling stays on transformers' ``generate``.
 """
 
 from __future__ import annotations

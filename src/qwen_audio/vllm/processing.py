@@ -6,7 +6,7 @@ The prompt's tokens come from vLLM's renderer: a text prompt is tokenized by
 log-mel taken (``audio.batch_log_mel``, the same features ``QwenAudio`` computes) and its span
 length counted (``formats.spans.audio_span``); the placeholder is then widened to that span, whose
 every position (``<audio>``, the pads, ``</audio>``) receives the encoder's output, as
-``model.splice_audio`` does. A prompt of token ids may also hold full spans already (what this
+``runtime.splice_audio`` does. A prompt of token ids may also hold full spans already (what this
 package's own processor writes): those are kept as they are.
 """
 
