@@ -171,3 +171,27 @@ def test_transcribe_decodes_with_the_models_beams_unless_told(model_dir: Path, w
     assert seen == [3, 1]
     result = runner.invoke(app, [*base, "--beams", "0"])
     assert result.exit_code != 0 and "beams" in result.output
+
+
+@pytest.mark.parametrize("output_format", ["txt", "json", "srt"])
+def test_results_reach_stdout_verbatim_however_long(model_dir: Path, wav: Path, output_format: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piped output is data: no wrapping at the console's width, no markup or emoji codes taken from the text."""
+    from qwen_audio.api import QwenAudio
+    from qwen_audio.formats.timestamps import Word
+    from qwen_audio.infer.engine import Transcript
+
+    spoken = [f"word{i}" for i in range(60)] + [":smile:", "[bold]loud[/bold]"]
+    words = tuple(Word(w, i * 0.5, i * 0.5 + 0.4) for i, w in enumerate(spoken))
+    said = Transcript(" ".join(spoken), "en", 40.0, words)
+    monkeypatch.setattr(QwenAudio, "transcribe", lambda self, *args, **kwargs: said)
+    result = runner.invoke(app, ["transcribe", str(wav), "--language", "en", "--model", str(model_dir),
+                                 "-f", output_format])
+    assert result.exit_code == 0, result.output
+    if output_format == "txt":
+        assert result.stdout == said.text + "\n"
+    elif output_format == "json":
+        payload = json.loads(result.stdout)
+        assert payload["text"] == said.text and [w["word"] for w in payload["words"]] == spoken
+    else:
+        assert ":smile:" in result.stdout and "[bold]loud[/bold]" in result.stdout

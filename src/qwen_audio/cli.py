@@ -25,6 +25,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Qwen-Audio: 
 console = Console()
 err_console = Console(stderr=True)
 
+
+def emit(text: str, end: str = "\n") -> None:
+    """A result onto stdout as it is: piped output is data, so no wrapping at the console's width
+    (80 columns when not a terminal, which broke ``-f json``), no markup, emoji codes or highlighting."""
+    console.out(text, end=end, highlight=False)
+
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model directory, or 'default' (the bundled model).")]
 FilesArgument = Annotated[list[Path], typer.Argument(help="Audio or video files.", show_default=False)]
 MaxTokens = Annotated[int, typer.Option(help="Most tokens to generate per answer.")]
@@ -165,7 +171,7 @@ def transcribe(
         else:
             body = (to_srt if output_format == "srt" else to_vtt)(list(result.words))
         if output_dir is None:
-            console.print(body, end="", markup=False, highlight=False)
+            emit(body, end="")
         else:
             (output_dir / f"{path.stem}.{output_format}").write_text(body, encoding="utf-8")
 
@@ -182,7 +188,7 @@ def translate(
     _check_files(files)
     api = _load(model)
     for path, report in _each_long(files):
-        console.print(api.translate(str(path), to=to, language=language, progress=report).text, markup=False, highlight=False)
+        emit(api.translate(str(path), to=to, language=language, progress=report).text)
 
 
 @app.command()
@@ -196,7 +202,7 @@ def caption(
     _check_files(files)
     api = _load(model)
     for path in _each(files):
-        console.print(f"{path.name}: {api.caption(str(path), style=style).text}", markup=False, highlight=False)
+        emit(f"{path.name}: {api.caption(str(path), style=style).text}")
 
 
 @app.command()
@@ -214,7 +220,7 @@ def classify(
             label = api.detect_language(str(path))
         else:
             label = ", ".join(api.classify(str(path), task=task).labels) or "(none)"
-        console.print(f"{path.name}: {label}", markup=False, highlight=False)
+        emit(f"{path.name}: {label}")
 
 
 @app.command()
@@ -226,7 +232,7 @@ def ask(
 ) -> None:
     """Audio question answering."""
     _check_files([file])
-    console.print(_load(model).ask(str(file), question).answer, markup=False, highlight=False)
+    emit(_load(model).ask(str(file), question).answer)
 
 
 @app.command()
@@ -275,7 +281,7 @@ def chat(model: ModelOption = "default", max_new_tokens: MaxTokens = 256) -> Non
             console.print("[bold blue]assistant>[/] ", end="")
             for piece in api.stream_chat(request):
                 reply += piece
-                console.print(piece, end="", markup=False, highlight=False)
+                emit(piece, end="")
         except (QwenAudioError, OSError) as error:
             if reply:
                 console.print()
@@ -322,7 +328,7 @@ def convert(
     target = to or ("native" if is_official_checkpoint(src) else "official")
     cast = getattr(torch, dtype) if dtype else None
     out = convert_checkpoint(src, dst, target, dtype=cast, max_shard_bytes=int(max_shard_gb * 1024**3))  # type: ignore[arg-type]
-    console.print(f"wrote the {target} layout to {out}", markup=False, highlight=False)
+    emit(f"wrote the {target} layout to {out}")
 
 
 @app.command(name="make-shards")
@@ -417,13 +423,13 @@ def demo(model: ModelOption = "default") -> None:
         if path.name.startswith("speech"):  # speech: language, transcript and word times
             language = api.detect_language(str(path))
             result = api.transcribe(str(path), language=language, word_timestamps=True)
-            console.print(f"language: {language}")
-            console.print(f"transcript: {result.text}", markup=False, highlight=False)
+            emit(f"language: {language}")
+            emit(f"transcript: {result.text}")
             for w in result.words:
-                console.print(f"  [{w.start:5.2f} → {w.end:5.2f}] {w.word}", markup=False, highlight=False)
+                emit(f"  [{w.start:5.2f} → {w.end:5.2f}] {w.word}")
         else:  # a sound: what it is
-            console.print(f"caption: {api.caption(str(path)).text}", markup=False, highlight=False)
-            console.print(f"sound event: {', '.join(api.classify(str(path), task='sound_event').labels)}", markup=False)
+            emit(f"caption: {api.caption(str(path)).text}")
+            emit(f"sound event: {', '.join(api.classify(str(path), task='sound_event').labels)}")
 
 
 def main() -> None:
