@@ -47,9 +47,16 @@ class CtcPrefixScorer:
     past ``labels`` are not CTC classes (tags, time tokens) and leave a prefix's score as it is."""
 
     def __init__(self, log_probs: Tensor, labels: int) -> None:
-        self.log_probs = log_probs.detach().to(torch.float64).clamp_min(FLOOR)
+        # Kept as given (float32 from the aligner): the recursions need float64, but only over the few
+        # columns a step scores. A float64 copy of every class was 2x the memory of the frames
+        # themselves: 16 pieces of 10 s held 1.6 GB for it, the peak of a long transcription.
+        self.log_probs = log_probs.detach()
         self.labels = labels
-        self._blank_sums = torch.cumsum(self.log_probs[:, 0], 0)
+        self._blank_sums = torch.cumsum(self._columns(torch.zeros(1, dtype=torch.long))[0], 0)
+
+    def _columns(self, classes: Tensor) -> Tensor:
+        """The frames' log-probabilities of ``classes``, [n, frames] float64, clamped at ``FLOOR``."""
+        return self.log_probs[:, classes].T.to(torch.float64).clamp_min(FLOOR)
 
     def empty(self) -> CtcPrefix:
         """The empty prefix: every frame a blank so far."""
@@ -68,7 +75,7 @@ class CtcPrefixScorer:
         nonblank = torch.stack([p.nonblank for p in prefixes])  # [n, frames]
         blank = torch.stack([p.blank for p in prefixes])
         repeat = torch.tensor([p.last for p in prefixes]) == classes
-        said = self.log_probs[:, classes].T  # [n, frames]: each candidate's own label per frame
+        said = self._columns(classes)  # [n, frames]: each candidate's own label per frame
         # phi[t]: the prefix said by frame t, and ready for the new label at t + 1 (a repeat needs a blank between)
         phi = torch.where(repeat[:, None], blank, torch.logaddexp(blank, nonblank))
         starts = torch.tensor([0.0 if p.last == -1 else float("-inf") for p in prefixes], dtype=torch.float64)

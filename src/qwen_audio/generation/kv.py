@@ -125,8 +125,15 @@ class KVCache:
 
     def select(self, rows: Tensor) -> None:
         """Keep the rows ``rows`` of every buffer, in that order (repeats allowed): a beam search's survivors."""
-        self.keys = [k.index_select(0, rows) for k in self.keys]
-        self.values = [v.index_select(0, rows) for v in self.values]
+        # Buffer by buffer, the written columns only: the old buffer goes as its successor comes, so a
+        # step's reorder holds one layer twice rather than the whole cache (a long transcription's
+        # 16 pieces × 4 beams peaked at twice a 1.2 GB cache here), and copies no empty columns.
+        end = self.length
+        for buffers in (self.keys, self.values):
+            for i, old in enumerate(buffers):
+                new = old.new_empty((rows.numel(), *old.shape[1:]))
+                torch.index_select(old[:, :, :end], 0, rows, out=new[:, :, :end])
+                buffers[i] = new
         self.key_mask = self.key_mask.index_select(0, rows)
 
     def extend(self) -> tuple[int, Tensor | None]:
