@@ -313,11 +313,12 @@ def test_an_unsure_language_tag_is_settled_by_decoding_in_each_likely_language(
 
     decoded: list[str] = []
 
-    def rescored(prompts: list[str], pieces: list[np.ndarray], options: GenerationOptions) -> list[tuple[str, float] | None]:
+    def rescored(prompts: list[str], pieces: list[np.ndarray],
+                 options: GenerationOptions) -> tuple[list[tuple[str, float] | None], list[None]]:
         code = next(c for c in api.language_ids if f"<|{c}|>" in prompts[0])
         decoded.append(code)
         assert options.num_beams == api.speech_beams and len(pieces) == 1
-        return [("doce", -2.0)] if code == "es" else [None] if code == "it" else [("douze", -9.0)]
+        return ([("doce", -2.0)] if code == "es" else [None] if code == "it" else [("douze", -9.0)]), [None]
 
     monkeypatch.setattr(api, "_ctc_rescored", rescored)
     wave = speech(0.8)
@@ -347,3 +348,52 @@ def test_a_translation_is_never_judged_by_the_ctc_of_what_is_said(aligned_dir: P
     translated = api.translate((wave, 16_000), to="en", language="fr", options=options)
     [beam] = api.generate([build_prompt(Task.S2TT, audio="a", audio_language="fr", text_language="en")], [[wave]], options)
     assert translated.text == strip_tags(beam.text).strip()
+
+
+def test_word_times_encode_a_bounded_batch_at_a_time(aligned_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A piece's CTC log-probabilities are [frames, vocab]: an hour's at once ran out of memory, so the
+    aligner encodes ``ALIGN_BATCH`` pieces at a time, and given a piece's log-probabilities, none."""
+    from qwen_audio.infer.alignment import ALIGN_BATCH
+
+    api = QwenAudio.from_pretrained(aligned_dir)
+    encode, batches = api.model.encode_audio, []
+
+    def watched(mel, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        batches.append(mel.features.shape[0])
+        return encode(mel, *args, **kwargs)
+
+    monkeypatch.setattr(api.model, "encode_audio", watched)
+    count = 2 * ALIGN_BATCH + 3
+    pieces, texts = [speech(0.6 + 0.01 * i) for i in range(count)], ["yes"] * count
+    alone = api.aligner.word_times(api.tokenizer, pieces, texts, " ")
+    assert batches == [ALIGN_BATCH, ALIGN_BATCH, 3]
+    batches.clear()
+    given = api.aligner.log_probs(pieces[:5])
+    batches.clear()
+    assert api.aligner.word_times(api.tokenizer, pieces[:5], texts[:5], " ", given) == alone[:5] and batches == []
+    assert [s.shape for s in given] == [s.shape for s in api.aligner.log_probs(pieces[:5])]  # left as they were
+
+
+def test_long_audio_with_word_times_encodes_each_piece_once(aligned_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The joint CTC decode's log-probabilities place the words: no second encoder pass for the times,
+    and the same words and times as aligning afterwards."""
+    api = QwenAudio.from_pretrained(aligned_dir)
+    api.model.config.utterance_seconds = 12.0
+    pause = np.zeros(8000, np.float32)
+    pieces = [speech(0.8 + 0.1 * i) for i in range(5)]
+    wave = np.concatenate([np.concatenate([p, pause]) for p in pieces])
+    align, aligned = CtcAligner.log_probs, []
+
+    def watched(self, pieces):  # noqa: ANN001, ANN202
+        aligned.append(len(pieces))
+        return align(self, pieces)
+
+    monkeypatch.setattr(CtcAligner, "log_probs", watched)
+    options = GenerationOptions(max_new_tokens=4, num_beams=2)
+    timed = api.transcribe((wave, 16_000), language="en", word_timestamps=True, options=options)
+    windows = api._pieces(wave)
+    assert len(windows) == 5 and aligned == []
+    texts = api._speech([build_prompt(Task.ASR, audio="a", audio_language="en")] * 5,
+                        [wave[w.start:w.end] for w in windows], options)
+    apart = api._stitched(wave, "en", windows, api._word_times([wave[w.start:w.end] for w in windows], texts, "en"), True)
+    assert timed.words == apart.words and timed.text == apart.text

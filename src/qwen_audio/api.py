@@ -241,7 +241,7 @@ class QwenAudio:
         if is_silent(piece):
             return ranked[0], None
         budget = speech_budget(GenerationOptions(num_beams=self.speech_beams), piece.size)
-        best = {code: self._ctc_rescored([build_prompt(Task.ASR, audio="a", audio_language=code)], [piece], budget)[0]
+        best = {code: self._ctc_rescored([build_prompt(Task.ASR, audio="a", audio_language=code)], [piece], budget)[0][0]
                 for code in ranked[:LID_CHECKED]}
         scores = {code: tags[code] + (found[1] if found is not None else float("-inf")) for code, found in best.items()}
         code = max(ranked[:LID_CHECKED], key=lambda code: (scores[code], tags[code]))
@@ -293,22 +293,23 @@ class QwenAudio:
                 texts = self._speech([prompt] * len(pieces), pieces, options, progress)
                 results[i] = Transcript(word_separator(lang).join(t for t in texts if t), lang, wave.size / SAMPLE_RATE)
             else:  # word times are what lets overlapping windows be stitched without doubling words at the joins
-                halves = None if progress is None else _halves(progress)
-                texts = self._speech([prompt] * len(pieces), pieces, options, halves and halves[0])
-                words = self._word_times(pieces, texts, lang, halves and halves[1])
+                _, words = self._timed_speech([prompt] * len(pieces), pieces, options, lang, progress)
                 results[i] = self._stitched(wave, lang, windows, words, word_timestamps)
         for lang, members in short.items():
             prompt = build_prompt(Task.ASR, audio="a", audio_language=lang)
             unknown = [i for i in members if i not in known]
+            if word_timestamps:  # decoded and placed together; a text settling the language decoded, placed here
+                _, placed = self._timed_speech([prompt] * len(unknown), [waves[i] for i in unknown], options, lang)
+                settled = [i for i in members if i in known]
+                words = dict(zip(unknown, placed))
+                words.update(zip(settled, self._word_times([waves[i] for i in settled], [known[i] for i in settled], lang)))
+                for i in members:
+                    results[i] = self._stitched(waves[i], lang, whole[i], [words[i]], True)
+                continue
             decoded = dict(zip(unknown, self._speech([prompt] * len(unknown), [waves[i] for i in unknown], options)))
             texts = [known[i] if i in known else decoded[i] for i in members]
-            if word_timestamps:
-                words = self._word_times([waves[i] for i in members], texts, lang)
-                for i, timed in zip(members, words):
-                    results[i] = self._stitched(waves[i], lang, whole[i], [timed], True)
-            else:
-                for i, text in zip(members, texts):
-                    results[i] = Transcript(text, lang, waves[i].size / SAMPLE_RATE)
+            for i, text in zip(members, texts):
+                results[i] = Transcript(text, lang, waves[i].size / SAMPLE_RATE)
         return [r for r in results if r is not None]
 
     def _stitched(self, wave: np.ndarray, lang: str, windows: Sequence[Window], words: Sequence[Sequence[Word]],
@@ -352,13 +353,35 @@ class QwenAudio:
 
     def _speech(self, prompts: Sequence[str], pieces: Sequence[np.ndarray], options: GenerationOptions,
                 progress: Progress | None = None, *, heard: bool = True) -> list[str]:
+        """Speech → text for each (prompt, piece), tags stripped (``_decoded``)."""
+        return self._decoded(prompts, pieces, options, progress, heard=heard)[0]
+
+    def _timed_speech(self, prompts: Sequence[str], pieces: Sequence[np.ndarray], options: GenerationOptions,
+                      language: str, progress: Progress | None = None) -> tuple[list[str], list[list[Word]]]:
+        """Each piece's transcript and its words with piece-local times (``_decoded``, ``_word_times``)."""
+        if self.aligner is None:  # words by the SRWT decode: a second pass over the pieces
+            halves = None if progress is None else _halves(progress)
+            texts = self._speech(prompts, pieces, options, halves and halves[0])
+            return texts, self._word_times(pieces, texts, language, halves and halves[1])
+        texts, words = self._decoded(prompts, pieces, options, progress, words_in=language)
+        assert words is not None
+        return texts, words
+
+    def _decoded(self, prompts: Sequence[str], pieces: Sequence[np.ndarray], options: GenerationOptions,
+                 progress: Progress | None = None, *, heard: bool = True,
+                 words_in: str | None = None) -> tuple[list[str], list[list[Word]] | None]:
         """Speech → text for each (prompt, piece), tags stripped; decoded in batches of similar length
         (each capped by :func:`speech_budget`), a text that repeats itself decoded again (:func:`fallback`).
         A silent piece (:func:`~qwen_audio.infer.longform.is_silent`) says nothing and is not decoded.
         ``heard``: the text is what the audio says (a transcript), so beams are decoded jointly with the
-        model's CTC; a translation is not, and its beams are the decoder's alone."""
+        model's CTC; a translation is not, and its beams are the decoder's alone.
+        ``words_in`` (a language; the model ships an aligner): each text's words are placed too, batch by
+        batch on the CTC log-probabilities its joint decode computed: aligning afterwards encoded every
+        piece again (a sixth of a long transcription's time) and held the whole audio's log-probabilities."""
         order = sorted((i for i, piece in enumerate(pieces) if not is_silent(piece)), key=lambda i: pieces[i].size)
         texts: list[str] = [""] * len(pieces)
+        words: list[list[Word]] | None = None if words_in is None else [[] for _ in pieces]
+        separator = None if words_in is None else word_separator(words_in)
         silent = len(pieces) - len(order)  # done from the start
         if progress is not None and not order:
             progress(len(pieces), len(pieces))
@@ -366,8 +389,9 @@ class QwenAudio:
             chunk = order[first:first + PIECES_PER_BATCH]
             budget = speech_budget(options, max(pieces[i].size for i in chunk))
             chosen: list[str | None] = [None] * len(chunk)
+            frames: Sequence[torch.Tensor | None] = [None] * len(chunk)  # (the last batch's go before this one's come)
             if options.num_beams > 1 and self.aligner is not None and heard:
-                found = self._ctc_rescored([prompts[i] for i in chunk], [pieces[i] for i in chunk], budget)
+                found, frames = self._ctc_rescored([prompts[i] for i in chunk], [pieces[i] for i in chunk], budget)
                 chosen = [None if best is None else best[0] for best in found]
                 budget = replace(budget, num_beams=1)  # a piece whose every beam is a loop: greedy, then the fallback
             rest = [j for j, text in enumerate(chosen) if text is None]
@@ -377,16 +401,23 @@ class QwenAudio:
                     chosen[j] = strip_tags(out.text).strip()
             for i, text in zip(chunk, chosen):
                 texts[i] = text or ""
+            if words is not None and separator is not None:
+                timed = self.aligner.word_times(  # type: ignore[union-attr]
+                    self.tokenizer, [pieces[i] for i in chunk], [texts[i] for i in chunk], separator, frames)
+                for i, placed in zip(chunk, timed):
+                    words[i] = placed
             if progress is not None:
                 progress(silent + min(first + PIECES_PER_BATCH, len(order)), len(pieces))
         if options.temperature == 0 and (options.num_beams == 1 or (self.aligner is not None and heard)):
             for i in (i for i, text in enumerate(texts) if compression_ratio(text) > COMPRESSION_RATIO_LIMIT):
                 texts[i] = self._fallback(prompts[i], pieces[i], options, texts[i])
-        return texts
+                if words is not None and separator is not None:
+                    words[i] = self.aligner.word_times(self.tokenizer, [pieces[i]], [texts[i]], separator)[0]  # type: ignore[union-attr]
+        return texts, words
 
     @torch.no_grad()
     def _ctc_rescored(self, prompts: Sequence[str], pieces: Sequence[np.ndarray],
-                      options: GenerationOptions) -> list[tuple[str, float] | None]:
+                      options: GenerationOptions) -> tuple[list[tuple[str, float] | None], list[torch.Tensor]]:
         """Joint CTC/attention decoding of each piece: a beam search steered by the CTC's prefix scores
         (``generation.ctc_prefix``), then its ``num_beams`` finished texts, each scored
         (1 - w) · log P_decoder + w · log P_ctc (w: ``CTC_RESCORE_WEIGHT``); the best, with that score.
@@ -397,6 +428,7 @@ class QwenAudio:
         are not in the audio. ESPnet's joint decoding.
         A beam cut by the length limit or the loop guard, or one that repeats itself, is a loop and
         never chosen; a piece whose every beam is one gets None (the caller decodes it greedily).
+        Also each piece's CTC log-probabilities, which place the chosen text's words (``_speech``).
         """
         inputs = self.processor(list(prompts), [[p] for p in pieces], padding_side="left")
         encoded = self.model.encode_audio(inputs.audio_features, inputs.audio_lengths, grouped=True)  # the beams' and the CTC's
@@ -417,7 +449,7 @@ class QwenAudio:
             joint = [(1 - CTC_RESCORE_WEIGHT) * score + CTC_RESCORE_WEIGHT * c for (_, score), c in zip(texts, acoustic)]
             best = max(range(len(texts)), key=joint.__getitem__) if texts else None
             chosen.append(None if best is None else (texts[best][0], joint[best]))
-        return chosen
+        return chosen, frames
 
     def _fallback(self, prompt: str, piece: np.ndarray, options: GenerationOptions, greedy: str) -> str:
         """Whisper's temperature fallback: a greedy text that compresses too well (a loop) is decoded

@@ -38,6 +38,7 @@ from qwen_audio.infer.longform import frame_energy
 from qwen_audio.train.ctc import ALIGNER_FILE, read_aligner, token_ctc_logits
 
 FRAME_SECONDS = 0.04  # one pooled encoder frame
+ALIGN_BATCH = 16  # pieces encoded together for word times (bounds their [frames, vocab] log-probabilities)
 # Chosen on the training split's synthetic English speech with exact word times (40 utterances, never a
 # test set): a CTC spike comes after the word starts, and a word's last spike
 # well before it ends. Mean boundary error there: 80 ms.
@@ -209,31 +210,44 @@ class CtcAligner:
 
     @torch.no_grad()
     def word_times(self, tokenizer: object, pieces: Sequence[np.ndarray], texts: Sequence[str],
-                   separator: str) -> list[list[Word]]:
+                   separator: str, log_probs: Sequence[Tensor | None] | None = None) -> list[list[Word]]:
         """Each piece's transcript as timed words (piece-local seconds); the words are the text's own
-        (split on spaces; characters where ``separator`` is empty)."""
+        (split on spaces; characters where ``separator`` is empty). ``log_probs``: the pieces' CTC
+        log-probabilities where the caller has them (``frame_log_probs``; None: computed here).
+
+        Pieces are encoded ``ALIGN_BATCH`` at a time: a piece's log-probabilities are [frames, vocab]
+        (an hour of speech is ~18 GB of them at SmolLM2's 49k tokens), so all at once ran out of memory."""
         jobs = [i for i, text in enumerate(texts) if text.strip()]
         timed: list[list[Word]] = [[] for _ in texts]
-        if not jobs:
-            return timed
-        for i, scores in zip(jobs, self.log_probs([pieces[i] for i in jobs])):
-            log_probs = scores.numpy()
-            log_probs[0, 1:] = -np.inf  # the first frame says the first token wherever it is spoken: a blank
-            words = texts[i].split() if separator else [c for c in texts[i] if not c.isspace()]
-            labels: list[int] = []
-            owners: list[int] = []
-            for number, word in enumerate(words):
-                ids = tokenizer.encode_plain((separator if number else "") + word)  # type: ignore[attr-defined]
-                labels += [t + 1 for t in ids]  # class 0 is the blank
-                owners += [number] * len(ids)
-            seconds = pieces[i].size / SAMPLE_RATE
-            path = forced_align(log_probs, labels)
-            if path is None:  # more tokens than frames: spread the words evenly
-                step = seconds / len(words)
-                timed[i] = [Word(w, round(n * step, 2), round((n + 1) * step, 2)) for n, w in enumerate(words)]
-            else:
-                timed[i] = words_from_path(path, owners, words, seconds, loud_frames(pieces[i]))
+        known = [None] * len(pieces) if log_probs is None else list(log_probs)
+        for first in range(0, len(jobs), ALIGN_BATCH):
+            chunk = jobs[first:first + ALIGN_BATCH]
+            missing = [i for i in chunk if known[i] is None]
+            computed = dict(zip(missing, self.log_probs([pieces[i] for i in missing]) if missing else []))
+            for i in chunk:
+                timed[i] = self._timed_words(tokenizer, pieces[i], texts[i], separator,
+                                             computed[i] if i in computed else known[i])
         return timed
+
+    def _timed_words(self, tokenizer: object, piece: np.ndarray, text: str, separator: str, scores: Tensor) -> list[Word]:
+        """One piece's words placed by forced alignment of its text on its log-probabilities ``scores``."""
+        words = text.split() if separator else [c for c in text if not c.isspace()]
+        labels: list[int] = []
+        owners: list[int] = []
+        for number, word in enumerate(words):
+            ids = tokenizer.encode_plain((separator if number else "") + word)  # type: ignore[attr-defined]
+            labels += [t + 1 for t in ids]  # class 0 is the blank
+            owners += [number] * len(ids)
+        seconds = piece.size / SAMPLE_RATE
+        columns = sorted({0, *labels})  # the blank and the text's own tokens: a copy, the caller's frames stay
+        log_probs = scores[:, columns].numpy()
+        log_probs[0, 1:] = -np.inf  # the first frame says the first token wherever it is spoken: a blank
+        column = {label: n for n, label in enumerate(columns)}
+        path = forced_align(log_probs, [column[label] for label in labels])
+        if path is None:  # more tokens than frames: spread the words evenly
+            step = seconds / len(words)
+            return [Word(w, round(n * step, 2), round((n + 1) * step, 2)) for n, w in enumerate(words)]
+        return words_from_path(path, owners, words, seconds, loud_frames(piece))
 
 
 __all__ = ["ALIGNER_FILE", "CtcAligner", "forced_align", "loud_frames", "loud_mask", "words_from_path"]
