@@ -80,7 +80,7 @@ def test_long_audio_is_windowed_with_global_word_times(api: QwenAudio) -> None:
 def test_a_model_of_single_utterances_transcribes_long_audio_piece_by_piece(model_dir: Path, monkeypatch) -> None:
     """``utterance_seconds`` set: audio is split at its pauses and each piece gets a plain ASR prompt
     with its own samples (no word-time stitching), and the texts are joined in order."""
-    from qwen_audio.api import Generated
+    from qwen_audio.api import PIECES_PER_BATCH, Generated
 
     api = QwenAudio.from_pretrained(model_dir)
     api.model.config.utterance_seconds = 12.0
@@ -98,9 +98,10 @@ def test_a_model_of_single_utterances_transcribes_long_audio_piece_by_piece(mode
     assert len(prompts) == 3 and all("<|transcribe|>" in p and "<|notimestamps|>" in p for p in prompts)
     assert sum(sizes) == wave.size and result.text == "piece1 piece2 piece3"
     calls.clear()  # many pieces go in batches of PIECES_PER_BATCH (of similar lengths), joined in order
-    many = np.concatenate([np.concatenate([tone(1.0 + 0.05 * (i % 3), 200) * (i + 1) / 40, pause]) for i in range(20)])
-    assert api.transcribe((many, 16_000), language="en").text == " ".join(f"piece{i + 1}" for i in range(20))
-    assert [len(p) for p, _ in calls] == [16, 4]
+    count = 2 * PIECES_PER_BATCH + 4
+    many = np.concatenate([np.concatenate([tone(1.0 + 0.05 * (i % 3), 200) * (i + 1) / 40, pause]) for i in range(count)])
+    assert api.transcribe((many, 16_000), language="en").text == " ".join(f"piece{i + 1}" for i in range(count))
+    assert [len(p) for p, _ in calls] == [PIECES_PER_BATCH, PIECES_PER_BATCH, 4]
 
 
 def test_silent_pieces_say_nothing_and_are_never_decoded(model_dir: Path, monkeypatch) -> None:
