@@ -195,3 +195,31 @@ def test_results_reach_stdout_verbatim_however_long(model_dir: Path, wav: Path, 
         assert payload["text"] == said.text and [w["word"] for w in payload["words"]] == spoken
     else:
         assert ":smile:" in result.stdout and "[bold]loud[/bold]" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["transcribe", "--language", "en"], ["caption"], ["classify"]])
+def test_a_corrupt_file_in_a_batch_costs_only_itself(model_dir: Path, wav: Path, tmp_path: Path,
+                                                      command: list[str]) -> None:
+    """Each bad file is one line naming it, the good ones before and after it are done, exit code 1."""
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEnot really")
+    later = tmp_path / "later.wav"
+    later.write_bytes(wav.read_bytes())
+    result = runner.invoke(app, [*command, str(wav), str(bad), str(later), "--model", str(model_dir),
+                                 *(["--max-new-tokens", "4"] if command[0] == "transcribe" else [])])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "bad.wav" in result.stderr and "1 of 3 files failed" in result.stderr
+    if command[0] == "transcribe":
+        assert len(result.stdout.splitlines()) == 2  # one transcript line per good file
+    else:
+        assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["tone.wav", "later.wav"]
+
+
+def test_an_output_dir_never_takes_two_files_to_one_name(model_dir: Path, wav: Path, tmp_path: Path) -> None:
+    twin = tmp_path / "elsewhere" / wav.name
+    twin.parent.mkdir()
+    twin.write_bytes(wav.read_bytes())
+    result = runner.invoke(app, ["transcribe", str(wav), str(twin), "--output-dir", str(tmp_path / "out"),
+                                 "--model", str(model_dir)])
+    assert result.exit_code == 1 and "would both write tone.txt" in result.output
+    assert not (tmp_path / "out").exists()  # refused before any work

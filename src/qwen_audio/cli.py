@@ -7,7 +7,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import wraps
 from importlib import resources
 from pathlib import Path
@@ -75,24 +75,15 @@ def _load(model: str):  # noqa: ANN202
         return QwenAudio.from_pretrained(model)
 
 
-def _progress(total: int) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err_console, disable=total < 2 or not err_console.is_terminal, transient=True,
-    )
+Report = Callable[[int, int], None]  # (pieces done, pieces in all) of one long audio
 
 
-def _each(files: list[Path]) -> Iterator[Path]:
-    with _progress(len(files)) as progress:
-        task = progress.add_task("working", total=len(files))
-        for path in files:
-            progress.update(task, description=path.name)
-            yield path
-            progress.advance(task)
-
-
-def _each_long(files: list[Path]) -> Iterator[tuple[Path, Callable[[int, int], None]]]:
-    """Each file with a callback that shows, for long audio, how many of its pieces are done."""
+def _for_each(files: list[Path], work: Callable[[Path, Report], None]) -> None:
+    """``work(path, report)`` on each file under one progress display (files, and the pieces of a long
+    one). A file that fails (audio that will not decode, a file that cannot be written) is one red line
+    naming it and the others go on: a night's batch is not lost to its one corrupt file. Exit code 1 at
+    the end when any failed; a single file's error is raised as it is (``friendly_errors``)."""
+    failed: list[Path] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, disable=not err_console.is_terminal, transient=True) as progress:
         overall = progress.add_task("working", total=len(files), visible=len(files) > 1)
@@ -103,9 +94,18 @@ def _each_long(files: list[Path]) -> Iterator[tuple[Path, Callable[[int, int], N
             def report(done: int, total: int, pieces: TaskID = pieces) -> None:
                 progress.update(pieces, completed=done, total=total, visible=total > 1)
 
-            yield path, report
+            try:
+                work(path, report)
+            except (QwenAudioError, OSError) as error:
+                if len(files) == 1:
+                    raise
+                print_error(f"{path}: {error}" if str(path) not in str(error) else error)
+                failed.append(path)
             progress.remove_task(pieces)
             progress.advance(overall)
+    if failed:
+        print_error(f"{len(failed)} of {len(files)} files failed: {', '.join(str(p) for p in failed)}")
+        raise typer.Exit(code=1)
 
 
 def _check_files(files: list[Path]) -> None:
@@ -116,8 +116,16 @@ def _check_files(files: list[Path]) -> None:
             raise FileNotFoundError(f"{path}: no such file")
 
 
-def _check_output_dir(folder: Path) -> None:
-    """Create ``folder`` and check it can be written, before a model is loaded and audio decoded."""
+def _check_output_dir(folder: Path, files: list[Path], extension: str) -> None:
+    """Create ``folder`` and check it can be written, and that no two ``files`` would write the same
+    ``<name>.<extension>`` there (the second would silently replace the first), before a model is
+    loaded and audio decoded."""
+    seen: dict[str, Path] = {}
+    for path in files:
+        other = seen.setdefault(path.stem, path)
+        if other != path:
+            raise ConfigError(f"--output-dir: {other} and {path} would both write {path.stem}.{extension}; "
+                              "transcribe them into different folders")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -154,10 +162,11 @@ def transcribe(
     words = timestamps == "word" or output_format != "txt"
     _check_files(files)
     if output_dir is not None:
-        _check_output_dir(output_dir)
+        _check_output_dir(output_dir, files, output_format)
     api = _load(model)
     options = GenerationOptions(max_new_tokens=max_new_tokens, num_beams=beams or api.speech_beams)
-    for path, report in _each_long(files):
+
+    def one(path: Path, report: Report) -> None:
         result = api.transcribe(str(path), language=language, word_timestamps=words, options=options, progress=report)
         if output_format == "txt":
             body = result.text + "\n"
@@ -175,6 +184,8 @@ def transcribe(
         else:
             (output_dir / f"{path.stem}.{output_format}").write_text(body, encoding="utf-8")
 
+    _for_each(files, one)
+
 
 @app.command()
 @friendly_errors
@@ -187,8 +198,7 @@ def translate(
     """Speech translation (S2TT) into another language."""
     _check_files(files)
     api = _load(model)
-    for path, report in _each_long(files):
-        emit(api.translate(str(path), to=to, language=language, progress=report).text)
+    _for_each(files, lambda path, report: emit(api.translate(str(path), to=to, language=language, progress=report).text))
 
 
 @app.command()
@@ -201,8 +211,7 @@ def caption(
     """Describe the sound (audio captioning)."""
     _check_files(files)
     api = _load(model)
-    for path in _each(files):
-        emit(f"{path.name}: {api.caption(str(path), style=style).text}")
+    _for_each(files, lambda path, _: emit(f"{path.name}: {api.caption(str(path), style=style).text}"))
 
 
 @app.command()
@@ -215,12 +224,15 @@ def classify(
     """Label the audio (scene, sound events, emotion, vocal sound, speaker, instrument, language)."""
     _check_files(files)
     api = _load(model)
-    for path in _each(files):
+
+    def one(path: Path, _: Report) -> None:
         if task == "language":
             label = api.detect_language(str(path))
         else:
             label = ", ".join(api.classify(str(path), task=task).labels) or "(none)"
         emit(f"{path.name}: {label}")
+
+    _for_each(files, one)
 
 
 @app.command()
