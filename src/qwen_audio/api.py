@@ -433,7 +433,7 @@ class QwenAudio:
         are not in the audio. ESPnet's joint decoding.
         A beam cut by the length limit or the loop guard, or one that repeats itself, is a loop and
         never chosen; a piece whose every beam is one gets None (the caller decodes it greedily).
-        Also each piece's CTC log-probabilities, which place the chosen text's words (``_speech``).
+        Also each piece's CTC log-probabilities, which place the chosen text's words (``_decoded``).
         """
         inputs = self.processor(list(prompts), [[p] for p in pieces], padding_side="left")
         encoded = self.model.encode_audio(inputs.audio_features, inputs.audio_lengths, grouped=True)  # the beams' and the CTC's
