@@ -209,10 +209,22 @@ def test_a_corrupt_file_in_a_batch_costs_only_itself(model_dir: Path, wav: Path,
                                  *(["--max-new-tokens", "4"] if command[0] == "transcribe" else [])])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "bad.wav" in result.stderr and "1 of 3 files failed" in result.stderr
-    if command[0] == "transcribe":
-        assert len(result.stdout.splitlines()) == 2  # one transcript line per good file
-    else:
-        assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["tone.wav", "later.wav"]
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["tone.wav", "later.wav"]
+
+
+def test_several_files_printed_each_say_which_file_they_are(model_dir: Path, wav: Path, tmp_path: Path) -> None:
+    later = tmp_path / "later.wav"
+    later.write_bytes(wav.read_bytes())
+    base = ["transcribe", str(wav), str(later), "--language", "en", "--model", str(model_dir), "--max-new-tokens", "4"]
+    result = runner.invoke(app, [*base, "-f", "json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]  # JSON Lines
+    assert [row["file"] for row in rows] == [str(wav), str(later)] and all("words" in row for row in rows)
+    result = runner.invoke(app, [*base, "-f", "srt"])
+    assert result.exit_code == 1 and "--output-dir" in result.output
+    alone = runner.invoke(app, ["transcribe", str(wav), "--language", "en", "--model", str(model_dir),
+                                "--max-new-tokens", "4"])
+    assert alone.exit_code == 0 and not alone.stdout.startswith("tone.wav")  # one file: the text alone
 
 
 def test_an_output_dir_never_takes_two_files_to_one_name(model_dir: Path, wav: Path, tmp_path: Path) -> None:

@@ -143,7 +143,9 @@ def transcribe(
     files: FilesArgument,
     language: Annotated[Optional[str], typer.Option(help="Spoken language (en zh de es ko fr ja it); detected if omitted.")] = None,
     timestamps: Annotated[str, typer.Option(help="'none' or 'word' (SRWT word timestamps).")] = "none",
-    output_format: Annotated[str, typer.Option("--output-format", "-f", help="txt, json, srt or vtt.")] = "txt",
+    output_format: Annotated[str, typer.Option("--output-format", "-f", help=(
+        "txt, json, srt or vtt. Several files printed: a txt line starts with its file's name, json is one "
+        "object a line (JSON Lines, with 'file'); srt and vtt need --output-dir."))] = "txt",
     output_dir: Annotated[Optional[Path], typer.Option(help="Write <name>.<format> files here instead of printing.")] = None,
     model: ModelOption = "default",
     max_new_tokens: MaxTokens = 256,
@@ -163,20 +165,26 @@ def transcribe(
     _check_files(files)
     if output_dir is not None:
         _check_output_dir(output_dir, files, output_format)
+    elif len(files) > 1 and output_format in ("srt", "vtt"):
+        raise ConfigError(f"several files' {output_format} subtitles need --output-dir (one file each)")
+    several = len(files) > 1 and output_dir is None  # on stdout, each result says which file it is
     api = _load(model)
     options = GenerationOptions(max_new_tokens=max_new_tokens, num_beams=beams or api.speech_beams)
 
     def one(path: Path, report: Report) -> None:
         result = api.transcribe(str(path), language=language, word_timestamps=words, options=options, progress=report)
         if output_format == "txt":
-            body = result.text + "\n"
+            body = (f"{path.name}: " if several else "") + result.text + "\n"
             if timestamps == "word":
                 body += "".join(f"[{w.start:6.2f} → {w.end:6.2f}] {w.word}\n" for w in result.words)
         elif output_format == "json":
             payload = json.loads(to_json(list(result.words), language=result.language, text=result.text))
             payload["duration"] = round(result.duration, 3)
             payload["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in result.words]
-            body = json.dumps(payload, ensure_ascii=False, indent=2) + "\n"
+            if several:  # JSON Lines: one object a file, each naming it
+                body = json.dumps({"file": str(path), **payload}, ensure_ascii=False) + "\n"
+            else:
+                body = json.dumps(payload, ensure_ascii=False, indent=2) + "\n"
         else:
             body = (to_srt if output_format == "srt" else to_vtt)(list(result.words))
         if output_dir is None:
