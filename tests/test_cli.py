@@ -222,6 +222,10 @@ def test_several_files_printed_each_say_which_file_they_are(model_dir: Path, wav
     assert [row["file"] for row in rows] == [str(wav), str(later)] and all("words" in row for row in rows)
     result = runner.invoke(app, [*base, "-f", "srt"])
     assert result.exit_code == 1 and "--output-dir" in result.output
+    translated = runner.invoke(app, ["translate", str(wav), str(later), "--language", "en", "--to", "fr",
+                                     "--model", str(model_dir)])
+    assert translated.exit_code == 0, translated.output
+    assert [line.split(":")[0] for line in translated.stdout.splitlines()] == ["tone.wav", "later.wav"]
     alone = runner.invoke(app, ["transcribe", str(wav), "--language", "en", "--model", str(model_dir),
                                 "--max-new-tokens", "4"])
     assert alone.exit_code == 0 and not alone.stdout.startswith("tone.wav")  # one file: the text alone

@@ -206,7 +206,9 @@ def translate(
     """Speech translation (S2TT) into another language."""
     _check_files(files)
     api = _load(model)
-    _for_each(files, lambda path, report: emit(api.translate(str(path), to=to, language=language, progress=report).text))
+    prefix = (lambda path: f"{path.name}: ") if len(files) > 1 else (lambda path: "")  # several: say which file
+    _for_each(files, lambda path, report: emit(
+        prefix(path) + api.translate(str(path), to=to, language=language, progress=report).text))
 
 
 @app.command()
