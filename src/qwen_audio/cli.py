@@ -99,7 +99,7 @@ def _for_each(files: list[Path], work: Callable[[Path, Report], None]) -> None:
             except (QwenAudioError, OSError) as error:
                 if len(files) == 1:
                     raise
-                print_error(f"{path}: {error}" if str(path) not in str(error) else error)
+                print_error(error if path.name in str(error) else f"{path}: {error}")  # each line names its file
                 failed.append(path)
             progress.remove_task(pieces)
             progress.advance(overall)
