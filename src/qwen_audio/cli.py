@@ -206,9 +206,9 @@ def translate(
     """Speech translation (S2TT) into another language."""
     _check_files(files)
     api = _load(model)
-    prefix = (lambda path: f"{path.name}: ") if len(files) > 1 else (lambda path: "")  # several: say which file
-    _for_each(files, lambda path, report: emit(
-        prefix(path) + api.translate(str(path), to=to, language=language, progress=report).text))
+    several = len(files) > 1  # each result says which file it is, as transcribe's do
+    _for_each(files, lambda path, report: emit((f"{path.name}: " if several else "")
+                                               + api.translate(str(path), to=to, language=language, progress=report).text))
 
 
 @app.command()
