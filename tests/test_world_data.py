@@ -79,15 +79,18 @@ def _g722(path: Path, seconds: float = 0.3) -> None:
 @needs_ffmpeg
 def test_prompts_decode_pair_with_text_and_validate(tmp_path):
     sounds, docs = tmp_path / "sounds", tmp_path / "doc"
-    voice = sounds / "en_US_f_Test"
+    voice = sounds / "en_US_f_Allison"
     _g722(voice / "hello.g722")
+    other_speaker = sounds / "en_AU_f_Other"  # an asterisk-prompt-* set: sorts first, never read
+    other_speaker.mkdir()
+    shutil.copy(voice / "hello.g722", other_speaker / "goodbye.g722")
     for name in ("digits/7", "beep", "untranscribed", "silence/1"):
         (voice / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(voice / "hello.g722", voice / f"{name}.g722")
     text_file = docs / "asterisk-core-sounds-en" / "core-sounds-en.txt.gz"
     text_file.parent.mkdir(parents=True)
     with gzip.open(text_file, "wt", encoding="utf-8") as f:
-        f.write("; Core sounds\n\nhello: Hello,  world.\ndigits/7: seven\n"
+        f.write("; Core sounds\n\nhello: Hello,  world.\ndigits/7: seven\ngoodbye: Goodbye.\n"
                 "beep: [a beep]\nsilence/1: (1 second of silence)\n")
     prompts = list(asterisk.iter_prompts("en", sounds, docs))
     assert [(p.name, p.text) for p in prompts] == [("digits/7", "seven"), ("hello", "Hello, world.")]
@@ -108,7 +111,7 @@ def test_prompts_decode_pair_with_text_and_validate(tmp_path):
 @needs_ffmpeg
 def test_prompts_longer_than_one_encoder_window_are_left_out(tmp_path, monkeypatch):
     sounds, docs = tmp_path / "sounds", tmp_path / "doc"
-    voice = sounds / "en_US_f_Test"
+    voice = sounds / "en_US_f_Allison"
     _g722(voice / "short.g722")
     _g722(voice / "monologue.g722", seconds=1.5)
     text_file = docs / "asterisk-core-sounds-en" / "core-sounds-en.txt.gz"

@@ -31,6 +31,8 @@ LANGUAGES = ("en", "es", "fr", "it")
 SOUNDS_ROOT = Path("/usr/share/asterisk/sounds")
 DOC_ROOT = Path("/usr/share/doc")
 LICENSE = "CC-BY-SA-3.0"
+# The core packages' one voice per language (asterisk-core-sounds-<lang>-g722 installs it).
+CORE_VOICES = {"en": "en_US_f_Allison", "es": "es_MX_f_Allison", "fr": "fr_CA_f_June", "it": "it_IT_m_Carlo"}
 VALIDATION_DIGITS = frozenset("cdef")  # first md5 hex digit of a validation prompt's base name
 
 # Italian's text file lost its accented vowels to "?" in places; these are the words it hit.
@@ -110,12 +112,14 @@ def read_prompt_texts(language: str, doc_root: Path = DOC_ROOT) -> dict[str, str
 
 
 def voice_folder(language: str, sounds_root: Path = SOUNDS_ROOT) -> Path:
-    """The folder of the language's G.722 prompts (e.g. ``en_US_f_Allison``)."""
-    folders = sorted(p for p in sounds_root.glob(f"{language}_*") if p.is_dir())
-    if not folders:
-        raise AsteriskError(f"no {language}_* folder under {sounds_root}; run "
-                            f"`apt-get install asterisk-core-sounds-{language}-g722`")
-    return folders[0]
+    """The folder of the language's core G.722 prompts (e.g. ``en_US_f_Allison``).
+
+    Named, not globbed: an installed ``asterisk-prompt-*`` set (another speaker, reserved for
+    evaluation) also lands in ``<language>_*`` (``it_IT_f_Menardi`` sorts before the core ``it_IT_m_Carlo``)."""
+    folder = sounds_root / CORE_VOICES[language]
+    if not folder.is_dir():
+        raise AsteriskError(f"{folder} is missing; run `apt-get install asterisk-core-sounds-{language}-g722`")
+    return folder
 
 
 def iter_prompts(language: str, sounds_root: Path = SOUNDS_ROOT, doc_root: Path = DOC_ROOT
