@@ -239,3 +239,32 @@ def test_an_output_dir_never_takes_two_files_to_one_name(model_dir: Path, wav: P
                                  "--model", str(model_dir)])
     assert result.exit_code == 1 and "would both write tone.txt" in result.output
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_a_dash_reads_the_audio_piped_to_stdin(model_dir: Path, wav: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ffmpeg … - | qwen-audio transcribe -``: the model reads the piped bytes; --output-dir names it stdin."""
+    from qwen_audio.api import QwenAudio
+    from qwen_audio.infer.engine import Transcript
+
+    heard: list[object] = []
+
+    def transcribe(self, audio, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        heard.append(audio)
+        return Transcript("piped", "en", 1.0, ())
+
+    monkeypatch.setattr(QwenAudio, "transcribe", transcribe)
+    base = ["transcribe", "-", "--language", "en", "--model", str(model_dir)]
+    result = runner.invoke(app, base, input=wav.read_bytes())
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "piped\n" and heard == [wav.read_bytes()]
+    result = runner.invoke(app, [*base, str(wav), "--output-dir", str(tmp_path / "out")], input=wav.read_bytes())
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["stdin.txt", "tone.txt"]
+    assert heard[1:] == [wav.read_bytes(), str(wav)]
+    empty = runner.invoke(app, base, input=b"")
+    assert empty.exit_code == 1 and "nothing was piped in" in empty.output
+    twice = runner.invoke(app, [*base, "-"], input=wav.read_bytes())
+    assert twice.exit_code == 1 and "can be named once" in twice.output
+    info = runner.invoke(app, ["info", "-"], input=wav.read_bytes())
+    assert info.exit_code == 0 and "27" in info.output  # 1 s → 27 audio tokens, as from the file

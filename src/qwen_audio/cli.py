@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from qwen_audio.errors import ConfigError, QwenAudioError
+from qwen_audio.errors import ConfigError, EmptyAudioError, QwenAudioError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Qwen-Audio: universal audio understanding.")
 console = Console()
@@ -32,7 +32,8 @@ def emit(text: str, end: str = "\n") -> None:
     console.out(text, end=end, highlight=False)
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model directory, or 'default' (the bundled model).")]
-FilesArgument = Annotated[list[Path], typer.Argument(help="Audio or video files.", show_default=False)]
+FilesArgument = Annotated[list[Path], typer.Argument(help="Audio or video files; - reads one from stdin.", show_default=False)]
+STDIN = Path("-")  # ``ffmpeg … -f wav - | qwen-audio transcribe -``
 MaxTokens = Annotated[int, typer.Option(help="Most tokens to generate per answer.")]
 
 
@@ -108,12 +109,28 @@ def _for_each(files: list[Path], work: Callable[[Path, Report], None]) -> None:
         raise typer.Exit(code=1)
 
 
-def _check_files(files: list[Path]) -> None:
+def _check_files(files: list[Path]) -> Callable[[Path], str | bytes]:
+    """Check the named files before a model is loaded; returns what the model reads for each:
+    its path, or for ``-`` the bytes piped in (read here, once)."""
+    if files.count(STDIN) > 1:
+        raise ConfigError("- (stdin) can be named once: it holds one audio")
+    if STDIN in files and sys.stdin.isatty():
+        raise ConfigError("- reads the audio from stdin, but nothing is piped in (e.g. `cat a.wav | qwen-audio transcribe -`)")
     for path in files:
+        if path == STDIN:
+            continue
         if path.is_dir():
             raise FileNotFoundError(f"{path}: a folder, not an audio file (name the files in it, e.g. {path}/*.wav)")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
+    piped = sys.stdin.buffer.read() if STDIN in files else b""
+    if STDIN in files and not piped:
+        raise EmptyAudioError("-: nothing was piped in (0 bytes)")
+    return lambda path: piped if path == STDIN else str(path)
+
+
+def _stem(path: Path) -> str:
+    return "stdin" if path == STDIN else path.stem
 
 
 def _check_output_dir(folder: Path, files: list[Path], extension: str) -> None:
@@ -122,9 +139,9 @@ def _check_output_dir(folder: Path, files: list[Path], extension: str) -> None:
     loaded and audio decoded."""
     seen: dict[str, Path] = {}
     for path in files:
-        other = seen.setdefault(path.stem, path)
+        other = seen.setdefault(_stem(path), path)
         if other != path:
-            raise ConfigError(f"--output-dir: {other} and {path} would both write {path.stem}.{extension}; "
+            raise ConfigError(f"--output-dir: {other} and {path} would both write {_stem(path)}.{extension}; "
                               "transcribe them into different folders")
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -162,7 +179,7 @@ def transcribe(
         raise ConfigError("--output-format must be txt, json, srt or vtt")
     # json, srt and vtt carry word times; plain text only when asked (--timestamps word).
     words = timestamps == "word" or output_format != "txt"
-    _check_files(files)
+    audio = _check_files(files)
     if output_dir is not None:
         _check_output_dir(output_dir, files, output_format)
     elif len(files) > 1 and output_format in ("srt", "vtt"):
@@ -172,7 +189,7 @@ def transcribe(
     options = GenerationOptions(max_new_tokens=max_new_tokens, num_beams=beams or api.speech_beams)
 
     def one(path: Path, report: Report) -> None:
-        result = api.transcribe(str(path), language=language, word_timestamps=words, options=options, progress=report)
+        result = api.transcribe(audio(path), language=language, word_timestamps=words, options=options, progress=report)
         if output_format == "txt":
             body = (f"{path.name}: " if several else "") + result.text + "\n"
             if timestamps == "word":
@@ -190,7 +207,7 @@ def transcribe(
         if output_dir is None:
             emit(body, end="")
         else:
-            (output_dir / f"{path.stem}.{output_format}").write_text(body, encoding="utf-8")
+            (output_dir / f"{_stem(path)}.{output_format}").write_text(body, encoding="utf-8")
 
     _for_each(files, one)
 
@@ -204,11 +221,11 @@ def translate(
     model: ModelOption = "default",
 ) -> None:
     """Speech translation (S2TT) into another language."""
-    _check_files(files)
+    audio = _check_files(files)
     api = _load(model)
     several = len(files) > 1  # each result says which file it is, as transcribe's do
     _for_each(files, lambda path, report: emit((f"{path.name}: " if several else "")
-                                               + api.translate(str(path), to=to, language=language, progress=report).text))
+                                               + api.translate(audio(path), to=to, language=language, progress=report).text))
 
 
 @app.command()
@@ -219,9 +236,9 @@ def caption(
     model: ModelOption = "default",
 ) -> None:
     """Describe the sound (audio captioning)."""
-    _check_files(files)
+    audio = _check_files(files)
     api = _load(model)
-    _for_each(files, lambda path, _: emit(f"{path.name}: {api.caption(str(path), style=style).text}"))
+    _for_each(files, lambda path, _: emit(f"{path.name}: {api.caption(audio(path), style=style).text}"))
 
 
 @app.command()
@@ -232,14 +249,14 @@ def classify(
     model: ModelOption = "default",
 ) -> None:
     """Label the audio (scene, sound events, emotion, vocal sound, speaker, instrument, language)."""
-    _check_files(files)
+    audio = _check_files(files)
     api = _load(model)
 
     def one(path: Path, _: Report) -> None:
         if task == "language":
-            label = api.detect_language(str(path))
+            label = api.detect_language(audio(path))
         else:
-            label = ", ".join(api.classify(str(path), task=task).labels) or "(none)"
+            label = ", ".join(api.classify(audio(path), task=task).labels) or "(none)"
         emit(f"{path.name}: {label}")
 
     _for_each(files, one)
@@ -253,8 +270,8 @@ def ask(
     model: ModelOption = "default",
 ) -> None:
     """Audio question answering."""
-    _check_files([file])
-    emit(_load(model).ask(str(file), question).answer)
+    audio = _check_files([file])
+    emit(_load(model).ask(audio(file), question).answer)
 
 
 @app.command()
@@ -410,8 +427,9 @@ def info(files: FilesArgument) -> None:
     from qwen_audio.audio import SAMPLE_RATE, audio_span, load_audio, log_mel_spectrogram, pad_or_trim
 
     table = Table("file", "seconds", "peak", "rms dBFS", "voiced %", "mel", "audio tokens")
+    audio = _check_files(files)
     for path in files:
-        samples = load_audio(path)
+        samples = load_audio(audio(path))
         span = audio_span(samples.size)
         mel = log_mel_spectrogram(pad_or_trim(samples))
         rms = float((samples.astype("float64") ** 2).mean() ** 0.5)
