@@ -104,6 +104,41 @@ def test_a_model_of_single_utterances_transcribes_long_audio_piece_by_piece(mode
     assert [len(p) for p, _ in calls] == [PIECES_PER_BATCH, PIECES_PER_BATCH, 4]
 
 
+def test_a_streamed_transcript_is_told_piece_by_piece_in_time_order(model_dir: Path, monkeypatch) -> None:
+    """``transcribe_streamed`` (the server's ``stream=true``): long audio of a model of single utterances
+    is decoded in time order, in small batches, and each batch's texts are told as soon as it ends; the
+    pieces join to the very transcript ``transcribe`` gives. A short audio is told whole, once."""
+    from qwen_audio.api import PIECES_PER_BATCH, STREAMED_PIECES_PER_BATCH, Generated
+    from qwen_audio.infer.engine import TranscriptStreamingEngine
+
+    api = QwenAudio.from_pretrained(model_dir)
+    api.model.config.utterance_seconds = 12.0
+    assert isinstance(api, TranscriptStreamingEngine)
+    pause = np.zeros(8000, np.float32)
+    count = 2 * PIECES_PER_BATCH + 3  # pieces of falling length: by length, the last would go first
+    many = np.concatenate([np.concatenate([tone(2.0 - 0.05 * i, 200) * (i + 1) / 40, pause]) for i in range(count)]
+                          + [np.zeros(20 * 16_000, np.float32), tone(1.0, 200) * (count + 1) / 40])  # a silent piece too
+    events: list[tuple[str, object]] = []
+
+    def generate(prompts, audios, options=None, streamer=None):  # noqa: ANN001, ANN202
+        events.append(("decode", len(audios)))
+        return [Generated(f"piece{round(float(np.abs(a[0]).max()) / tone(0.1).max() * 40)}", 1, 1, True) for a in audios]
+
+    monkeypatch.setattr(api, "generate", generate)
+    plain = api.transcribe((many, 16_000), language="en").text
+    events.clear()
+    requests = [TranscriptionRequest(many, "en", options=GenerationOptions()),
+                TranscriptionRequest(tone(1.0, 200) * 7 / 40, "en", options=GenerationOptions())]
+    results = api.transcribe_streamed(requests, lambda i, text: events.append(("told", (i, text))))
+    told = [value for kind, value in events if kind == "told"]
+    assert "".join(text for i, text in told if i == 0) == results[0].text == plain
+    assert plain == " ".join(f"piece{i + 1}" for i in range(count + 1))
+    assert [text for i, text in told if i == 1] == [results[1].text] == ["piece7"]
+    batch = STREAMED_PIECES_PER_BATCH  # the first batch is the first pieces, told before the next is decoded
+    told_first = [("told", (0, ("" if i == 0 else " ") + f"piece{i + 1}")) for i in range(batch)]
+    assert events[:batch + 2] == [("decode", batch), *told_first, ("decode", batch)]
+
+
 def test_silent_pieces_say_nothing_and_are_never_decoded(model_dir: Path, monkeypatch) -> None:
     """Zeros (a silent file, or 20 s of silence inside a long recording) become a full-range mel of nothing
     that a decoder reads words into: such pieces are "" without a decode; the audible ones keep their order."""

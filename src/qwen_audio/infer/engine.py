@@ -104,6 +104,19 @@ class Engine(Protocol):
 
 
 @runtime_checkable
+class TranscriptStreamingEngine(Protocol):
+    """An engine that tells a transcript as it grows (long audio piece by piece). Optional: without
+    it the server streams a transcription as one piece, once it is done."""
+
+    def transcribe_streamed(self, requests: Sequence[TranscriptionRequest],
+                            on_text: Callable[[int, str], None]) -> list[Transcript]:
+        """``transcribe_batch``, calling ``on_text(i, text)`` as transcript ``i`` grows; its pieces
+        concatenate to its text. Called on the engine's thread; ``on_text`` may raise to stop (its
+        client is gone): let that exception propagate."""
+        ...
+
+
+@runtime_checkable
 class BatchStreamingEngine(Protocol):
     """An engine that streams a whole batch: the server's streamed chats then run in the same
     batched calls as the others (one decoding step serves every row) instead of each stream
