@@ -127,6 +127,17 @@ class FakeEngine:
             yield word if index == 0 else " " + word
         return ChatReply(" ".join(words), len(request.turns), len(words))
 
+    def transcribe_streamed(self, requests: Sequence[TranscriptionRequest],
+                            on_text: Callable[[int, str], None]) -> list[Transcript]:
+        """``transcribe_batch``, telling each transcript word by word."""
+        transcripts = self.transcribe_batch(requests)
+        for index, transcript in enumerate(transcripts):
+            for k, word in enumerate(transcript.text.split(" ")):
+                if self.token_delay:
+                    time.sleep(self.token_delay)
+                on_text(index, word if k == 0 else " " + word)
+        return transcripts
+
     def transcribe_batch(self, requests: Sequence[TranscriptionRequest]) -> list[Transcript]:
         """KNOWN_WORDS spread evenly over the audio; a translation upper-cases them."""
         self._enter("transcribe", len(requests))

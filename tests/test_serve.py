@@ -183,6 +183,32 @@ def test_transcription_json_and_verbose_without_words(server: BackgroundServer, 
     assert verbose.status_code == 200 and "words" not in verbose.json() and verbose.json()["task"] == "transcribe"
 
 
+def test_a_streamed_transcription_sends_openais_text_events(client: openai.OpenAI, engine: FakeEngine) -> None:
+    """``stream=true``: ``transcript.text.delta`` events as the transcript grows, then
+    ``transcript.text.done`` with the whole text, read by OpenAI's own client."""
+    events = list(client.audio.transcriptions.create(model="gpt-4o-transcribe", file=("a.wav", wav_bytes(2.0)),
+                                                     language="en", stream=True))
+    assert [e.type for e in events] == ["transcript.text.delta"] * 4 + ["transcript.text.done"]
+    assert [e.delta for e in events[:-1]] == ["hello", " world", " from", " qwen"]
+    assert events[-1].text == "hello world from qwen"
+    assert engine.transcription_requests[-1].language == "en" and not engine.transcription_requests[-1].word_timestamps
+    with pytest.raises(openai.APIError, match="unknown language"):  # the headers are sent: the error comes in-band
+        list(client.audio.transcriptions.create(model="m", file=("a.wav", wav_bytes(1.0)), language=BAD_LANGUAGE, stream=True))
+
+
+def test_an_engine_that_cannot_stream_a_transcript_sends_it_in_one_piece() -> None:
+    class Plain:  # only the Engine protocol: no transcribe_streamed
+        def __init__(self, fake: FakeEngine) -> None:
+            self.model_id, self.chat_batch, self.stream_chat = fake.model_id, fake.chat_batch, fake.stream_chat
+            self.transcribe_batch = fake.transcribe_batch
+
+    with BackgroundServer(Plain(FakeEngine()), ServerSettings(port=0, batch_wait_ms=2)) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=10)
+        events = list(client.audio.transcriptions.create(model="m", file=("a.wav", wav_bytes(1.0)), stream=True))
+    assert [(e.type, getattr(e, "delta", None)) for e in events] == [
+        ("transcript.text.delta", "hello world from qwen"), ("transcript.text.done", None)]
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the client marks translations deprecated
 def test_translation(client: openai.OpenAI, engine: FakeEngine) -> None:
     result = client.audio.translations.create(model="whisper-1", file=("a.wav", wav_bytes(1.0)), response_format="verbose_json")
@@ -253,7 +279,9 @@ def _bad_cases(allowed: Path) -> list[tuple[str, str, dict, int, str | None]]:
         ("granularity", TRANSCRIBE, _upload(wav_bytes(1), response_format="verbose_json", **{"timestamp_granularities[]": "char"}), 400, "invalid_value"),
         ("granularity needs verbose", TRANSCRIBE, _upload(wav_bytes(1), **{"timestamp_granularities[]": "word"}), 400, "invalid_value"),
         ("temperature text", TRANSCRIBE, _upload(wav_bytes(1), temperature="hot"), 400, "invalid_value"),
-        ("stream transcription", TRANSCRIBE, _upload(wav_bytes(1), stream="true"), 400, "unsupported_value"),
+        ("stream translation", "/v1/audio/translations", _upload(wav_bytes(1), stream="true"), 400, "unsupported_value"),
+        ("stream subtitles", TRANSCRIBE, _upload(wav_bytes(1), stream="true", response_format="srt"), 400, "unsupported_value"),
+        ("stream maybe", TRANSCRIBE, _upload(wav_bytes(1), stream="maybe"), 400, "invalid_value"),
         ("language refused by engine", TRANSCRIBE, _upload(wav_bytes(1), language=BAD_LANGUAGE), 400, "invalid_request"),
         ("unknown route", "/v1/embeddings", {"json": {}}, 404, "not_found"),
     ]

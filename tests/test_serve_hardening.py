@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from qwen_audio.errors import ConfigError
-from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions
+from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions, Transcript, TranscriptionRequest
 from qwen_audio.serve import BackgroundServer, ServerSettings
 from tests.serve_fixtures import FakeEngine, wav_bytes
 
@@ -59,6 +59,39 @@ def test_streams_dropped_by_their_clients_release_their_slots() -> None:
             assert wait_until(lambda: admission.in_flight == 0), f"{admission.in_flight} slots leaked"
         for _ in range(settings.max_queue + 1):
             assert httpx.post(server.url + CHAT, json={"messages": OK_MESSAGES}, timeout=10).status_code == 200
+
+
+class SlowTranscriptEngine(FakeEngine):
+    """Tells a transcript in many slow pieces (2 s), counting how many it told before it was stopped."""
+
+    told, ended = 0, False
+
+    def transcribe_streamed(self, requests: Sequence[TranscriptionRequest],
+                            on_text: Callable[[int, str], None]) -> list[Transcript]:
+        try:
+            for number in range(200):
+                time.sleep(0.01)
+                for index in range(len(requests)):
+                    on_text(index, f" word{number}")
+                    self.told += 1
+            return [Transcript("", "en", 1.0) for _ in requests]
+        finally:
+            self.ended = True
+
+
+def test_a_streamed_transcription_dropped_by_its_client_stops_and_releases_its_slot() -> None:
+    settings = ServerSettings(port=0, max_queue=1, batch_wait_ms=0)
+    engine = SlowTranscriptEngine()
+    with BackgroundServer(engine, settings) as server:
+        admission = server.app.state.qwen.admission
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            files = {"file": ("a.wav", wav_bytes(1.0), "audio/wav")}
+            with http.stream("POST", "/v1/audio/transcriptions", files=files, data={"stream": "true"}) as response:
+                assert response.status_code == 200
+                next(response.iter_raw())  # the first piece, then hang up
+        assert wait_until(lambda: admission.in_flight == 0), f"{admission.in_flight} slots leaked"
+        assert wait_until(lambda: engine.ended) and engine.told < 150  # stopped, not left decoding for no one
+        assert httpx.post(server.url + CHAT, json={"messages": OK_MESSAGES}, timeout=10).status_code == 200
 
 
 class CountingEngine(FakeEngine):

@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen_audio.errors import QwenAudioError
-from qwen_audio.infer.engine import ChatReply, Engine, Transcript, TranscriptionRequest
+from qwen_audio.infer.engine import ChatReply, Engine, Transcript
 from qwen_audio.serve.batching import Admission, Batcher, QueueFullError
 from qwen_audio.serve.inputs import APIError, build_chat_request, check_prompt_length, too_large
 from qwen_audio.serve.schemas import (
@@ -46,7 +46,15 @@ from qwen_audio.serve.schemas import (
     Usage,
 )
 from qwen_audio.serve.settings import ServerSettings
-from qwen_audio.serve.streaming import ChatJob, can_retry, chat_batch_runner, open_stream
+from qwen_audio.serve.streaming import (
+    ChatJob,
+    TranscriptionJob,
+    can_retry,
+    chat_batch_runner,
+    open_stream,
+    open_transcript_stream,
+    transcribe_batch_runner,
+)
 from qwen_audio.serve.transcription import parse_transcription_form, transcription_response
 from qwen_audio.serve.webui import mount_webui
 
@@ -183,7 +191,8 @@ class ServerState:
         self.max_prompt_tokens = settings.max_prompt_tokens or getattr(engine, "context_length", None)
         common = dict(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms, engine_lock=self.engine_lock)
         self.chat = Batcher[ChatJob, ChatReply](chat_batch_runner(engine), name="chat-batcher", can_retry=can_retry, **common)  # type: ignore[arg-type]
-        self.transcribe = Batcher[TranscriptionRequest, Transcript](engine.transcribe_batch, name="transcribe-batcher", **common)  # type: ignore[arg-type]
+        self.transcribe = Batcher[TranscriptionJob, Transcript](transcribe_batch_runner(engine), name="transcribe-batcher",  # type: ignore[arg-type]
+                                                                can_retry=can_retry, **common)
 
     def start(self) -> None:
         self.chat.start()
@@ -303,6 +312,8 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
         request = parsed.request
         if not translate and request.options.temperature == 0:  # greedy asked (or nothing): the engine's own speech decode
             request = replace(request, options=replace(request.options, num_beams=getattr(state.engine, "speech_beams", 1)))
+        if parsed.stream:
+            return open_transcript_stream(state.transcribe, request)
         transcript = await state.run(state.transcribe, request)
         return transcription_response(transcript, parsed, translate=translate)
 

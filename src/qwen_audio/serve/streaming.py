@@ -1,4 +1,4 @@
-"""Streamed chat completions (SSE), answered by the same batched engine calls as the others.
+"""Streamed chat completions and transcriptions (SSE), answered by the same batched engine calls as the others.
 
 A streamed request is a :class:`StreamedChat` job in the chat batcher; the engine's pieces reach
 the client through an asyncio queue. Each stream used to step the model alone, taking the
@@ -9,6 +9,11 @@ batches waited behind the streams. Now one decoding step serves every row of a b
   streams every row of a batch as it grows;
 - otherwise a stream alone in its batch is answered by ``stream_chat`` (pieces as they come),
   and streams batched with others by ``chat_batch``, in one piece each.
+
+A streamed transcription (``stream=true``, OpenAI's ``transcript.text.delta`` events) is a
+:class:`Streamed` job in the transcription batcher: an engine with ``transcribe_streamed``
+(:class:`~qwen_audio.infer.engine.TranscriptStreamingEngine`) tells long audio piece by piece,
+any other sends its transcript in one piece.
 """
 
 from __future__ import annotations
@@ -21,24 +26,35 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Generic, TypeVar, Union
 
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from qwen_audio.errors import QwenAudioError
-from qwen_audio.infer.engine import BatchStreamingEngine, ChatReply, ChatRequest, Engine
+from qwen_audio.infer.engine import (
+    BatchStreamingEngine,
+    ChatReply,
+    ChatRequest,
+    Engine,
+    Transcript,
+    TranscriptionRequest,
+    TranscriptStreamingEngine,
+)
 from qwen_audio.serve.batching import Batcher
 from qwen_audio.serve.schemas import ChatCompletionChunk, ChunkChoice, Delta, ErrorDetail, Usage
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(eq=False)
-class StreamedChat:
-    """A chat request whose reply is sent piece by piece through ``emit`` (called on the batcher's thread)."""
+RequestT = TypeVar("RequestT")
 
-    request: ChatRequest
+
+@dataclass(eq=False)
+class Streamed(Generic[RequestT]):
+    """A request whose answer is sent piece by piece through ``emit`` (called on the batcher's thread)."""
+
+    request: RequestT
     emit: Callable[[str | None], None]
     started: bool = False  # a piece went out: the request cannot be retried without repeating it
     abandoned: bool = False  # the client is gone: a stream answered alone stops early
@@ -48,7 +64,9 @@ class StreamedChat:
         self.emit(piece)
 
 
+StreamedChat = Streamed[ChatRequest]
 ChatJob = Union[ChatRequest, StreamedChat]
+TranscriptionJob = Union[TranscriptionRequest, Streamed[TranscriptionRequest]]
 
 
 class StreamsAbandoned(RuntimeError):
@@ -60,8 +78,8 @@ def chat_batch_runner(engine: Engine) -> Callable[[Sequence[ChatJob]], list[Chat
     """The chat batcher's function: plain requests and streamed ones, answered together."""
 
     def run(jobs: Sequence[ChatJob]) -> list[ChatReply]:
-        requests = [job.request if isinstance(job, StreamedChat) else job for job in jobs]
-        streams = {index: job for index, job in enumerate(jobs) if isinstance(job, StreamedChat)}
+        requests = [job.request if isinstance(job, Streamed) else job for job in jobs]
+        streams = {index: job for index, job in enumerate(jobs) if isinstance(job, Streamed)}
         if not streams:
             return engine.chat_batch(requests)
         if isinstance(engine, BatchStreamingEngine):
@@ -104,13 +122,55 @@ def _stream_alone(engine: Engine, job: StreamedChat) -> ChatReply:
     return ChatReply("".join(pieces), 0, len(pieces))
 
 
-def can_retry(job: ChatJob) -> bool:
-    return not (isinstance(job, StreamedChat) and (job.started or job.abandoned))
+def transcribe_batch_runner(engine: Engine) -> Callable[[Sequence[TranscriptionJob]], list[Transcript]]:
+    """The transcription batcher's function: plain requests and streamed ones, answered together."""
+
+    def run(jobs: Sequence[TranscriptionJob]) -> list[Transcript]:
+        requests = [job.request if isinstance(job, Streamed) else job for job in jobs]
+        streams = {index: job for index, job in enumerate(jobs) if isinstance(job, Streamed)}
+        if not streams:
+            return engine.transcribe_batch(requests)
+        if isinstance(engine, TranscriptStreamingEngine):
+            only_streams = len(streams) == len(jobs)
+
+            def on_text(index: int, piece: str) -> None:
+                if index in streams:
+                    streams[index].send(piece)
+                if only_streams and all(stream.abandoned for stream in streams.values()):
+                    raise StreamsAbandoned("every client of this batch has gone")
+
+            return engine.transcribe_streamed(requests, on_text)
+        transcripts = engine.transcribe_batch(requests)
+        for index, stream in streams.items():
+            if transcripts[index].text:
+                stream.send(transcripts[index].text)
+        return transcripts
+
+    return run
+
+
+def can_retry(job: Any) -> bool:
+    return not (isinstance(job, Streamed) and (job.started or job.abandoned))
 
 
 def open_stream(batcher: Batcher[ChatJob, ChatReply], request: ChatRequest, *, model_id: str,
                 include_usage: bool) -> AbandonableStream:
     """Queue ``request`` as a streamed job, answered as server-sent events."""
+    job, future, pieces = _submitted(batcher, request)
+    return AbandonableStream(_sse_events(future, pieces, model_id, include_usage), job, future)
+
+
+def open_transcript_stream(batcher: Batcher[TranscriptionJob, Transcript],
+                           request: TranscriptionRequest) -> AbandonableStream:
+    """Queue ``request`` as a streamed transcription, answered as OpenAI's transcription events:
+    ``transcript.text.delta`` pieces, then ``transcript.text.done`` with the whole text."""
+    job, future, pieces = _submitted(batcher, request)
+    return AbandonableStream(_transcript_events(future, pieces), job, future)
+
+
+def _submitted(batcher: Batcher[Any, Any], request: Any) -> tuple[Streamed[Any], Future[Any], asyncio.Queue[str | None]]:
+    """``request`` queued as a :class:`Streamed` job whose pieces reach the event loop through the
+    returned queue, closed by None once the job is done (failed or cancelled too)."""
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -120,10 +180,22 @@ def open_stream(batcher: Batcher[ChatJob, ChatReply], request: ChatRequest, *, m
         except RuntimeError:  # the event loop is closed (the server stopped): nobody is listening
             pass
 
-    job = StreamedChat(request, emit)
+    job = Streamed(request, emit)
     future = batcher.submit(job)
     future.add_done_callback(lambda _: emit(None))  # after every piece: same thread, same order
-    return AbandonableStream(_sse_events(future, pieces, model_id, include_usage), job, future)
+    return job, future, pieces
+
+
+async def _transcript_events(future: Future[Transcript], pieces: asyncio.Queue[str | None]) -> AsyncIterator[str]:
+    try:
+        while (piece := await pieces.get()) is not None:
+            if piece:
+                yield _sse({"type": "transcript.text.delta", "delta": piece})
+        yield _sse({"type": "transcript.text.done", "text": future.result().text})
+    except Exception as error:  # noqa: BLE001 - headers are sent: report in-band
+        log.exception("streamed transcription failed")
+        kind = "invalid_request_error" if isinstance(error, QwenAudioError) else "server_error"
+        yield _sse({"error": ErrorDetail(message=f"{type(error).__name__}: {error}", type=kind).model_dump()})
 
 
 def _sse(payload: dict[str, Any] | str) -> str:
@@ -157,7 +229,7 @@ async def _sse_events(future: Future[ChatReply], pieces: asyncio.Queue[str | Non
 
 
 class AbandonableStream(StreamingResponse):
-    """A streamed chat that tells its job however it ends: finished, failed, cut by a client that
+    """A streamed answer that tells its job however it ends: finished, failed, cut by a client that
     hung up, or cut at the end of the shutdown grace (the admission slot is the RequestGuard's).
 
     The cleanup lives here, around the whole response, not in the event generator's ``finally``:
@@ -165,7 +237,7 @@ class AbandonableStream(StreamingResponse):
     ``finally``, and a generator cancelled before its first chunk never runs its ``finally`` at all.
     """
 
-    def __init__(self, events: AsyncIterator[str], job: StreamedChat, future: Future[ChatReply]) -> None:
+    def __init__(self, events: AsyncIterator[str], job: Streamed[Any], future: Future[Any]) -> None:
         super().__init__(events, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._job, self._future = job, future

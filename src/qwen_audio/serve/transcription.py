@@ -28,6 +28,7 @@ class ParsedTranscription:
     request: TranscriptionRequest
     response_format: str
     granularities: tuple[str, ...]
+    stream: bool = False  # the text as server-sent events (``streaming.open_transcript_stream``)
 
 
 def _text_field(form: Any, name: str) -> str | None:
@@ -76,8 +77,15 @@ async def parse_transcription_form(form: Any, settings: ServerSettings, *, trans
     if granularities and response_format != "verbose_json":
         raise APIError(400, "timestamp_granularities needs response_format=verbose_json",
                        "timestamp_granularities", "invalid_value")
-    if (_text_field(form, "stream") or "false").lower() == "true":
-        raise APIError(400, "streaming transcription is not supported; leave stream unset", "stream", "unsupported_value")
+    stream = (_text_field(form, "stream") or "false").lower()
+    if stream not in ("true", "false"):
+        raise APIError(400, f"stream must be true or false, got {stream!r}", "stream", "invalid_value")
+    if stream == "true" and translate:
+        raise APIError(400, "streaming is for transcriptions; a translation comes whole: leave stream unset",
+                       "stream", "unsupported_value")
+    if stream == "true" and response_format not in ("json", "text"):
+        raise APIError(400, f"stream=true sends the text as events; it takes response_format json or text, "
+                            f"not {response_format!r}", "response_format", "unsupported_value")
     temperature = _float_field(form, "temperature", 0.0, 1.0)
     language = _text_field(form, "language")
 
@@ -96,7 +104,7 @@ async def parse_transcription_form(form: Any, settings: ServerSettings, *, trans
         word_timestamps=want_words,
         options=generation_options(settings, max_tokens=None, temperature=temperature),
     )
-    return ParsedTranscription(request, response_format, granularities)
+    return ParsedTranscription(request, response_format, granularities, stream == "true")
 
 
 def _segments(transcript: Transcript) -> list[Segment]:
