@@ -81,10 +81,10 @@ def load_engine(args: argparse.Namespace) -> tuple[Engine, str]:
         engine = SimulatedEngine(args.fake_call_ms, args.fake_item_ms)
         return engine, f"FAKE engine (simulated: {args.fake_call_ms:g} ms per call + {args.fake_item_ms:g} ms per request)"
     try:
-        from qwen_audio.api import QwenAudio  # type: ignore[import-not-found]
+        from qwen_audio.serve.cli import load_engine as load_served  # type: ignore[import-not-found]
     except ModuleNotFoundError:
-        raise SystemExit("qwen_audio.api is not available: pass --fake to measure the server on a simulated engine") from None
-    engine = (QwenAudio.from_pretrained(args.model) if args.model else QwenAudio.from_pretrained())
+        raise SystemExit("qwen_audio is not available: pass --fake to measure the server on a simulated engine") from None
+    engine = load_served(args.model)  # as `qwen-audio serve` loads it: on the thread that decodes
     return engine, f"model {engine.model_id} ({args.model or 'default'})"
 
 
@@ -132,7 +132,8 @@ def send(http: httpx.Client, request: dict, hang_up_after: float | None = None) 
                 return outcome
             if not streamed:
                 response.read()
-                json.loads(response.content)["choices"][0]["message"]["content"]  # noqa: B018 - well-formed
+                body = json.loads(response.content)  # well-formed: a transcription's text, a chat's message
+                body["text"] if request["url"].endswith("/transcriptions") else body["choices"][0]["message"]["content"]  # noqa: B018
             elif not read_stream(response, outcome, start, hang_up_after is not None):
                 return outcome
     except httpx.TimeoutException:

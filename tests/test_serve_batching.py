@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from qwen_audio.errors import ConfigError
-from qwen_audio.serve.batching import Admission, Batcher, QueueFullError
+from qwen_audio.serve.batching import ENGINE_THREAD, Admission, Batcher, EngineThread, QueueFullError
 from qwen_audio.serve.settings import ServerSettings
 
 
@@ -42,12 +42,13 @@ def run_all(batcher: Batcher, inputs: list[int]) -> list[object]:
 
 
 def test_batcher_groups_queued_requests_up_to_the_limit() -> None:
-    doubler, lock = Doubler(), threading.Lock()
-    batcher = Batcher(doubler, max_batch_size=4, wait_ms=200, engine_lock=lock)
+    doubler, engine, free = Doubler(), EngineThread(), threading.Event()
+    batcher = Batcher(doubler, max_batch_size=4, wait_ms=200, engine_thread=engine)
     batcher.start()
-    with lock:  # the engine is busy: all ten requests queue up meanwhile
-        futures = [batcher.submit(n) for n in range(10)]
-    assert [f.result(timeout=5) for f in futures] == [2 * n for n in range(10)]
+    busy = engine.submit(free.wait)  # the engine is busy: all ten requests queue up meanwhile
+    futures = [batcher.submit(n) for n in range(10)]
+    free.set()
+    assert busy.result(timeout=5) and [f.result(timeout=5) for f in futures] == [2 * n for n in range(10)]
     batcher.stop()
     assert doubler.calls == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert batcher.batch_sizes == [4, 4, 2]
@@ -55,7 +56,7 @@ def test_batcher_groups_queued_requests_up_to_the_limit() -> None:
 
 def test_batcher_retries_a_failed_batch_one_by_one() -> None:
     doubler = Doubler()
-    batcher = Batcher(doubler, max_batch_size=8, wait_ms=100, engine_lock=threading.Lock())
+    batcher = Batcher(doubler, max_batch_size=8, wait_ms=100, engine_thread=EngineThread())
     batcher.start()
     outcomes = run_all(batcher, [1, -1, 3])
     batcher.stop()
@@ -64,7 +65,7 @@ def test_batcher_retries_a_failed_batch_one_by_one() -> None:
 
 
 def test_batcher_rejects_a_wrong_number_of_results() -> None:
-    batcher = Batcher(lambda numbers: [], max_batch_size=1, wait_ms=0, engine_lock=threading.Lock())
+    batcher = Batcher(lambda numbers: [], max_batch_size=1, wait_ms=0, engine_thread=EngineThread())
     batcher.start()
     with pytest.raises(RuntimeError, match="0 results for 1 requests"):
         batcher.submit(5).result(timeout=5)
@@ -72,7 +73,7 @@ def test_batcher_rejects_a_wrong_number_of_results() -> None:
 
 
 def test_stopped_batcher_refuses_work() -> None:
-    batcher = Batcher(Doubler(), max_batch_size=2, wait_ms=0, engine_lock=threading.Lock())
+    batcher = Batcher(Doubler(), max_batch_size=2, wait_ms=0, engine_thread=EngineThread())
     with pytest.raises(RuntimeError, match="not running"):
         batcher.submit(1)
 
@@ -167,3 +168,32 @@ def test_without_batched_streaming_a_lone_stream_uses_stream_chat_and_company_us
             together = list(pool.map(lambda _: contents(), range(3)))
     assert together == [["", "echo: hi | audios=0 [] | turns=1"]] * 3  # one batched call, one piece each
     assert fake.calls == [("stream_chat", 1), ("chat", 3)]
+
+
+def test_the_model_is_loaded_and_every_request_decoded_on_one_thread() -> None:
+    """PyTorch runs a thread's CPU ops on that thread's own team: with a second team alive (the model
+    loaded on the main thread, decoded on a batcher's), every op ran at about one core's speed. So the
+    server loads and decodes on ``ENGINE_THREAD``: chats, streamed chats, transcriptions, streamed ones."""
+    import httpx
+
+    from qwen_audio.serve import BackgroundServer
+    from tests.serve_fixtures import FakeEngine, wav_bytes
+
+    class ThreadNoting(FakeEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads = {"load": threading.get_ident()}
+
+        def __getattribute__(self, name: str):  # noqa: ANN204
+            if name in ("chat_batch", "chat_streamed", "transcribe_batch", "transcribe_streamed"):
+                object.__getattribute__(self, "threads")[name] = threading.get_ident()
+            return object.__getattribute__(self, name)
+
+    engine = ENGINE_THREAD.call(ThreadNoting)
+    upload = {"files": {"file": ("a.wav", wav_bytes(1.0), "audio/wav")}}
+    with BackgroundServer(engine, ServerSettings(port=0, batch_wait_ms=0)) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        for stream in (False, True):
+            assert http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "stream": stream}).status_code == 200
+            assert http.post("/v1/audio/transcriptions", data={"stream": str(stream).lower()}, **upload).status_code == 200
+    assert set(engine.threads) == {"load", "chat_batch", "chat_streamed", "transcribe_batch", "transcribe_streamed"}
+    assert set(engine.threads.values()) == {engine.threads["load"]} != {threading.get_ident()}

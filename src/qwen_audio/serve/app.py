@@ -12,7 +12,6 @@ import asyncio
 import hmac
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen_audio.errors import QwenAudioError
 from qwen_audio.infer.engine import ChatReply, Engine, Transcript
-from qwen_audio.serve.batching import Admission, Batcher, QueueFullError
+from qwen_audio.serve.batching import ENGINE_THREAD, Admission, Batcher, QueueFullError
 from qwen_audio.serve.inputs import APIError, build_chat_request, check_prompt_length, too_large
 from qwen_audio.serve.schemas import (
     AssistantMessage,
@@ -182,14 +181,13 @@ class RequestGuard:
 
 
 class ServerState:
-    """The engine, its lock, the batchers and the admission count of one app."""
+    """The engine, the batchers (their calls run on ``ENGINE_THREAD``) and the admission count of one app."""
 
     def __init__(self, engine: Engine, settings: ServerSettings) -> None:
         self.engine, self.settings = engine, settings
-        self.engine_lock = threading.Lock()
         self.admission = Admission(settings.max_queue)
         self.max_prompt_tokens = settings.max_prompt_tokens or getattr(engine, "context_length", None)
-        common = dict(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms, engine_lock=self.engine_lock)
+        common = dict(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms, engine_thread=ENGINE_THREAD)
         self.chat = Batcher[ChatJob, ChatReply](chat_batch_runner(engine), name="chat-batcher", can_retry=can_retry, **common)  # type: ignore[arg-type]
         self.transcribe = Batcher[TranscriptionJob, Transcript](transcribe_batch_runner(engine), name="transcribe-batcher",  # type: ignore[arg-type]
                                                                 can_retry=can_retry, **common)

@@ -30,10 +30,12 @@ VLLM_SETUP = ("set that up with `bash scripts/setup-vllm-env.sh` (it builds .ven
 
 def load_engine(model: str | None) -> Engine:
     """The model behind ``QwenAudio.from_pretrained(model)`` (the bundled one when ``model`` is
-    None), seen through the batched ``Engine`` protocol the server calls."""
+    None), seen through the batched ``Engine`` protocol the server calls; loaded on the thread that
+    will decode with it (``serve.batching.EngineThread``)."""
     from qwen_audio.api import QwenAudio
+    from qwen_audio.serve.batching import ENGINE_THREAD
 
-    return QwenAudio.from_pretrained(model or "default")
+    return ENGINE_THREAD.call(QwenAudio.from_pretrained, model or "default")
 
 
 def load_vllm_engine(model: str | None, vllm_args: str = "") -> Engine:
