@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Generator
 from pathlib import Path
 
@@ -247,24 +247,32 @@ def test_a_closed_stream_stops_decoding_at_the_next_step(api: QwenAudio) -> None
     long = GenerationOptions(max_new_tokens=200, temperature=0.0)
     request = ChatRequest((ChatTurn.user("count from one to one hundred"),), options=long)
     steps = []
-    original = api.model.fast_generate
+    original = api.model.fast_generate_steps
 
     def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        streamer = kwargs["streamer"]
-        put = streamer.put
-        streamer.put = lambda value: (steps.append(1), put(value))[1]
-        return original(*args, **kwargs)
+        inner = original(*args, **kwargs)
 
-    api.model.fast_generate = counted
+        def counting():  # noqa: ANN202
+            while True:
+                try:
+                    tokens = next(inner)
+                except StopIteration as done:
+                    return done.value
+                steps.append(threading.get_ident())
+                yield tokens
+
+        return counting()
+
+    api.model.fast_generate_steps = counted
     try:
         stream = api.stream_chat(request)
         first = next(stream)
         stream.close()
     finally:
-        del api.model.fast_generate
+        del api.model.fast_generate_steps
     assert isinstance(first, str)
-    time.sleep(0.5)  # the worker notices at its next piece
-    assert len(steps) < 200
+    assert 0 < len(steps) < 20  # stopped at once, not decoded on to 200 tokens for no one
+    assert set(steps) == {threading.get_ident()}  # on the caller's thread: no second thread's slow ops
 
 
 def _three_chats(options: GenerationOptions) -> list[ChatRequest]:

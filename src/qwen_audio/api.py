@@ -8,8 +8,6 @@ batch size 1. Audio over 30 s is windowed (``infer.longform``) and stitched with
 from __future__ import annotations
 
 import functools
-import queue
-import threading
 import zlib
 from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -39,7 +37,7 @@ from qwen_audio.formats.tags import (
     strip_tags,
     task_for,
 )
-from qwen_audio.generation import CtcPrefixScorer, LoopGuard, TimedText
+from qwen_audio.generation import CtcPrefixScorer, LoopGuard, TimedText, streamed
 from qwen_audio.infer.alignment import CtcAligner
 from qwen_audio.infer.engine import ChatReply, ChatRequest, GenerationOptions, Transcript, TranscriptionRequest
 from qwen_audio.infer.longform import PausePlan, Window, is_silent, plan_windows, split_at_pauses, stitch_words
@@ -165,14 +163,20 @@ class QwenAudio:
                 top_p=options.top_p if sample else None, **kwargs,
             )
         else:
-            output = self.model.fast_generate(
-                input_ids, attention_mask=mask, max_new_tokens=options.max_new_tokens, do_sample=sample,
-                temperature=options.temperature or 1.0, top_p=options.top_p, streamer=streamer,
-                loop_guard=LOOP_GUARD, constraints=constraints, **kwargs,
-            )
+            output = streamed(self._steps(inputs, options, constraints), input_ids, streamer)
         free = [True] * len(output) if constraints is None else [c is None for c in constraints]
         return [self._result(row[width:].tolist(), n, collapse_loops, guarded)
                 for row, n, guarded in zip(output, inputs.prompt_lengths, free)]
+
+    def _steps(self, inputs: Any, options: GenerationOptions,
+               constraints: Sequence[TimedText | None] | None = None) -> Generator[torch.Tensor, None, torch.Tensor]:
+        """Greedy or sampled decoding of processed ``inputs`` one step at a time (``generation.decode_steps``)."""
+        sample = options.temperature > 0
+        return self.model.fast_generate_steps(
+            inputs.input_ids, attention_mask=inputs.attention_mask, max_new_tokens=options.max_new_tokens,
+            do_sample=sample, temperature=options.temperature or 1.0, top_p=options.top_p, loop_guard=LOOP_GUARD,
+            constraints=constraints, **inputs.audio_kwargs(),
+        )
 
     def _transformers_model(self) -> Any:
         """``self.model`` as a ``QwenAudioForCausalLM`` for transformers' ``generate``: the inference model
@@ -616,39 +620,39 @@ class QwenAudio:
     def stream_chat(self, request: ChatRequest) -> Generator[str, None, ChatReply]:
         """Engine protocol: reply text pieces as tokens arrive (UTF-8 safe); returns the ChatReply.
 
-        The same batched decoding loop as ``chat_batch`` (one row), run on a worker thread whose
-        pieces this generator hands on; closing the generator stops the decoding at its next step.
-        """
-        pieces: queue.Queue[str | None] = queue.Queue()
-        outcome: dict[str, Any] = {}
-        closed = threading.Event()
-
-        def on_piece(row: int, text: str) -> None:
-            if closed.is_set():
-                raise _StreamClosed
-            pieces.put(text)
-
-        def run() -> None:
-            try:
-                outcome["reply"] = self.chat_batch([request], on_piece)[0]
-            except _StreamClosed:
-                pass
-            except BaseException as error:  # noqa: BLE001  (re-raised in the consumer's thread)
-                outcome["error"] = error
-            finally:
-                pieces.put(None)
-
-        worker = threading.Thread(target=run, name="qwen-audio-stream", daemon=True)
-        worker.start()
+        The same decoding loop as ``chat_batch`` (one row), stepped on the caller's own thread between
+        its reads (``generation.decode_steps``); closing the generator stops the decoding there. A
+        beam-searched reply comes in one piece."""
+        options = request.options
+        if options.num_beams > 1:
+            reply = self.chat_batch([request])[0]
+            if reply.text:
+                yield reply.text
+            return reply
+        inputs = self.processor([self.chat_prompt(request)], [_chat_waves(request)], padding_side="left")
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
+        ready: list[str] = []
+        streamer = BatchReplyStreamer(1, self.model.generation_config.eos_token_id, self._reply_text,
+                                      lambda _, text: ready.append(text))
+        steps = self._steps(inputs, options)
+        streamer.put(inputs.input_ids)
         try:
-            while (piece := pieces.get()) is not None:
-                yield piece
+            while True:
+                try:
+                    streamer.put(next(steps))
+                except StopIteration as done:
+                    output = done.value
+                    break
+                yield from ready
+                ready.clear()
+            streamer.end()
+            yield from ready
         finally:
-            closed.set()
-        worker.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["reply"]
+            steps.close()
+        out = self._result(output[0, inputs.input_ids.shape[1]:].tolist(), inputs.prompt_lengths[0])
+        return ChatReply(self._reply_text(out.ids), out.prompt_tokens, out.completion_tokens,
+                         "stop" if out.finished else "length")
 
     @property
     def context_length(self) -> int:
@@ -747,10 +751,6 @@ class _InOrder:
 def _halves(progress: Progress) -> tuple[Progress, Progress]:
     """``progress`` split over two passes of the same pieces (the transcript, then its word times)."""
     return (lambda done, total: progress(done, 2 * total)), (lambda done, total: progress(total + done, 2 * total))
-
-
-class _StreamClosed(Exception):
-    """Raised into the decoding loop when the consumer of ``stream_chat`` has gone."""
 
 
 def _chat_waves(request: ChatRequest) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ transformers model over these very tensors.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,8 @@ from qwen_audio.configuration import QwenAudioConfig
 from qwen_audio.encoder import AudioEncoder, EncodedAudio
 from qwen_audio.errors import CheckpointError, QwenAudioError
 from qwen_audio.generation import (
-    CtcPrefixScorer, Hypothesis, KVBackend, KVBackends, LoopGuard, Sampling, TimedText, beam_search, decode, prefill,
+    CtcPrefixScorer, Hypothesis, KVBackend, KVBackends, LoopGuard, Sampling, TimedText, beam_search, decode_steps,
+    prefill, streamed,
 )
 from qwen_audio.llm import DecoderLayout, has_plain_layout
 from qwen_audio.long_context import decoder_settings
@@ -158,15 +159,31 @@ class AudioTextDecoding:
         that fall into a loop (off by default: then the tokens are transformers' ``generate``'s);
         ``constraints`` limit rows to a known text with free word times (``generation.TimedText``).
         """
+        input_ids = input_ids.to(self.device)
+        steps = self.fast_generate_steps(
+            input_ids, attention_mask=attention_mask, audio_features=audio_features, audio_lengths=audio_lengths,
+            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            eos_token_id=eos_token_id, generator=generator, fold=fold, loop_guard=loop_guard, constraints=constraints)
+        return streamed(steps, input_ids, streamer)
+
+    def fast_generate_steps(
+        self, input_ids: Tensor, *, attention_mask: Tensor | None = None, audio_features: Tensor | None = None,
+        audio_lengths: Tensor | None = None, max_new_tokens: int = 256, do_sample: bool = False,
+        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id: int | list[int] | None = None,
+        generator: torch.Generator | None = None, fold: bool = True, loop_guard: LoopGuard | None = None,
+        constraints: Sequence[TimedText | None] | None = None,
+    ) -> Generator[Tensor, None, Tensor]:
+        """``fast_generate`` one step at a time (``generation.decode_steps``): yields each step's tokens
+        [batch], returns prompt + new tokens; the prompts are prefilled at the first step."""
         stops = self._stop_ids(eos_token_id)
         input_ids = input_ids.to(self.device)
         with torch.inference_mode():
             embeds, mask, backend = self._decoding_inputs(input_ids, attention_mask, audio_features, audio_lengths,
                                                           input_ids.shape[1] + max_new_tokens, fold)
-        return decode(
+        return decode_steps(
             backend, self.model.embed_tokens, input_ids, embeds, mask, max_new_tokens=max_new_tokens,
             sampling=Sampling(do_sample, temperature, top_k, top_p), stops=stops,
-            pad_id=self.generation_config.pad_token_id, streamer=streamer, generator=generator, loop_guard=loop_guard,
+            pad_id=self.generation_config.pad_token_id, generator=generator, loop_guard=loop_guard,
             constraints=constraints,
         )
 

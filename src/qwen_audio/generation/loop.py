@@ -9,7 +9,7 @@ detection). Beam search is ``beams.py``'s; only beam sampling stays on transform
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -113,56 +113,82 @@ def prefill(backend: KVBackend, embeds: Tensor, attention_mask: Tensor) -> Tenso
     return backend.prefill(embeds, positions, attention_mask.bool())
 
 
-def decode(
+def decode_steps(
     backend: KVBackend, embed_tokens: Callable[[Tensor], Tensor], input_ids: Tensor, prompt_embeds: Tensor,
     attention_mask: Tensor, *, max_new_tokens: int, sampling: Sampling = Sampling(), stops: Collection[int] = (),
-    pad_id: int, streamer: BaseStreamer | None = None, generator: torch.Generator | None = None,
-    loop_guard: LoopGuard | None = None, constraints: Sequence[TimedText | None] | None = None,
-) -> Tensor:
-    """Prompts + up to ``max_new_tokens`` new tokens, [batch, length + new]; rows that stopped are
-    filled with ``pad_id``, and decoding ends when every row has stopped.
+    pad_id: int, generator: torch.Generator | None = None, loop_guard: LoopGuard | None = None,
+    constraints: Sequence[TimedText | None] | None = None,
+) -> Generator[Tensor, None, Tensor]:
+    """The decoding loop one step at a time: yields each step's tokens [batch] as they are chosen and
+    returns the prompts + new tokens, [batch, length + new]; rows that stopped are filled with
+    ``pad_id``, and decoding ends when every row has stopped. Closing it stops the decoding there.
+
+    Why a generator: a reply streamed to the caller is decoded on the caller's own thread (PyTorch ran a
+    second thread's ops at one core's speed: ``serve.batching.EngineThread``), between its reads.
 
     ``prompt_embeds`` are the embeddings of ``input_ids`` (audio spliced in); ``embed_tokens`` embeds
-    the new ones. ``backend`` must have room for ``length + max_new_tokens`` columns. An exception from
-    the streamer stops decoding (``streamer.end`` is then not called). ``loop_guard`` ends a row whose
-    new tokens end in a loop (its tokens so far are kept; :meth:`LoopGuard.collapse` says them once).
-    ``constraints[row]`` (None: free) limits what that row may say (:class:`~qwen_audio.generation.TimedText`);
-    a constrained row says forced text, so the loop guard leaves it alone.
+    the new ones. ``backend`` must have room for ``length + max_new_tokens`` columns. ``loop_guard``
+    ends a row whose new tokens end in a loop (its tokens so far are kept; :meth:`LoopGuard.collapse`
+    says them once). ``constraints[row]`` (None: free) limits what that row may say
+    (:class:`~qwen_audio.generation.TimedText`); a constrained row says forced text, so the loop guard
+    leaves it alone. Inference mode (no version counters or autograd metadata on the ~100 small ops of a
+    step) is on inside each step, never while the caller holds a yielded step.
     """
     stops = set(stops)
-    batch, length = input_ids.shape
+    batch, _ = input_ids.shape
     pieces = [input_ids]
-    if streamer is not None:
-        streamer.put(input_ids.cpu())
-    # inference mode: no version counters or autograd metadata on the ~100 small ops of a step
     with torch.inference_mode():
         logits = prefill(backend, prompt_embeds, attention_mask)
         last = position_ids_from_attention_mask(attention_mask, 1)
         next_positions = last + torch.arange(1, max_new_tokens + 1, device=last.device)
-        finished = [False] * batch  # bookkeeping of a few ids in Python: each tensor op costs a cold step
-        said: list[list[int]] = [[] for _ in range(batch)]
-        for step in range(max_new_tokens):
+    finished = [False] * batch  # bookkeeping of a few ids in Python: each tensor op costs a cold step
+    said: list[list[int]] = [[] for _ in range(batch)]
+    for step in range(max_new_tokens):
+        with torch.inference_mode():
             if constraints is not None:
                 logits = restrict_rows(logits, said, constraints)
             tokens = sampling.choose(logits, generator)
             if any(finished):
                 tokens = tokens.masked_fill(torch.tensor(finished, device=tokens.device), pad_id)
-            pieces.append(tokens[:, None])
-            if streamer is not None:
-                streamer.put(tokens.cpu())
-            finished = [done or token in stops for done, token in zip(finished, tokens.tolist())]
-            if loop_guard is not None or constraints is not None:
-                for row, token in enumerate(tokens.tolist()):
-                    if not finished[row]:
-                        said[row].append(token)
-                        free = constraints is None or constraints[row] is None
-                        finished[row] = loop_guard is not None and free and loop_guard.loop(said[row]) is not None
-            if step == max_new_tokens - 1 or all(finished):
-                break
+        pieces.append(tokens[:, None])
+        yield tokens
+        finished = [done or token in stops for done, token in zip(finished, tokens.tolist())]
+        if loop_guard is not None or constraints is not None:
+            for row, token in enumerate(tokens.tolist()):
+                if not finished[row]:
+                    said[row].append(token)
+                    free = constraints is None or constraints[row] is None
+                    finished[row] = loop_guard is not None and free and loop_guard.loop(said[row]) is not None
+        if step == max_new_tokens - 1 or all(finished):
+            break
+        with torch.inference_mode():
             logits = backend.step(embed_tokens(tokens[:, None]), next_positions[:, step : step + 1])
-    if streamer is not None:
-        streamer.end()
     return torch.cat(pieces, dim=1)  # outside inference mode: callers get an ordinary tensor
 
 
-__all__ = ["LoopGuard", "Sampling", "decode", "prefill"]
+def streamed(steps: Generator[Tensor, None, Tensor], input_ids: Tensor, streamer: BaseStreamer | None) -> Tensor:
+    """Run ``steps`` (:func:`decode_steps`) to the end; ``streamer`` sees the prompts, then each step's
+    tokens, then its end. An exception from the streamer stops decoding (``streamer.end`` is then not called)."""
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+    while True:
+        try:
+            tokens = next(steps)
+        except StopIteration as done:
+            if streamer is not None:
+                streamer.end()
+            return done.value
+        if streamer is not None:
+            streamer.put(tokens.cpu())
+
+
+def decode(
+    backend: KVBackend, embed_tokens: Callable[[Tensor], Tensor], input_ids: Tensor, prompt_embeds: Tensor,
+    attention_mask: Tensor, *, streamer: BaseStreamer | None = None, **options: object,
+) -> Tensor:
+    """:func:`decode_steps` run to the end (``options`` are its keywords), a streamer watching (:func:`streamed`)."""
+    steps = decode_steps(backend, embed_tokens, input_ids, prompt_embeds, attention_mask, **options)  # type: ignore[arg-type]
+    return streamed(steps, input_ids, streamer)
+
+
+__all__ = ["LoopGuard", "Sampling", "decode", "decode_steps", "prefill", "streamed"]
