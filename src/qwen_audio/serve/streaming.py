@@ -74,24 +74,35 @@ class StreamsAbandoned(RuntimeError):
     at the end of the shutdown grace): the engine stops instead of decoding for no one."""
 
 
+def _split(jobs: Sequence[Any]) -> tuple[list[Any], dict[int, Streamed[Any]]]:
+    """A batch's requests, and its streamed jobs by position."""
+    requests = [job.request if isinstance(job, Streamed) else job for job in jobs]
+    return requests, {index: job for index, job in enumerate(jobs) if isinstance(job, Streamed)}
+
+
+def _sender(streams: dict[int, Streamed[Any]], jobs: Sequence[Any]) -> Callable[[int, str], None]:
+    """The ``on_piece(i, text)`` of a batched streaming call: row i's piece to its client; a batch
+    of streams alone stops (``StreamsAbandoned``) once every one of its clients has gone."""
+    only_streams = len(streams) == len(jobs)
+
+    def send(index: int, piece: str) -> None:
+        if index in streams:
+            streams[index].send(piece)
+        if only_streams and all(stream.abandoned for stream in streams.values()):
+            raise StreamsAbandoned("every client of this batch has gone")
+
+    return send
+
+
 def chat_batch_runner(engine: Engine) -> Callable[[Sequence[ChatJob]], list[ChatReply]]:
     """The chat batcher's function: plain requests and streamed ones, answered together."""
 
     def run(jobs: Sequence[ChatJob]) -> list[ChatReply]:
-        requests = [job.request if isinstance(job, Streamed) else job for job in jobs]
-        streams = {index: job for index, job in enumerate(jobs) if isinstance(job, Streamed)}
+        requests, streams = _split(jobs)
         if not streams:
             return engine.chat_batch(requests)
         if isinstance(engine, BatchStreamingEngine):
-            only_streams = len(streams) == len(jobs)
-
-            def on_piece(index: int, piece: str) -> None:
-                if index in streams:
-                    streams[index].send(piece)
-                if only_streams and all(stream.abandoned for stream in streams.values()):
-                    raise StreamsAbandoned("every client of this batch has gone")
-
-            return engine.chat_streamed(requests, on_piece)
+            return engine.chat_streamed(requests, _sender(streams, jobs))
         if len(jobs) == 1:
             return [_stream_alone(engine, streams[0])]
         replies = engine.chat_batch(requests)
@@ -126,20 +137,11 @@ def transcribe_batch_runner(engine: Engine) -> Callable[[Sequence[TranscriptionJ
     """The transcription batcher's function: plain requests and streamed ones, answered together."""
 
     def run(jobs: Sequence[TranscriptionJob]) -> list[Transcript]:
-        requests = [job.request if isinstance(job, Streamed) else job for job in jobs]
-        streams = {index: job for index, job in enumerate(jobs) if isinstance(job, Streamed)}
+        requests, streams = _split(jobs)
         if not streams:
             return engine.transcribe_batch(requests)
         if isinstance(engine, TranscriptStreamingEngine):
-            only_streams = len(streams) == len(jobs)
-
-            def on_text(index: int, piece: str) -> None:
-                if index in streams:
-                    streams[index].send(piece)
-                if only_streams and all(stream.abandoned for stream in streams.values()):
-                    raise StreamsAbandoned("every client of this batch has gone")
-
-            return engine.transcribe_streamed(requests, on_text)
+            return engine.transcribe_streamed(requests, _sender(streams, jobs))
         transcripts = engine.transcribe_batch(requests)
         for index, stream in streams.items():
             if transcripts[index].text:
