@@ -294,7 +294,7 @@ class QwenAudio:
         known = ({i: text for i, (_, text) in enumerate(found) if text is not None}  # settling the language decoded it
                  if translate_to is None and options == GenerationOptions(num_beams=self.speech_beams) else {})
         results: list[Transcript | None] = [None] * len(waves)
-        streamed: set[int] = set()  # waves whose text on_text was told piece by piece
+        told_by_piece: set[int] = set()  # waves whose text on_text was told piece by piece
         short: dict[str, list[int]] = {}  # one decode each, batched by language
         whole: dict[int, list[Window]] = {}  # each short audio's one window
         for i, (wave, lang) in enumerate(zip(waves, languages)):
@@ -314,7 +314,7 @@ class QwenAudio:
                 told = None if on_text is None else _InOrder(functools.partial(on_text, i), separator)
                 texts = self._speech([prompt] * len(pieces), pieces, options, progress, on_piece=told)
                 results[i] = Transcript(separator.join(t for t in texts if t), lang, wave.size / SAMPLE_RATE)
-                streamed.add(i)
+                told_by_piece.add(i)
             else:  # word times are what lets overlapping windows be stitched without doubling words at the joins
                 _, words = self._timed_speech([prompt] * len(pieces), pieces, options, lang, progress)
                 results[i] = self._stitched(wave, lang, windows, words, word_timestamps)
@@ -335,7 +335,7 @@ class QwenAudio:
                 results[i] = Transcript(text, lang, waves[i].size / SAMPLE_RATE)
         if on_text is not None:
             for i, result in enumerate(results):
-                if i not in streamed and result is not None and result.text:
+                if i not in told_by_piece and result is not None and result.text:
                     on_text(i, result.text)
         return [r for r in results if r is not None]
 
