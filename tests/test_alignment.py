@@ -328,6 +328,9 @@ def test_an_unsure_language_tag_is_settled_by_decoding_in_each_likely_language(
     decoded.clear()
     heard = api.transcribe((wave, 16_000))
     assert (heard.language, heard.text) == ("es", "doce") and decoded == ["fr", "es", "it"]  # not decoded a fourth time
+    decoded.clear()  # the server asks for up to 512 tokens: capped by the audio's length, the same decode
+    served = api.transcribe((wave, 16_000), options=GenerationOptions(max_new_tokens=512, num_beams=api.speech_beams))
+    assert served.text == "doce" and decoded == ["fr", "es", "it"]
     decoded.clear()
     monkeypatch.setattr(api.model, "next_token_logits", logits_preferring({"fr": 0.95, "es": 0.05}))
     assert api.detect_language((wave, 16_000)) == "fr" and decoded == []  # a sure tag decides alone

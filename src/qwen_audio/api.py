@@ -291,8 +291,10 @@ class QwenAudio:
         learned single utterances, no word times), else the whole text once it is done."""
         found = [(language, None)] * len(waves) if language else self._detect(waves)
         languages = [code for code, _ in found]
-        known = ({i: text for i, (_, text) in enumerate(found) if text is not None}  # settling the language decoded it
-                 if translate_to is None and options == GenerationOptions(num_beams=self.speech_beams) else {})
+        settled = GenerationOptions(num_beams=self.speech_beams)  # how settling the language decoded a text
+        known = {i: text for i, (_, text) in enumerate(found)  # kept where this decode would say the same
+                 if text is not None and translate_to is None
+                 and speech_budget(options, waves[i].size) == speech_budget(settled, waves[i].size)}
         results: list[Transcript | None] = [None] * len(waves)
         told_by_piece: set[int] = set()  # waves whose text on_text was told piece by piece
         short: dict[str, list[int]] = {}  # one decode each, batched by language
