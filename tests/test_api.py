@@ -139,6 +139,26 @@ def test_a_streamed_transcript_is_told_piece_by_piece_in_time_order(model_dir: P
     assert events[:batch + 2] == [("decode", batch), *told_first, ("decode", batch)]
 
 
+def test_requests_asking_the_same_are_transcribed_in_one_batch(model_dir: Path, monkeypatch) -> None:
+    """The server's concurrent transcriptions (``transcribe_batch``): those that ask the same decode share
+    its batched steps; each result stays in its request's place."""
+    from qwen_audio.api import Generated
+
+    api = QwenAudio.from_pretrained(model_dir)
+    calls: list[list[int]] = []
+
+    def generate(prompts, audios, options=None, streamer=None):  # noqa: ANN001, ANN202
+        calls.append([round(float(np.abs(a[0]).max()) / tone(0.1).max() * 40) for a in audios])
+        return [Generated(f"clip{n}", 1, 1, True) for n in calls[-1]]
+
+    monkeypatch.setattr(api, "generate", generate)
+    clip = lambda n: tone(1.0 + 0.1 * n) * n / 40  # noqa: E731 - each clip says its loudness
+    requests = [TranscriptionRequest(clip(1), "en", options=SHORT), TranscriptionRequest(clip(2), "fr", options=SHORT),
+                TranscriptionRequest(clip(3), "en", options=SHORT), TranscriptionRequest(clip(4), "en", options=SHORT)]
+    assert [t.text for t in api.transcribe_batch(requests)] == ["clip1", "clip2", "clip3", "clip4"]
+    assert sorted(calls) == [[1, 3, 4], [2]]  # English together, French alone
+
+
 def test_silent_pieces_say_nothing_and_are_never_decoded(model_dir: Path, monkeypatch) -> None:
     """Zeros (a silent file, or 20 s of silence inside a long recording) become a full-range mel of nothing
     that a decoder reads words into: such pieces are "" without a decode; the audible ones keep their order."""

@@ -677,13 +677,22 @@ class QwenAudio:
     def transcribe_batch(self, requests: Sequence[TranscriptionRequest],
                          on_text: Callable[[int, str], None] | None = None) -> list[Transcript]:
         """Engine protocol: each request's transcript (or translation); ``on_text(i, piece)`` is told
-        transcript i as it grows (``transcribe_waves``), its pieces joining to the text."""
-        results = []
+        transcript i as it grows (``transcribe_waves``), its pieces joining to the text.
+
+        Requests that ask the same (language, word times, options, target) are transcribed together,
+        so the server's concurrent short clips share batched decoding steps as its chats do."""
+        results: list[Transcript | None] = [None] * len(requests)
+        groups: dict[tuple[Any, ...], list[int]] = {}
         for k, request in enumerate(requests):
-            tell = None if on_text is None else (lambda _, piece, k=k: on_text(k, piece))
-            results += self.transcribe_waves([request.audio], request.language, request.word_timestamps,
-                                             request.options, translate_to=request.translate_to, on_text=tell)
-        return results
+            key = (request.language, request.word_timestamps, request.options, request.translate_to)
+            groups.setdefault(key, []).append(k)
+        for (language, words, options, target), members in groups.items():
+            tell = None if on_text is None else (lambda i, piece, members=members: on_text(members[i], piece))
+            found = self.transcribe_waves([requests[k].audio for k in members], language, words, options,
+                                          translate_to=target, on_text=tell)
+            for k, transcript in zip(members, found):
+                results[k] = transcript
+        return [r for r in results if r is not None]
 
     def transcribe_streamed(self, requests: Sequence[TranscriptionRequest],
                             on_text: Callable[[int, str], None]) -> list[Transcript]:
