@@ -197,3 +197,16 @@ def test_the_model_is_loaded_and_every_request_decoded_on_one_thread() -> None:
             assert http.post("/v1/audio/transcriptions", data={"stream": str(stream).lower()}, **upload).status_code == 200
     assert set(engine.threads) == {"load", "chat_batch", "chat_streamed", "transcribe_batch", "transcribe_streamed"}
     assert set(engine.threads.values()) == {engine.threads["load"]} != {threading.get_ident()}
+
+
+def test_a_decode_running_at_exit_does_not_hold_the_process() -> None:
+    """SIGTERM's grace ends with the process: a long transcription still on the engine thread must not
+    keep it alive (the thread is a daemon, as the batchers' are)."""
+    import subprocess
+    import sys
+
+    code = ("import time; from qwen_audio.serve.batching import ENGINE_THREAD; "
+            "ENGINE_THREAD.submit(time.sleep, 60); time.sleep(0.2); print('exiting')")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0 and "exiting" in done.stdout and time.monotonic() - started < 30

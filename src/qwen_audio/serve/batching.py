@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -35,14 +35,33 @@ class EngineThread:
     of 11 s). Loading and decoding on this thread keep a single team."""
 
     def __init__(self, name: str = "qwen-audio-engine") -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.name = name
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
-        return self._executor.submit(fn, *args, **kwargs)
+        with self._start:  # a daemon thread, started on first use: a decode running at exit does not hold the process
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+                self._thread.start()
+        future: Future[T] = Future()
+        self._jobs.put((future, fn, args, kwargs))
+        return future
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` run on this thread; its result, or its exception raised here."""
         return self.submit(fn, *args, **kwargs).result()
+
+    def _work(self) -> None:
+        while True:
+            future, fn, args, kwargs = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+                future.set_exception(error)
 
 
 ENGINE_THREAD = EngineThread()  # the process's: servers decode where ``serve`` loaded the model
