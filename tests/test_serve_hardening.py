@@ -326,6 +326,17 @@ def _answers(url: str) -> bool:
         return False
 
 
+def test_a_request_cut_at_the_end_of_the_grace_is_told_the_server_is_shutting_down() -> None:
+    """A 503 naming the shutdown (the client may send it again), not a 500 "internal error (CancelledError)"."""
+    server = BackgroundServer(FakeEngine(delay=3.0), ServerSettings(port=0, shutdown_grace_s=0.3, batch_wait_ms=0)).start()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, server.url + CHAT, json={"messages": OK_MESSAGES}, timeout=10)
+        time.sleep(0.5)  # in the engine (3 s) when the server stops
+        server.stop()
+        response = pending.result()
+    assert response.status_code == 503 and error_of(response)["code"] == "server_shutting_down"
+
+
 def test_streams_cut_at_the_end_of_the_grace_release_their_slots() -> None:
     server = BackgroundServer(SlowStreamEngine(), ServerSettings(port=0, shutdown_grace_s=0.3, batch_wait_ms=0)).start()
     admission = server.app.state.qwen.admission

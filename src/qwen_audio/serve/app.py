@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -150,6 +150,13 @@ class RequestGuard:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:  # the shutdown grace ended with this request still running
+            if started:
+                raise
+            message = "the server is shutting down and this request was still running when its grace ended; send it again"
+            with suppress(Exception):  # a client already gone cannot be told
+                await error_response(503, message, type="server_error", code="server_shutting_down",
+                                     headers={"Retry-After": "5"})(scope, receive, send)
         except Exception as error:  # noqa: BLE001 - the server must keep serving
             log.exception("request failed")
             if started:
