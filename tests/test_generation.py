@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from qwen_audio.generation import CtcPrefixScorer, LoopGuard, decode
+from qwen_audio.generation import CtcPrefixScorer, LoopGuard, decode_steps, streamed
 from qwen_audio.model import QwenAudioForCausalLM
 from tests.model_fixtures import audio_prompt, left_pad, tiny_model
 from tests.test_ctc_prefix import said
@@ -270,9 +270,9 @@ def test_a_row_that_falls_into_a_loop_ends_and_the_others_go_on() -> None:
     looping = [9, 10] + [5, 6, 7, 8] * 10  # a 4-token phrase, again and again
     speaking = [1, 2, 2, 2, 3, 4, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 0]  # "no no no", then on
     ids = torch.zeros(2, 3, dtype=torch.long)
-    run = lambda guard: decode(Scripted([looping, speaking]), lambda t: torch.zeros(*t.shape, 4), ids,  # noqa: E731
-                               torch.zeros(2, 3, 4), torch.ones(2, 3), max_new_tokens=30, stops={0}, pad_id=31,
-                               loop_guard=guard)
+    run = lambda guard: streamed(decode_steps(  # noqa: E731
+        Scripted([looping, speaking]), lambda t: torch.zeros(*t.shape, 4), ids, torch.zeros(2, 3, 4), torch.ones(2, 3),
+        max_new_tokens=30, stops={0}, pad_id=31, loop_guard=guard), ids, None)
     free, guarded = run(None)[:, 3:].tolist(), run(LoopGuard())[:, 3:].tolist()
     assert free[0] == looping[:30]  # unguarded, the loop runs to the limit
     assert guarded[0] == looping[:14] + [31] * 8  # guarded: stopped once the phrase came three times

@@ -150,7 +150,7 @@ class AudioTextDecoding:
         constraints: Sequence[TimedText | None] | None = None,
     ) -> Tensor:
         """Greedy or sampled decoding without ``generate``'s per-step overhead (no beams, no processors):
-        ``generation.decode`` over the backend ``self.kv_backends`` picks.
+        ``generation.decode_steps`` run to the end (``generation.streamed``) over the backend ``self.kv_backends`` picks.
 
         Same contract as ``generate``: left-padded batches with ``attention_mask`` equal batch size 1,
         rows that finished are filled with the pad id, returns prompt + new tokens. ``fold=False``

@@ -8,10 +8,10 @@ from qwen_audio.generation.beams import Hypothesis, beam_search
 from qwen_audio.generation.ctc_prefix import CtcPrefix, CtcPrefixScorer
 from qwen_audio.generation.folded import FOLD_MAX_BYTES, FoldedKV, FoldedWeights, KVBackends, Matrix, can_fold, fold_weights
 from qwen_audio.generation.kv import KVBackend, KVCache, RotaryTables, StaticKV
-from qwen_audio.generation.loop import LoopGuard, Sampling, decode, decode_steps, prefill, streamed
+from qwen_audio.generation.loop import LoopGuard, Sampling, decode_steps, prefill, streamed
 from qwen_audio.generation.timed import TimedText
 
 __all__ = [
     "FOLD_MAX_BYTES", "CtcPrefix", "CtcPrefixScorer", "FoldedKV", "FoldedWeights", "Hypothesis", "KVBackend", "KVBackends", "KVCache", "LoopGuard", "Matrix", "RotaryTables", "Sampling",
-    "StaticKV", "TimedText", "beam_search", "can_fold", "decode", "decode_steps", "fold_weights", "prefill", "streamed",
+    "StaticKV", "TimedText", "beam_search", "can_fold", "decode_steps", "fold_weights", "prefill", "streamed",
 ]

@@ -2,7 +2,7 @@
 row ending at its first stop token; a streamer sees the prompts, then each step's tokens.
 
 Every decode of this package that is not a beam search runs here, over a ``KVBackend``:
-``fast_generate`` of ``runtime.AudioTextDecoding`` (both model classes; through it the API's tasks,
+``fast_generate`` and ``fast_generate_steps`` of ``runtime.AudioTextDecoding`` (both model classes; through them the API's tasks,
 chat, streamed chat and the server) and its ``next_token_logits`` (the prefill alone: language
 detection). Beam search is ``beams.py``'s; only beam sampling stays on transformers' ``generate``.
 """
@@ -83,7 +83,7 @@ class LoopGuard:
         return list(ids) if found is None else list(ids[: len(ids) - (found[1] - 1) * found[0]])
 
     def end(self, ids: Sequence[int], stops: Collection[int] = (), checked: int = 0) -> int | None:
-        """How many of ``ids`` a guarded :func:`decode` keeps: the shortest prefix longer than ``checked``
+        """How many of ``ids`` a guarded :func:`decode_steps` keeps: the shortest prefix longer than ``checked``
         (tokens already seen) and before the first stop that ends in a loop; None: the guard never fires.
 
         For a decoder that has no guard of its own (vLLM), to end its rows where ours end."""
@@ -182,13 +182,4 @@ def streamed(steps: Generator[Tensor, None, Tensor], input_ids: Tensor, streamer
             streamer.put(tokens.cpu())
 
 
-def decode(
-    backend: KVBackend, embed_tokens: Callable[[Tensor], Tensor], input_ids: Tensor, prompt_embeds: Tensor,
-    attention_mask: Tensor, *, streamer: BaseStreamer | None = None, **options: object,
-) -> Tensor:
-    """:func:`decode_steps` run to the end (``options`` are its keywords), a streamer watching (:func:`streamed`)."""
-    steps = decode_steps(backend, embed_tokens, input_ids, prompt_embeds, attention_mask, **options)  # type: ignore[arg-type]
-    return streamed(steps, input_ids, streamer)
-
-
-__all__ = ["LoopGuard", "Sampling", "decode", "decode_steps", "prefill", "streamed"]
+__all__ = ["LoopGuard", "Sampling", "decode_steps", "prefill", "streamed"]

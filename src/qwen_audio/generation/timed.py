@@ -6,7 +6,7 @@ audio is right; the tokens that carry words and the tokens that carry times comp
 So word times are a second, constrained decode of the plain transcript: each step either forces the
 template's next text token or lets the model pick a time token, never earlier than the last time it
 chose (words do not run backwards) nor later than the audio's end; after the template, the stop.
-The same rule serves this package's decoding loop (:func:`~qwen_audio.generation.decode`) and vLLM's
+The same rule serves this package's decoding loop (:func:`~qwen_audio.generation.decode_steps`) and vLLM's
 per-request logits processors (``qwen_audio.vllm.timed``): both call :meth:`TimedText.restrict`.
 
 transformers' ``PrefixConstrainedLogitsProcessor`` keeps the same kind of rule, but works on whole
