@@ -195,9 +195,14 @@ async def _transcript_events(future: Future[Transcript], pieces: asyncio.Queue[s
                 yield _sse({"type": "transcript.text.delta", "delta": piece})
         yield _sse({"type": "transcript.text.done", "text": future.result().text})
     except Exception as error:  # noqa: BLE001 - headers are sent: report in-band
-        log.exception("streamed transcription failed")
-        kind = "invalid_request_error" if isinstance(error, QwenAudioError) else "server_error"
-        yield _sse({"error": ErrorDetail(message=f"{type(error).__name__}: {error}", type=kind).model_dump()})
+        yield _error_event(error, "streamed transcription")
+
+
+def _error_event(error: Exception, what: str) -> str:
+    """A stream's failure after its headers went out, logged and sent in-band in OpenAI's error shape."""
+    log.exception("%s failed", what)
+    kind = "invalid_request_error" if isinstance(error, QwenAudioError) else "server_error"
+    return _sse({"error": ErrorDetail(message=f"{type(error).__name__}: {error}", type=kind).model_dump()})
 
 
 def _sse(payload: dict[str, Any] | str) -> str:
@@ -224,9 +229,7 @@ async def _sse_events(future: Future[ChatReply], pieces: asyncio.Queue[str | Non
                           total_tokens=reply.prompt_tokens + reply.completion_tokens)
             yield chunk(choices=[], usage=usage)
     except Exception as error:  # noqa: BLE001 - headers are sent: report in-band, as OpenAI does
-        log.exception("streamed chat failed")
-        kind = "invalid_request_error" if isinstance(error, QwenAudioError) else "server_error"
-        yield _sse({"error": ErrorDetail(message=f"{type(error).__name__}: {error}", type=kind).model_dump()})
+        yield _error_event(error, "streamed chat")
     yield _sse("[DONE]")
 
 
