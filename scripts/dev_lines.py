@@ -8,7 +8,9 @@ decoded exactly as the suite decodes; so a stage can be kept or dropped on these
 stays a fresh measurement. Lines: ``en``, ``es``, ``fr``, ``it`` (25 reserved Asterisk prompts each,
 WER %), ``open-en`` (40 open-vocabulary TTS utterances, WER %), ``instrument``, ``sound-event``
 (66 held-out clips each, accuracy), ``train-instrument``, ``train-sound-event`` (66 TRAINING clips
-each: whether the decoder learned the task at all), ``alsa`` (ALSA's eight channel-test phrases,
+each: whether the decoder learned the task at all), ``lid`` (60 reserved prompts' language, accuracy:
+an "unknown" answer is wrong), ``no-speech`` (60 held-out no-speech clips: how often the answer is
+"unknown", i.e. nothing is transcribed), ``alsa`` (ALSA's eight channel-test phrases,
 a real voice never trained on: how many come out word for word). Predictions land in OUT.
 """
 
@@ -20,7 +22,8 @@ from pathlib import Path
 
 HELD_OUT = {"en": ("world-real-asr-en", 25), "es": ("world-real-asr-es", 25), "fr": ("world-real-asr-fr", 25),
             "it": ("world-real-asr-it", 25), "open-en": ("world-open-asr-en", 40),
-            "instrument": ("world-instrument", 66), "sound-event": ("world-sound-event", 66)}
+            "instrument": ("world-instrument", 66), "sound-event": ("world-sound-event", 66),
+            "lid": ("world-real-language-id", 60), "no-speech": ("world-no-speech", 60)}
 TRAINING = {"train-instrument": ("world-instrument", "instrument"), "train-sound-event": ("world-sound-event", "sound_event")}
 ALSA = Path("/usr/share/sounds/alsa")
 

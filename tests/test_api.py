@@ -181,6 +181,47 @@ def test_silent_pieces_say_nothing_and_are_never_decoded(model_dir: Path, monkey
     assert seen[-1][0] == seen[-1][1]
 
 
+def test_audio_whose_unknown_tag_wins_is_no_speech_and_is_never_decoded(model_dir: Path, monkeypatch) -> None:
+    """The paper's audio language of non-speech is <|unknown|>: when the language tag says so, the audio has no
+    words to transcribe or translate (a model taught it says nothing for music, noise or a beep)."""
+    import torch
+
+    from qwen_audio.api import NO_SPEECH_SURE, Generated
+
+    api = QwenAudio.from_pretrained(model_dir)
+    vocab = api.model.config.vocab_size
+
+    def tags(unknown: float, en: float):  # noqa: ANN202
+        def next_token_logits(input_ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
+            logits = torch.full((1, vocab), -50.0)
+            logits[0, api.no_speech_id], logits[0, api.language_ids["en"]] = float(np.log(unknown)), float(np.log(en))
+            return logits
+        return next_token_logits
+
+    decoded: list[int] = []
+
+    def generate(prompts, audios, options=None, streamer=None):  # noqa: ANN001, ANN202
+        decoded.extend(a[0].size for a in audios)
+        return [Generated("words", 1, 1, True) for _ in audios]
+
+    monkeypatch.setattr(api, "generate", generate)
+    wave = (tone(2.0), 16_000)
+    monkeypatch.setattr(api.model, "next_token_logits", tags(NO_SPEECH_SURE + 0.1, 0.4 - 0.1))
+    assert api.detect_language(wave) == "unknown"
+    heard = api.transcribe(wave)
+    assert (heard.text, heard.language, heard.words) == ("", "unknown", ()) and decoded == []
+    assert api.transcribe(wave, word_timestamps=True).text == "" and api.translate(wave, to="fr").text == "" and decoded == []
+    assert api.transcribe(wave, language="en").text == "words" and decoded  # a language given is the caller's word
+    decoded.clear()
+    monkeypatch.setattr(api.model, "next_token_logits", tags(NO_SPEECH_SURE - 0.1, 0.6 - 0.1))
+    assert api.detect_language(wave) == "en" and api.transcribe(wave).text == "words"  # unsure: the spoken language
+    # Long audio is never dismissed whole by what its first stretch sounds like: its pieces are decoded.
+    api.model.config.utterance_seconds = 12.0
+    monkeypatch.setattr(api.model, "next_token_logits", tags(0.99, 0.01))
+    long = np.concatenate([tone(8.0), np.zeros(16_000, np.float32), tone(8.0)])
+    assert api.detect_language((long, 16_000)) == "en" and api.transcribe((long, 16_000)).text == "words words"
+
+
 def test_chat_reply_stream_and_engine(api: QwenAudio) -> None:
     request = ChatRequest((ChatTurn.user(AudioItem("a"), "what is this?"),), {"a": tone(1.0)}, options=SHORT)
     engine = api  # QwenAudio is the engine the server calls

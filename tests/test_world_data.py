@@ -437,3 +437,65 @@ def test_other_voices_keep_only_reserved_prompts_with_text(tmp_path):
     assert [(r.meta["prompt"], r.text, r.meta["split"]) for r in records] == [("siete", "siete", "independent")]
     info = sf.info(records[0].audio)
     assert info.samplerate == 16_000 and records[0].duration == pytest.approx(0.5, abs=0.05)
+
+
+def _sounds_manifest(folder: Path, split: str, pitch: float) -> Path:
+    """A split's sounds manifest: one tone of ``pitch`` Hz, and a speech record that must not be read."""
+    import numpy as np
+
+    from qwen_audio.data.manifest import ManifestRecord
+
+    tone = folder / f"{split}-tone.flac"
+    t = np.arange(8000) / 16000
+    sf.write(str(tone), (0.5 * np.sin(2 * np.pi * pitch * t)).astype("float32"), 16000)
+    speech = folder / f"{split}-speech.flac"
+    sf.write(str(speech), np.zeros(8000, dtype="float32"), 16000)
+    path = folder / f"{split}.jsonl"
+    write_manifest([
+        ManifestRecord(id=f"{split}-tone-event", audio=str(tone), task="sound_event", text="bell", labels=("bell",),
+                       audio_language="unknown", text_language="en", duration=0.5),
+        ManifestRecord(id=f"{split}-speech-event", audio=str(speech), task="sound_event", text="speech",
+                       labels=("speech",), audio_language="unknown", text_language="en", duration=0.5),
+    ], path)
+    return path
+
+
+def test_no_speech_clips_teach_the_unknown_language_and_an_empty_transcript(tmp_path):
+    import numpy as np
+
+    from qwen_audio.data.examples import record_example
+    from qwen_audio.data.world import nospeech
+
+    sounds_dir = tmp_path / "sounds"
+    sounds_dir.mkdir()
+    _sounds_manifest(sounds_dir, "train", 440.0)
+    _sounds_manifest(sounds_dir, "test", 1250.0)
+    assert nospeech.sound_files(sounds_dir / "train.jsonl") == [str(sounds_dir / "train-tone.flac")]  # no speech
+
+    built = nospeech.build_nospeech(tmp_path / "out", sounds_dir, seed=3, counts={"train": 30, "test": 8}, log=lambda m: None)
+    assert {r.meta["kind"] for r in built["train"]} == set(nospeech.KINDS)
+    for split, records in built.items():
+        assert len(records) == 2 * {"train": 30, "test": 8}[split]
+        for record in records:
+            example = record_example(record, tmp_path)
+            target = example.pieces[-1][0]
+            if record.task == "language_id":
+                assert target == "<|unknown|><|endoftext|>"
+            else:
+                assert record.task == "asr" and target == "<|endoftext|>"
+                assert record.audio_language in nospeech.SPOKEN_LANGUAGES
+            audio, rate = sf.read(record.audio, dtype="float32")
+            assert rate == 16000 and audio.size / rate == pytest.approx(record.duration, abs=1e-3)
+            assert np.abs(audio).max() <= 1.0 and (record.meta["kind"] == "quiet" or np.abs(audio).max() > 1e-3)
+            assert f"/{split}/" in record.audio
+    # A split's sounds are its own: the test clips made of sounds carry the test tone, never the training one.
+    spectrum = lambda path: np.abs(np.fft.rfft(sf.read(path, dtype="float32")[0]))  # noqa: E731
+    made_of_sounds = [r for r in built["test"] if r.meta["kind"] in ("single", "sequence") and r.task == "asr"]
+    assert made_of_sounds
+    for record in made_of_sounds:
+        power = spectrum(record.audio)
+        hz = np.fft.rfftfreq(2 * (power.size - 1), 1 / 16000)
+        assert power[np.abs(hz - 1250) < 5].max() > 10 * power[np.abs(hz - 440) < 5].max()
+    # Seeded: a rebuild writes the same records and keeps the files.
+    again = nospeech.build_nospeech(tmp_path / "out", sounds_dir, seed=3, counts={"train": 30, "test": 8}, log=lambda m: None)
+    assert again == built

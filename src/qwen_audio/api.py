@@ -107,6 +107,7 @@ class QwenAudio:
         self._sharing: Any = None  # the transformers model over self.model's tensors (_transformers_model)
         self.processor = QwenAudioProcessor(tokenizer)
         self.language_ids = {code: tokenizer.convert_tokens_to_ids(f"<|{code}|>") for code in LANGUAGES}
+        self.no_speech_id = tokenizer.convert_tokens_to_ids(f"<|{NO_SPEECH}|>")
 
     @classmethod
     def from_pretrained(
@@ -220,7 +221,8 @@ class QwenAudio:
         return EncodedPrompt(encoded.ids + self.tokenizer.encode_plain(question) + rest, encoded.audios)
 
     def detect_language(self, audio: Audio | Sequence[Audio]) -> str | list[str]:
-        """The spoken language: the most likely of the eight language tags after the LID prompt."""
+        """The spoken language: the most likely of the eight language tags after the LID prompt, or
+        ``"unknown"`` (the paper's audio language of non-speech) where the model hears no speech."""
         waves, single = self._waves(audio)
         codes = [code for code, _ in self._detect(waves)]
         return codes[0] if single else codes
@@ -228,13 +230,20 @@ class QwenAudio:
     @torch.no_grad()
     def _detect(self, waves: Sequence[np.ndarray]) -> list[tuple[str, str | None]]:
         """Each wave's language, and its transcript where settling the language decoded the whole wave
-        (``_settled``): ``transcribe`` with its default decode keeps that text instead of decoding again."""
+        (``_settled``): ``transcribe`` with its default decode keeps that text instead of decoding again.
+        A one-piece wave whose ``<|unknown|>`` tag reaches ``NO_SPEECH_SURE`` is ``("unknown", "")``:
+        no speech, no words. Long audio is never dismissed whole by its first piece: its language is the
+        likeliest spoken one, and a piece without speech decodes to nothing on its own."""
         prompt = build_prompt(Task.LANGUAGE_ID, audio="audio")
-        ids = torch.tensor(list(self.language_ids.values()))
-        found = []
+        ids = torch.tensor([*self.language_ids.values(), self.no_speech_id])
+        found: list[tuple[str, str | None]] = []
         for wave in waves:  # the decoding loop's prefill alone, one audio at a time (a batch of one needs no mask)
             inputs = self.processor([prompt], [[wave]])
-            tags = self.model.next_token_logits(inputs.input_ids, **inputs.audio_kwargs())[0][ids].float().log_softmax(-1)
+            logits = self.model.next_token_logits(inputs.input_ids, **inputs.audio_kwargs())[0][ids].float()
+            if float(logits.softmax(-1)[-1]) >= NO_SPEECH_SURE and len(self._pieces(wave)) == 1:
+                found.append((NO_SPEECH, ""))
+                continue
+            tags = logits[:-1].log_softmax(-1)  # among the spoken languages
             found.append(self._settled(wave, dict(zip(self.language_ids, tags.tolist()))))
         return found
 
@@ -300,6 +309,9 @@ class QwenAudio:
         short: dict[str, list[int]] = {}  # one decode each, batched by language
         whole: dict[int, list[Window]] = {}  # each short audio's one window
         for i, (wave, lang) in enumerate(zip(waves, languages)):
+            if lang == NO_SPEECH:  # the language tag heard no speech: nothing to transcribe or translate
+                results[i] = Transcript("", NO_SPEECH, wave.size / SAMPLE_RATE)
+                continue
             if translate_to is not None:
                 results[i] = Transcript(self._translate_one(wave, lang, translate_to, options, progress), translate_to,
                                         wave.size / SAMPLE_RATE)
@@ -712,6 +724,9 @@ CTC_RESCORE_WEIGHT = 0.3
 # Language ID: a tag at least this probable decides alone; below it, the likeliest LID_CHECKED tags are
 # checked by decoding the audio in each (``QwenAudio._settled``). Fixed beforehand, not tuned.
 LID_SURE = 0.9
+# The audio language of non-speech (the paper's <|unknown|>): its tag at least this probable means no speech.
+NO_SPEECH = "unknown"
+NO_SPEECH_SURE = 0.5
 LID_CHECKED = 3
 # Beams of a model with a CTC head: on the reserved Asterisk prompts (50 a language) beam 4 rescored by the
 # CTC took the default model's WER from 29.0/29.7/36.0/35.2 (greedy) to 24.5/23.7/32.5/28.5 (en/es/fr/it),

@@ -96,6 +96,10 @@ WORLD_SUITE: tuple[SuiteEntry, ...] = (
                  10.0 if code == "en" else None, False) for code in ("en", "de", "es", "it")),
     SuiteEntry(_world("srwt-en", "srwt", "srwt", "en"), "tts/test.jsonl", _language("en"), 0.080, False,
                value_of=lambda s: s.details.mean_boundary_error),
+    # No speech (held-out sounds, noise, tones; world.nospeech): how often language ID says <|unknown|>,
+    # so transcription says nothing. Reported, not gated (the issue names no figure).
+    SuiteEntry(_world("no-speech", "language_id", "accuracy", None), "nospeech/test.jsonl", lambda r: True, None, True,
+               from_task="language_id"),
     SuiteEntry(_world("instrument", "instrument", "accuracy"), "sounds/test.jsonl", lambda r: True, 0.80, True),
     SuiteEntry(_world("sound-event", "sound_event", "accuracy"), "sounds/test.jsonl", lambda r: True, 0.80, True),
     SuiteEntry(_world("caption-names-source", "caption", "cider_d"), "sounds/test.jsonl", lambda r: True, 0.80, True,
@@ -128,17 +132,19 @@ class GateResult:
 
 def ensure_world_split(folder: Path) -> Path:
     """The world suite's held-out data in ``folder`` (built once, then reused): every Asterisk prompt
-    (the suite reads the reserved ones), the TTS test split, the sounds' test split and the chat
-    conversations over them. Needs the
+    (the suite reads the reserved ones), the TTS test split, the sounds' test split, the no-speech clips
+    made of it and the chat conversations over them. Needs the
     Debian packages named by :mod:`qwen_audio.data.world.build` (its errors say which)."""
     have = [folder / "asterisk" / "validation.jsonl", folder / "tts" / "test.jsonl", folder / "sounds" / "test.jsonl"]
-    if all(path.is_file() for path in have) and (folder / "chat" / "test.jsonl").is_file():
+    later = {"nospeech": folder / "nospeech" / "test.jsonl", "chat": folder / "chat" / "test.jsonl"}
+    if all(path.is_file() for path in [*have, *later.values()]):
         return folder
     from qwen_audio.data.world.build import STAGES, BuildConfig, TtsCounts, build
 
     default = BuildConfig(folder)
     tts = {key: counts if key[1] == "test" else TtsCounts(0) for key, counts in default.tts.items()}
-    stages = ("chat",) if all(path.is_file() for path in have) else STAGES  # a split built before chat existed
+    # a split built before the later stages existed gains them alone
+    stages = tuple(s for s, p in later.items() if not p.is_file()) if all(p.is_file() for p in have) else STAGES
     build(BuildConfig(folder.resolve(), stages=stages, tts=tts, sound_splits=("test",)))
     return folder
 

@@ -9,6 +9,9 @@ Stages (each resumable; rerunning skips what is already on disk):
 - ``tts``: rendered sentences → ``DIR/tts/audio/...``, ``DIR/tts/{train,test}.jsonl``
 - ``sounds``: real instrument notes, drum hits and desktop sounds (+ speech labelled as such) →
   ``DIR/sounds/...``, ``DIR/sounds/{train,test}.jsonl`` (after ``asterisk`` and ``tts``: it labels their speech)
+- ``nospeech``: sounds, sequences of them, noise, tones and room tone with the audio language
+  ``<|unknown|>`` and an empty transcript → ``DIR/nospeech/...``, ``DIR/nospeech/{train,test}.jsonl``
+  (``world.nospeech``; after ``sounds``: each split reads that split's sounds)
 - ``chat``: stage-2 conversations over those records → ``DIR/chat/{train,test}.jsonl`` (``world.chat``;
   the test split's from held-out records only)
 
@@ -32,10 +35,10 @@ from pathlib import Path
 from qwen_audio.data.chat_manifest import write_chat_manifest
 from qwen_audio.data.manifest import ManifestRecord, check_manifest, read_manifest, write_manifest
 from qwen_audio.data.synth.splits import derive_seed
-from qwen_audio.data.world import asterisk, chat, sounds, texts, voices
+from qwen_audio.data.world import asterisk, chat, nospeech, sounds, texts, voices
 from qwen_audio.data.world.render import TtsJob, render_job
 
-STAGES = ("asterisk", "other_voices", "texts", "tts", "sounds", "chat")
+STAGES = ("asterisk", "other_voices", "texts", "tts", "sounds", "nospeech", "chat")
 CHAT_COUNTS = {"train": 6000, "test": 200}
 WORKERS = os.cpu_count() or 1  # TTS rendering processes: one per core
 
@@ -200,6 +203,20 @@ def build_sounds_stage(config: BuildConfig, log=print) -> dict[str, Counter]:
     return counts
 
 
+def build_nospeech_stage(config: BuildConfig, log=print) -> dict[str, Counter]:  # noqa: ANN001
+    folder = config.out / "nospeech"
+    counts = {split: n for split, n in nospeech.COUNTS.items() if split in config.sound_splits}
+    by_split = nospeech.build_nospeech(folder, config.out / "sounds", config.seed, counts, log)
+    summary: dict[str, Counter] = {}
+    for split, records in by_split.items():
+        path = folder / f"{split}.jsonl"
+        write_manifest(records, path)
+        check_manifest(path)
+        summary[split] = Counter(f"{r.task}/{r.audio_language}" for r in records)
+        log(f"nospeech {split}: {len(records)} records {dict(summary[split])} → {path}")
+    return summary
+
+
 def build_chat_stage(config: BuildConfig, log=print) -> dict[str, int]:  # noqa: ANN001
     """Conversations over the built records: train from train manifests, test from held-out ones
     (the splits of ``sound_splits``)."""
@@ -235,6 +252,8 @@ def build(config: BuildConfig, log=print) -> dict:
             summary["tts"] = build_tts_stage(config, sets, log)
     if "sounds" in config.stages:
         summary["sounds"] = build_sounds_stage(config, log)
+    if "nospeech" in config.stages:
+        summary["nospeech"] = build_nospeech_stage(config, log)
     if "chat" in config.stages:
         summary["chat"] = build_chat_stage(config, log)
     return summary
