@@ -241,6 +241,23 @@ def test_an_output_dir_never_takes_two_files_to_one_name(model_dir: Path, wav: P
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
+def test_audio_without_speech_prints_nothing_and_says_why_on_stderr(model_dir: Path, wav: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Music or noise: the transcript stays empty (what a script reads), and the person is told it heard no speech."""
+    from qwen_audio.api import QwenAudio
+    from qwen_audio.infer.engine import Transcript
+
+    monkeypatch.setattr(QwenAudio, "transcribe", lambda self, audio, *a, **k: Transcript("", "unknown", 1.0, ()))
+    result = runner.invoke(app, ["transcribe", str(wav), "--model", str(model_dir)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "\n" and "tone.wav: no speech heard" in result.stderr
+    as_json = runner.invoke(app, ["transcribe", str(wav), "-f", "json", "--model", str(model_dir)])
+    assert json.loads(as_json.stdout)["language"] == "unknown" and json.loads(as_json.stdout)["text"] == ""
+    monkeypatch.setattr(QwenAudio, "transcribe", lambda self, audio, *a, **k: Transcript("hello", "en", 1.0, ()))
+    spoken = runner.invoke(app, ["transcribe", str(wav), "--model", str(model_dir)])
+    assert spoken.stdout == "hello\n" and "no speech" not in spoken.stderr
+
+
 def test_a_dash_reads_the_audio_piped_to_stdin(model_dir: Path, wav: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """``ffmpeg … - | qwen-audio transcribe -``: the model reads the piped bytes; --output-dir names it stdin."""

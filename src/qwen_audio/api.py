@@ -22,7 +22,7 @@ from transformers.generation.streamers import BaseStreamer
 from qwen_audio.audio import SAMPLE_RATE, AudioSource, load_audio, load_audios
 from qwen_audio.errors import CheckpointError, TagFormatError
 from qwen_audio.formats.chatml import DEFAULT_SYSTEM, AudioItem, ChatTurn, encode_chatml, turn_from_dict
-from qwen_audio.formats.languages import word_separator
+from qwen_audio.formats.languages import NO_SPEECH, word_separator
 from qwen_audio.formats.srwt import Word, build_srwt_target, parse_srwt_result
 from qwen_audio.formats.tags import (
     CAPTION_STYLES,
@@ -724,8 +724,8 @@ CTC_RESCORE_WEIGHT = 0.3
 # Language ID: a tag at least this probable decides alone; below it, the likeliest LID_CHECKED tags are
 # checked by decoding the audio in each (``QwenAudio._settled``). Fixed beforehand, not tuned.
 LID_SURE = 0.9
-# The audio language of non-speech (the paper's <|unknown|>): its tag at least this probable means no speech.
-NO_SPEECH = "unknown"
+# The audio language of non-speech (NO_SPEECH, the paper's <|unknown|>): its tag at least this probable means
+# no speech. Fixed beforehand (even odds), not tuned.
 NO_SPEECH_SURE = 0.5
 LID_CHECKED = 3
 # Beams of a model with a CTC head: on the reserved Asterisk prompts (50 a language) beam 4 rescored by the

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from qwen_audio.errors import ConfigError, EmptyAudioError, QwenAudioError
+from qwen_audio.formats.languages import NO_SPEECH
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Qwen-Audio: universal audio understanding.")
 console = Console()
@@ -190,6 +191,8 @@ def transcribe(
 
     def one(path: Path, report: Report) -> None:
         result = api.transcribe(audio(path), language=language, word_timestamps=words, options=options, progress=report)
+        if result.language == NO_SPEECH:  # the result stays what it is (empty); the person reading is told why
+            err_console.print(f"[yellow]note:[/] {escape(path.name)}: no speech heard", soft_wrap=True)
         if output_format == "txt":
             body = (f"{path.name}: " if several else "") + result.text + "\n"
             if timestamps == "word":

@@ -6,7 +6,8 @@ from __future__ import annotations
 LANGUAGES: tuple[str, ...] = ("en", "zh", "de", "es", "ko", "fr", "ja", "it")
 # <|zh_tr|> (traditional Chinese) is a text language only; <|unknown|> marks non-speech audio.
 TEXT_LANGUAGES: tuple[str, ...] = (*LANGUAGES, "zh_tr")
-AUDIO_LANGUAGES: tuple[str, ...] = (*LANGUAGES, "unknown")
+NO_SPEECH = "unknown"  # the audio language of non-speech: no words to transcribe
+AUDIO_LANGUAGES: tuple[str, ...] = (*LANGUAGES, NO_SPEECH)
 # Written without spaces between words: SRWT joins their words with "", WER scores them by character.
 UNSPACED_LANGUAGES: frozenset[str] = frozenset({"zh", "ja", "zh_tr"})
 
