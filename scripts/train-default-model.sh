@@ -36,6 +36,9 @@
 #             configs/default-model-v2-stage2-sounds2.yaml (stage 2h, session 21: sounds half of the mix, 480 steps;
 #             the sound answers stayed at chance even on training clips) and -sounds3-probe.yaml (stage 2i: the
 #             same with the loss averaged per example, stopped at step 120). Dev lines: scripts/dev_lines.py
+#             Then configs/default-model-v2-stage2-nospeech.yaml (stage 2k, session 28, the release): from stage 2d's
+#             shipped form, fresh rank-8 LoRA, the no-speech clips (world-data/nospeech: language ID <|unknown|>,
+#             an empty transcript) with speech, its language ID, chat and the sounds replayed; 480 steps
 #   ship    — the trained tensors over the bases (train.package.ship_delta: LoRA as factors, fine-tuned
 #             encoder blocks as int8 changes, changed embedding rows, the aligner folder) into
 #             src/qwen_audio/assets/default-model, then the demo's samples
@@ -68,10 +71,14 @@ qwen-audio train configs/default-model-v2-stage2-speech.yaml
 ship_delta('runs/dm2/stage2b/final', 'runs/dm2/stage2b-ship', utterance_seconds=12.0, rank_tolerance=0.06)"
 qwen-audio train configs/default-model-v2-stage2-more.yaml
 qwen-audio train configs/default-model-v2-stage2-sounds.yaml
-# ship: the delta over the bases, its generation config, the aligner folder. 12 s: it learned single
-# utterances, so longer audio is split at pauses. rank_tolerance: a decoder change of rank over 64
-# ships as its best rank-64 factors (about 3 % of the change's norm lost; measured on the suite)
+# stage 2d's shipped form: the delta over the bases, its generation config, the aligner folder. 12 s: it
+# learned single utterances, so longer audio is split at pauses. rank_tolerance: a decoder change of rank
+# over 64 ships as its best rank-64 factors (about 3 % of the change's norm lost; measured on the suite)
+[ -f runs/dm2/stage2d-ship/trained.safetensors ] || python -c "from qwen_audio.train.package import ship_delta
+ship_delta('runs/dm2/stage2d/final', 'runs/dm2/stage2d-ship', utterance_seconds=12.0, rank_tolerance=0.06)"
+qwen-audio train configs/default-model-v2-stage2-nospeech.yaml
+# ship stage 2k: the rank-64 change + its rank-8 adapter ship exactly as rank-72 factors (37.2 MB)
 python -c "from qwen_audio.train.package import ship_delta
-ship_delta('runs/dm2/stage2d/final', 'src/qwen_audio/assets/default-model', utterance_seconds=12.0, rank_tolerance=0.06)"
+ship_delta('runs/dm2/stage2k/final', 'src/qwen_audio/assets/default-model', utterance_seconds=12.0, max_rank=72)"
 python scripts/bundle_samples.py --data world-data
 qwen-audio eval --suite default --data world-data --limit 20 --output runs/dm2/suite

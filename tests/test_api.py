@@ -199,22 +199,28 @@ def test_audio_whose_unknown_tag_wins_is_no_speech_and_is_never_decoded(model_di
         return next_token_logits
 
     decoded: list[int] = []
+    said = {"text": ""}  # what the decoder hears: nothing, as a model taught no speech says for a beep
 
     def generate(prompts, audios, options=None, streamer=None):  # noqa: ANN001, ANN202
         decoded.extend(a[0].size for a in audios)
-        return [Generated("words", 1, 1, True) for _ in audios]
+        return [Generated(said["text"], 1, 1, True) for _ in audios]
 
     monkeypatch.setattr(api, "generate", generate)
     wave = (tone(2.0), 16_000)
     monkeypatch.setattr(api.model, "next_token_logits", tags(NO_SPEECH_SURE + 0.1, 0.4 - 0.1))
-    assert api.detect_language(wave) == "unknown"
+    assert api.detect_language(wave) == "unknown" and len(decoded) == 1  # the tag, then the decoder, agree
+    decoded.clear()
     heard = api.transcribe(wave)
-    assert (heard.text, heard.language, heard.words) == ("", "unknown", ()) and decoded == []
-    assert api.transcribe(wave, word_timestamps=True).text == "" and api.translate(wave, to="fr").text == "" and decoded == []
-    assert api.transcribe(wave, language="en").text == "words" and decoded  # a language given is the caller's word
+    assert (heard.text, heard.language, heard.words) == ("", "unknown", ()) and len(decoded) == 1  # checked once
+    assert api.transcribe(wave, word_timestamps=True).text == "" and api.translate(wave, to="fr").text == ""
+    said["text"] = "words"  # the tag leans to no speech, but the decoder hears words: speech, its text kept
+    decoded.clear()
+    heard = api.transcribe(wave)
+    assert (heard.text, heard.language) == ("words", "en") and len(decoded) == 2  # checked, then transcribed
+    assert api.transcribe(wave, language="en").text == "words"  # a language given is the caller's word
     decoded.clear()
     monkeypatch.setattr(api.model, "next_token_logits", tags(NO_SPEECH_SURE - 0.1, 0.6 - 0.1))
-    assert api.detect_language(wave) == "en" and api.transcribe(wave).text == "words"  # unsure: the spoken language
+    assert api.detect_language(wave) == "en" and decoded == []  # an unsure tag: the spoken language, no check
     # Long audio is never dismissed whole by what its first stretch sounds like: its pieces are decoded.
     api.model.config.utterance_seconds = 12.0
     monkeypatch.setattr(api.model, "next_token_logits", tags(0.99, 0.01))
