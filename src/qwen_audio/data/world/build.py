@@ -84,14 +84,7 @@ class BuildConfig:
 def build_asterisk_stage(config: BuildConfig, log=print) -> dict[str, Counter]:
     folder = config.out / "asterisk"
     by_split = asterisk.build_asterisk(folder, config.asterisk_languages, log=log)
-    counts: dict[str, Counter] = {}
-    for split, records in by_split.items():
-        path = folder / f"{split}.jsonl"
-        write_manifest(records, path)
-        check_manifest(path)
-        counts[split] = Counter(r.audio_language for r in records)
-        log(f"asterisk {split}: {len(records)} records {dict(counts[split])} → {path}")
-    return counts
+    return _write_splits(folder, by_split, lambda r: r.audio_language, log)
 
 
 def sentence_sets(config: BuildConfig) -> dict[str, texts.SentenceSet]:
@@ -188,33 +181,31 @@ def build_tts_stage(config: BuildConfig, sets: dict[str, texts.SentenceSet], log
     return counts
 
 
-def build_sounds_stage(config: BuildConfig, log=print) -> dict[str, Counter]:
-    folder = config.out / "sounds"
-    speech = [config.out / "asterisk" / "train.jsonl", config.out / "tts" / "train.jsonl"]
-    by_split = sounds.build_sounds(folder, config.seed, [m for m in speech if m.is_file()],
-                                   splits=config.sound_splits, log=log)
+def _write_splits(folder: Path, by_split: dict[str, list[ManifestRecord]], kind, log) -> dict[str, Counter]:  # noqa: ANN001
+    """Each split's records as ``folder/<split>.jsonl`` (checked), logged and counted by ``kind(record)``."""
     counts: dict[str, Counter] = {}
     for split, records in by_split.items():
         path = folder / f"{split}.jsonl"
         write_manifest(records, path)
         check_manifest(path)
-        counts[split] = Counter(f"{(r.meta or {}).get('source')}/{r.task}" for r in records)
-        log(f"sounds {split}: {len(records)} records {dict(counts[split])} → {path}")
+        counts[split] = Counter(kind(r) for r in records)
+        log(f"{folder.name} {split}: {len(records)} records {dict(counts[split])} → {path}")
     return counts
+
+
+def build_sounds_stage(config: BuildConfig, log=print) -> dict[str, Counter]:
+    folder = config.out / "sounds"
+    speech = [config.out / "asterisk" / "train.jsonl", config.out / "tts" / "train.jsonl"]
+    by_split = sounds.build_sounds(folder, config.seed, [m for m in speech if m.is_file()],
+                                   splits=config.sound_splits, log=log)
+    return _write_splits(folder, by_split, lambda r: f"{(r.meta or {}).get('source')}/{r.task}", log)
 
 
 def build_nospeech_stage(config: BuildConfig, log=print) -> dict[str, Counter]:  # noqa: ANN001
     folder = config.out / "nospeech"
     counts = {split: n for split, n in nospeech.COUNTS.items() if split in config.sound_splits}
     by_split = nospeech.build_nospeech(folder, config.out / "sounds", config.seed, counts, log)
-    summary: dict[str, Counter] = {}
-    for split, records in by_split.items():
-        path = folder / f"{split}.jsonl"
-        write_manifest(records, path)
-        check_manifest(path)
-        summary[split] = Counter(f"{r.task}/{r.audio_language}" for r in records)
-        log(f"nospeech {split}: {len(records)} records {dict(summary[split])} → {path}")
-    return summary
+    return _write_splits(folder, by_split, lambda r: f"{r.task}/{r.audio_language}", log)
 
 
 def build_chat_stage(config: BuildConfig, log=print) -> dict[str, int]:  # noqa: ANN001
