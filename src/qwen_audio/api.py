@@ -229,28 +229,42 @@ class QwenAudio:
 
     @torch.no_grad()
     def _detect(self, waves: Sequence[np.ndarray]) -> list[tuple[str, str | None]]:
-        """Each wave's language, and its transcript where settling the language decoded the whole wave
-        (``_settled``): ``transcribe`` with its default decode keeps that text instead of decoding again.
+        """Each wave's language, and its transcript where detecting the language decoded the whole wave
+        (``_settled``, or the no-speech check below): ``transcribe`` with its default decode keeps that text
+        instead of decoding again.
         A one-piece wave whose ``<|unknown|>`` tag reaches ``NO_SPEECH_SURE`` and whose transcript in its
         likeliest spoken language is empty is ``("unknown", "")``: no speech, no words. Both must agree
         because the tag alone dismissed 5 of 85 reserved real prompts (short words: stage 2k, session 28)
         while the decoder, taught the same (an empty transcript for non-speech), still heard their words.
         Long audio is never dismissed whole by its first piece: its language is the likeliest spoken one,
         and a piece without speech decodes to nothing on its own."""
-        prompt = build_prompt(Task.LANGUAGE_ID, audio="audio")
-        ids = torch.tensor([*self.language_ids.values(), self.no_speech_id])
         found: list[tuple[str, str | None]] = []
-        for wave in waves:  # the decoding loop's prefill alone, one audio at a time (a batch of one needs no mask)
-            inputs = self.processor([prompt], [[wave]])
-            logits = self.model.next_token_logits(inputs.input_ids, **inputs.audio_kwargs())[0][ids].float()
-            tags = dict(zip(self.language_ids, logits[:-1].log_softmax(-1).tolist()))  # among the spoken languages
-            if float(logits.softmax(-1)[-1]) >= NO_SPEECH_SURE and len(self._pieces(wave)) == 1:
-                likeliest = build_prompt(Task.ASR, audio="a", audio_language=max(tags, key=tags.__getitem__))
-                if not self._speech([likeliest], [wave], GenerationOptions(num_beams=self.speech_beams))[0].strip():
+        for wave, (tags, no_speech) in zip(waves, self._tag_scores(waves)):
+            likeliest, heard = max(tags, key=tags.__getitem__), None
+            if no_speech >= NO_SPEECH_SURE and len(self._pieces(wave)) == 1:
+                prompt = build_prompt(Task.ASR, audio="a", audio_language=likeliest)
+                heard = self._speech([prompt], [wave], GenerationOptions(num_beams=self.speech_beams))[0].strip()
+                if not heard:
                     found.append((NO_SPEECH, ""))
                     continue
-            found.append(self._settled(wave, tags))  # speech: its language settled as for any other
+            code, text = self._settled(wave, tags)  # speech: its language settled as for any other
+            found.append((code, heard if text is None and code == likeliest else text))  # the check's text: the same decode
         return found
+
+    @torch.no_grad()
+    def _tag_scores(self, waves: Sequence[np.ndarray]) -> list[tuple[dict[str, float], float]]:
+        """Each wave's language tags after the language-ID prompt: the spoken languages' log-probabilities
+        (normalised among them) and the probability of ``<|unknown|>`` among all the tags.
+        The decoding loop's prefill alone, one audio at a time (a batch of one needs no mask)."""
+        prompt = build_prompt(Task.LANGUAGE_ID, audio="audio")
+        ids = torch.tensor([*self.language_ids.values(), self.no_speech_id])
+        scores = []
+        for wave in waves:
+            inputs = self.processor([prompt], [[wave]])
+            logits = self.model.next_token_logits(inputs.input_ids, **inputs.audio_kwargs())[0][ids].float()
+            scores.append((dict(zip(self.language_ids, logits[:-1].log_softmax(-1).tolist())),
+                           float(logits.softmax(-1)[-1])))
+        return scores
 
     def _settled(self, wave: np.ndarray, tags: dict[str, float]) -> tuple[str, str | None]:
         """The language of ``wave`` from its language tags' log-probabilities: the likeliest tag when it

@@ -217,6 +217,20 @@ def test_serve_engine_times_words_as_qwen_audio(vllm_engine, reference) -> None:
     assert any(t.words for t in want)
 
 
+def test_serve_engine_scores_language_tags_as_qwen_audio(vllm_engine, reference, request: pytest.FixtureRequest) -> None:  # noqa: ANN001
+    """Language detection reads vLLM's log-probabilities as ours: the same likeliest spoken language and the same
+    share for <|unknown|>, so the bundled model hears no speech in a drum hit, a tone or noise on both engines."""
+    noise = (0.1 * np.random.default_rng(0).standard_normal(32_000)).astype(np.float32)
+    waves = [sample("speech_en.flac"), sample("speech_fr.flac"), sample("drum.flac"), tone(2.0, 440, seed=0), noise]
+    for wave, (want, want_unknown), (got, got_unknown) in zip(waves, reference._tag_scores(waves), vllm_engine._tag_scores(waves)):
+        assert max(got, key=got.__getitem__) == max(want, key=want.__getitem__)
+        assert got == pytest.approx(want, abs=1e-3) and got_unknown == pytest.approx(want_unknown, abs=1e-3)
+    if request.node.callspec.params["model_dir"] != "default":  # random weights: no language to agree on
+        return
+    assert [vllm_engine.detect_language((w, 16_000)) for w in waves] == ["en", "fr", "unknown", "unknown", "unknown"]
+    assert [t.text for t in vllm_engine.transcribe([(w, 16_000) for w in waves[2:]])] == ["", "", ""]
+
+
 @pytest.mark.parametrize("aligned", [False, True])
 def test_serve_engine_refuses_beams_for_speech(llm, reference, aligned: bool) -> None:  # noqa: ANN001
     """Beams are refused with the engine's own error, also where an aligner would rescore them (not an AttributeError)."""

@@ -4,7 +4,8 @@
 long-audio windows and SRWT stitching, ChatML encoding, streamed reply pieces: the ``Engine``
 protocol the server calls) whose decoding runs on vLLM instead of this package's generation loop.
 Only two steps are vLLM's: :meth:`~VllmQwenAudio.generate` (token ids with their audios in, new
-tokens out) and language detection (one greedy step over the eight language tags). Prompts go in
+tokens out) and the language tags' scores (one step, whose log-probabilities ``QwenAudio`` reads as it reads
+its own: the likeliest spoken language, or no speech). Prompts go in
 as token ids with their audio spans already expanded, which the plugin's processor keeps as they
 are, so vLLM decodes from exactly the ids ``QwenAudio`` would; each is checked for one audio per span
 here, since vLLM asks the plugin's processor only about prompts that come with audio.
@@ -145,16 +146,20 @@ class VllmQwenAudio(QwenAudio):
         return [self._generated(out, len(p.ids), collapse_loops, c is None)
                 for p, out, c in zip(encoded, outputs, constraints)]
 
-    def _detect(self, waves: Sequence[np.ndarray]) -> list[tuple[str, str | None]]:
-        """The most likely language tag after the LID prompt: one greedy step among the eight tags; no
-        transcript beside it (``QwenAudio._detect``'s type: this engine settles no tag by decoding)."""
+    def _tag_scores(self, waves: Sequence[np.ndarray]) -> list[tuple[dict[str, float], float]]:
+        """``QwenAudio._tag_scores`` from one vLLM step over all the waves' language-ID prompts: the log-probabilities
+        vLLM returns for exactly the nine tags (``logprob_token_ids``; its default "raw" log-probabilities, over the
+        whole vocabulary), normalised as ours are, so ``QwenAudio._detect``'s verdicts, no speech included, hold here."""
         prompt = build_prompt(Task.LANGUAGE_ID, audio="audio")
         ids = [self.tokenizer.encode_prompt(prompt, [w.size]).ids for w in waves]
-        params = SamplingParams(max_tokens=1, temperature=0, allowed_token_ids=list(self.language_ids.values()),
-                                detokenize=False)
-        codes = {token: code for code, token in self.language_ids.items()}
-        return [(codes[out.token_ids[0]], None)
-                for out in self._run([self._request(i, [w]) for i, w in zip(ids, waves)], params)]
+        tags = [*self.language_ids.values(), self.no_speech_id]
+        params = SamplingParams(max_tokens=1, temperature=0, logprob_token_ids=tags, detokenize=False)
+        scores = []
+        for out in self._run([self._request(i, [w]) for i, w in zip(ids, waves)], params):
+            logits = torch.tensor([out.logprobs[0][t].logprob for t in tags])
+            scores.append((dict(zip(self.language_ids, logits[:-1].log_softmax(-1).tolist())),
+                           float(logits.softmax(-1)[-1])))
+        return scores
 
     def _ctc_rescored(self, prompts: Sequence[str], pieces: Sequence[np.ndarray],
                       options: GenerationOptions) -> list[tuple[str, float] | None]:
