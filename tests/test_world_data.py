@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from qwen_audio.data.manifest import validate_manifest, write_manifest
-from qwen_audio.data.world import asterisk, texts, voices
+from qwen_audio.data.world import asterisk, texts, tuxpaint, voices
 from qwen_audio.data.world.build import BuildConfig, TtsCounts, build_tts_stage, plan_tts
 from qwen_audio.data.world.render import TtsJob, render_job, spoken_form
 from qwen_audio.data.world.texts import TextSource
@@ -437,6 +437,33 @@ def test_other_voices_keep_only_reserved_prompts_with_text(tmp_path):
     assert [(r.meta["prompt"], r.text, r.meta["split"]) for r in records] == [("siete", "siete", "independent")]
     info = sf.info(records[0].audio)
     assert info.samplerate == 16_000 and records[0].duration == pytest.approx(0.5, abs=0.05)
+
+
+@needs_ffmpeg
+def test_tuxpaint_voices_pair_each_read_description_with_its_text_once(tmp_path):
+    """Tux Paint's read stamp descriptions (evaluation only): each Spanish/French recording with its stamp's
+    text in that language; no English (its voice says another text), no text with digits, no recording twice."""
+    stamps = tmp_path / "package" / tuxpaint.STAMPS / "animals"
+    stamps.mkdir(parents=True)
+    (stamps / "frog.txt").write_text("A frog.\nes.utf8=Una rana.\nfr.utf8=Une grenouille.\n", encoding="utf-8")
+    (stamps / "frog-1.txt").write_text("A frog.\nes.utf8=Una rana.\n", encoding="utf-8")
+    (stamps / "coin.txt").write_text("A coin.\nes.utf8=Una moneda de 1 dólar.\n", encoding="utf-8")
+    recordings = {"frog_desc_es.ogg": 300, "frog-1_desc_es.ogg": 300, "frog_desc_fr.ogg": 400, "frog_desc.ogg": 500,
+                  "coin_desc_es.ogg": 600, "toad_desc_es.ogg": 700}  # a copy, French, English, digits, no text file
+    for name, pitch in recordings.items():
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", f"sine=frequency={pitch}:duration=0.5",
+                        "-ar", "22050", "-ac", "2", "-c:a", "libvorbis", "-fflags", "+bitexact", "-flags:a", "+bitexact",
+                        "-y", str(stamps / name)], check=True)
+    (stamps / "frog-1_desc_es.ogg").write_bytes((stamps / "frog_desc_es.ogg").read_bytes())
+
+    records = tuxpaint.build_tuxpaint_voices(tmp_path / "tuxpaint", log=lambda m: None, package_root=tmp_path / "package")
+
+    assert [(r.audio_language, r.text, r.meta["stamp"], r.meta["split"]) for r in records] == [
+        ("es", "Una rana.", "animals/frog-1_desc_es", "independent"), ("fr", "Une grenouille.", "animals/frog_desc_fr", "independent")]
+    info = sf.info(records[0].audio)
+    assert (info.samplerate, info.channels) == (16_000, 1) and records[0].duration == pytest.approx(0.5, abs=0.05)
+    again = tuxpaint.build_tuxpaint_voices(tmp_path / "tuxpaint", log=lambda m: None, package_root=tmp_path / "package")
+    assert again == records  # decoded once, read back the same
 
 
 def _sounds_manifest(folder: Path, split: str, pitch: float) -> Path:

@@ -5,6 +5,8 @@ Stages (each resumable; rerunning skips what is already on disk):
 - ``asterisk``: real prompts → ``DIR/asterisk/<lang>/*.flac``, ``DIR/asterisk/{train,validation}.jsonl``
 - ``other_voices``: other speakers' reserved prompts (8 kHz GSM sets, evaluation only) →
   ``DIR/asterisk/other-voices.jsonl``
+- ``tuxpaint``: other real voices, Tux Paint's read stamp descriptions (es, fr; evaluation only) →
+  ``DIR/tuxpaint/voices.jsonl`` (``world.tuxpaint``)
 - ``texts``: cleaned sentences → ``DIR/texts/<lang>/{train,test}.tsv`` and ``DIR/texts/stats.json``
 - ``tts``: rendered sentences → ``DIR/tts/audio/...``, ``DIR/tts/{train,test}.jsonl``
 - ``sounds``: real instrument notes, drum hits and desktop sounds (+ speech labelled as such) →
@@ -35,10 +37,10 @@ from pathlib import Path
 from qwen_audio.data.chat_manifest import write_chat_manifest
 from qwen_audio.data.manifest import ManifestRecord, check_manifest, read_manifest, write_manifest
 from qwen_audio.data.synth.splits import derive_seed
-from qwen_audio.data.world import asterisk, chat, nospeech, sounds, texts, voices
+from qwen_audio.data.world import asterisk, chat, nospeech, sounds, texts, tuxpaint, voices
 from qwen_audio.data.world.render import TtsJob, render_job
 
-STAGES = ("asterisk", "other_voices", "texts", "tts", "sounds", "nospeech", "chat")
+STAGES = ("asterisk", "other_voices", "tuxpaint", "texts", "tts", "sounds", "nospeech", "chat")
 CHAT_COUNTS = {"train": 6000, "test": 200}
 WORKERS = os.cpu_count() or 1  # TTS rendering processes: one per core
 
@@ -236,6 +238,10 @@ def build(config: BuildConfig, log=print) -> dict:
         records = asterisk.build_other_voices(config.out / "asterisk", log=log)
         write_manifest(records, config.out / "asterisk" / "other-voices.jsonl")
         summary["other_voices"] = dict(Counter(r.audio_language for r in records))
+    if "tuxpaint" in config.stages:
+        records = tuxpaint.build_tuxpaint_voices(config.out / "tuxpaint", log=log)
+        write_manifest(records, config.out / "tuxpaint" / "voices.jsonl")
+        summary["tuxpaint"] = dict(Counter(r.audio_language for r in records))
     if "texts" in config.stages or "tts" in config.stages:
         sets = sentence_sets(config)
         summary["texts"] = build_texts_stage(config, sets, log)
