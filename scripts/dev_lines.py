@@ -10,7 +10,8 @@ WER %), ``open-en`` (40 open-vocabulary TTS utterances, WER %), ``instrument``, 
 (66 held-out clips each, accuracy), ``train-instrument``, ``train-sound-event`` (66 TRAINING clips
 each: whether the decoder learned the task at all), ``lid`` (60 reserved prompts' language, accuracy:
 an "unknown" answer is wrong), ``no-speech`` (60 held-out no-speech clips: how often the answer is
-"unknown", i.e. nothing is transcribed), ``alsa`` (ALSA's eight channel-test phrases,
+"unknown", i.e. nothing is transcribed), ``tux-es``, ``tux-fr`` (50 of Tux Paint's read stamp
+descriptions each, other real voices never trained on, WER %), ``alsa`` (ALSA's eight channel-test phrases,
 a real voice never trained on: how many come out word for word). Predictions land in OUT.
 """
 
@@ -23,7 +24,8 @@ from pathlib import Path
 HELD_OUT = {"en": ("world-real-asr-en", 25), "es": ("world-real-asr-es", 25), "fr": ("world-real-asr-fr", 25),
             "it": ("world-real-asr-it", 25), "open-en": ("world-open-asr-en", 40),
             "instrument": ("world-instrument", 66), "sound-event": ("world-sound-event", 66),
-            "lid": ("world-real-language-id", 60), "no-speech": ("world-no-speech", 60)}
+            "lid": ("world-real-language-id", 60), "no-speech": ("world-no-speech", 60),
+            "tux-es": ("world-tuxpaint-asr-es", 50), "tux-fr": ("world-tuxpaint-asr-fr", 50)}
 TRAINING = {"train-instrument": ("world-instrument", "instrument"), "train-sound-event": ("world-sound-event", "sound_event")}
 ALSA = Path("/usr/share/sounds/alsa")
 

@@ -39,6 +39,8 @@
 #             Then configs/default-model-v2-stage2-nospeech.yaml (stage 2k, session 28, the release): from stage 2d's
 #             shipped form, fresh rank-8 LoRA, the no-speech clips (world-data/nospeech: language ID <|unknown|>,
 #             an empty transcript) with speech, its language ID, chat and the sounds replayed; 480 steps
+#             An experiment from there, not shipped (no better on dev lines, worse on Tux Paint's voices, 42.6 MB
+#             at rank 80): configs/default-model-v2-stage2-speech3.yaml (stage 2l, session 29, speech weighed up)
 #   ship    — the trained tensors over the bases (train.package.ship_delta: LoRA as factors, fine-tuned
 #             encoder blocks as int8 changes, changed embedding rows, the aligner folder) into
 #             src/qwen_audio/assets/default-model, then the demo's samples
