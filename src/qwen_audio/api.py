@@ -257,14 +257,23 @@ class QwenAudio:
         (normalised among them) and the probability of ``<|unknown|>`` among all the tags.
         The decoding loop's prefill alone, one audio at a time (a batch of one needs no mask)."""
         prompt = build_prompt(Task.LANGUAGE_ID, audio="audio")
-        ids = torch.tensor([*self.language_ids.values(), self.no_speech_id])
+        ids = torch.tensor(self.tag_ids)
         scores = []
         for wave in waves:
             inputs = self.processor([prompt], [[wave]])
-            logits = self.model.next_token_logits(inputs.input_ids, **inputs.audio_kwargs())[0][ids].float()
-            scores.append((dict(zip(self.language_ids, logits[:-1].log_softmax(-1).tolist())),
-                           float(logits.softmax(-1)[-1])))
+            scores.append(self._read_tags(self.model.next_token_logits(inputs.input_ids, **inputs.audio_kwargs())[0][ids]))
         return scores
+
+    @property
+    def tag_ids(self) -> list[int]:
+        """The nine language tags' token ids: the eight spoken languages', then ``<|unknown|>``'s."""
+        return [*self.language_ids.values(), self.no_speech_id]
+
+    def _read_tags(self, scores: torch.Tensor) -> tuple[dict[str, float], float]:
+        """``_tag_scores``'s reading of the nine tags' logits or log-probabilities (``tag_ids`` order), one place
+        for every engine: the spoken ones normalised among themselves, ``<|unknown|>``'s share of all nine."""
+        scores = scores.float()
+        return dict(zip(self.language_ids, scores[:-1].log_softmax(-1).tolist())), float(scores.softmax(-1)[-1])
 
     def _settled(self, wave: np.ndarray, tags: dict[str, float]) -> tuple[str, str | None]:
         """The language of ``wave`` from its language tags' log-probabilities: the likeliest tag when it

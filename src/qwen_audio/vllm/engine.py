@@ -152,14 +152,9 @@ class VllmQwenAudio(QwenAudio):
         whole vocabulary), normalised as ours are, so ``QwenAudio._detect``'s verdicts, no speech included, hold here."""
         prompt = build_prompt(Task.LANGUAGE_ID, audio="audio")
         ids = [self.tokenizer.encode_prompt(prompt, [w.size]).ids for w in waves]
-        tags = [*self.language_ids.values(), self.no_speech_id]
-        params = SamplingParams(max_tokens=1, temperature=0, logprob_token_ids=tags, detokenize=False)
-        scores = []
-        for out in self._run([self._request(i, [w]) for i, w in zip(ids, waves)], params):
-            logits = torch.tensor([out.logprobs[0][t].logprob for t in tags])
-            scores.append((dict(zip(self.language_ids, logits[:-1].log_softmax(-1).tolist())),
-                           float(logits.softmax(-1)[-1])))
-        return scores
+        params = SamplingParams(max_tokens=1, temperature=0, logprob_token_ids=self.tag_ids, detokenize=False)
+        outputs = self._run([self._request(i, [w]) for i, w in zip(ids, waves)], params)
+        return [self._read_tags(torch.tensor([out.logprobs[0][t].logprob for t in self.tag_ids])) for out in outputs]
 
     def _ctc_rescored(self, prompts: Sequence[str], pieces: Sequence[np.ndarray],
                       options: GenerationOptions) -> list[tuple[str, float] | None]:

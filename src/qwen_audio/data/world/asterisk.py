@@ -160,11 +160,12 @@ def decode_prompt(source: Path, target: Path, container: str = "g722") -> float:
     return round(sf.info(str(target)).frames / 16000, 3)
 
 
-def decoded(prompt: Prompt, target: Path) -> float:
-    """``prompt`` as 16 kHz FLAC at ``target`` (decoded once, then reused); returns its duration."""
+def decoded(source: Path, target: Path) -> float:
+    """``source`` (its container named by its suffix) as 16 kHz FLAC at ``target`` (decoded once, then
+    reused); returns its duration."""
     if target.exists():
         return round(sf.info(str(target)).frames / 16000, 3)
-    return decode_prompt(prompt.source, target, prompt.source.suffix.lstrip("."))
+    return decode_prompt(source, target, source.suffix.lstrip("."))
 
 
 def prompt_record(prompt: Prompt, audio: Path, duration: float) -> ManifestRecord:
@@ -191,7 +192,7 @@ def build_asterisk(out_dir: Path, languages: tuple[str, ...] = LANGUAGES, log=pr
         prompts = list(iter_prompts(lang, sounds_root, doc_root))
         for i, prompt in enumerate(prompts):
             target = out_dir / lang / f"{prompt.name}.flac"
-            duration = decoded(prompt, target)
+            duration = decoded(prompt.source, target)
             if duration <= MAX_PROMPT_SECONDS:
                 by_split[prompt.split].append(prompt_record(prompt, target.resolve(), duration))
             if (i + 1) % 100 == 0 or i + 1 == len(prompts):
@@ -244,7 +245,7 @@ def build_other_voices(out_dir: Path, voices: dict[str, str] = OTHER_VOICES, log
             if prompt.split != "validation":
                 continue
             target = out_dir / "other" / package / f"{prompt.name}.flac"
-            duration = decoded(prompt, target)
+            duration = decoded(prompt.source, target)
             if duration <= MAX_PROMPT_SECONDS:
                 records.append(ManifestRecord(
                     id=f"{package}-{prompt.name.replace('/', '-')}", audio=str(target.resolve()), task="asr",

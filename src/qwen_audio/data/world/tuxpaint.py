@@ -18,10 +18,8 @@ import hashlib
 import re
 from pathlib import Path
 
-import soundfile as sf
-
 from qwen_audio.data.manifest import ManifestRecord
-from qwen_audio.data.world.asterisk import MAX_PROMPT_SECONDS, decode_prompt, unpack_package
+from qwen_audio.data.world.asterisk import MAX_PROMPT_SECONDS, decoded, unpack_package
 
 PACKAGE = "tuxpaint-stamps-default"
 LANGUAGES = ("es", "fr")
@@ -71,7 +69,7 @@ def build_tuxpaint_voices(out_dir: Path, languages: tuple[str, ...] = LANGUAGES,
     for lang, text, recording in read_voices(stamps, languages):
         name = recording.relative_to(stamps).with_suffix("")
         target = out_dir / lang / name.with_suffix(".flac")
-        duration = round(sf.info(str(target)).frames / 16000, 3) if target.exists() else decode_prompt(recording, target, "ogg")
+        duration = decoded(recording, target)
         if duration <= MAX_PROMPT_SECONDS:
             records.append(ManifestRecord(
                 id=f"tuxpaint-{lang}-{str(name).replace('/', '-')}", audio=str(target.resolve()), task="asr",
