@@ -27,6 +27,7 @@ from qwen_audio.errors import (
     AudioError,
     AudioFileNotFoundError,
     AudioTooLongError,
+    ConfigError,
     EmptyAudioError,
     InvalidAudioError,
     QwenAudioError,
@@ -316,6 +317,24 @@ def test_spec_augment_config_validates() -> None:
         SpecAugmentConfig(freq_masks=-1)
     with pytest.raises(ValueError):
         SpecAugmentConfig(max_time_ratio=2.0)
+
+
+@pytest.mark.parametrize("hertz", [1000.0, 2500.0])
+@pytest.mark.parametrize("factor", [0.85, 1.15])
+def test_vocal_tract_warp_moves_a_tone_where_the_factor_says(hertz: float, factor: float) -> None:
+    from qwen_audio.audio import warp_mel
+
+    t = np.arange(16_000) / 16_000
+    tone = lambda f: log_mel_spectrogram(pad_or_trim((0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32)))  # noqa: E731
+    peak = lambda mel: int(mel[:, 10:90].mean(1).argmax())  # noqa: E731
+    warped = warp_mel(tone(hertz), factor)
+    assert peak(tone(hertz)) != peak(tone(hertz * factor))  # the move is big enough to see
+    assert abs(peak(warped) - peak(tone(hertz * factor))) <= 1
+    assert warped.shape == (80, 3000) and torch.isfinite(warped).all()
+    torch.testing.assert_close(warped[:, 200:], tone(hertz)[:, 200:])  # padding's columns stay constant
+    torch.testing.assert_close(warp_mel(tone(hertz), 1.0), tone(hertz))
+    with pytest.raises(ConfigError):
+        warp_mel(tone(hertz), 3.0)
 
 
 def test_module_exposes_the_stable_interface() -> None:

@@ -52,7 +52,19 @@ def test_silence_and_empty_audio_pass_through() -> None:
 
 @pytest.mark.parametrize("bad", [dict(sources=()), dict(sources=("s",), speed=(1.1, 0.9)),
                                  dict(sources=("s",), speed=(0.2, 1.0)), dict(sources=("s",), noise_p=1.5),
-                                 dict(sources=("s",), peak=(0.5, 1.5))])
+                                 dict(sources=("s",), peak=(0.5, 1.5)), dict(sources=("s",), warp=(0.5, 1.0)),
+                                 dict(sources=("s",), warp=(1.1, 0.9)), dict(sources=("s",), warp_p=-0.1)])
 def test_bad_settings_are_config_errors(bad: dict) -> None:
     with pytest.raises(ConfigError):
         WaveAugmentConfig(**bad)
+
+
+def test_warp_factor_is_drawn_from_its_range_as_often_as_asked_and_seeded() -> None:
+    from qwen_audio.data.augment import warp_factor
+
+    config = WaveAugmentConfig(sources=("s",), warp=(0.9, 1.2), warp_p=0.5)
+    draws = [warp_factor(config, seed) for seed in range(400)]
+    said = [d for d in draws if d is not None]
+    assert 150 < len(said) < 250 and all(0.9 <= d <= 1.2 for d in said)
+    assert draws == [warp_factor(config, seed) for seed in range(400)]
+    assert all(warp_factor(WaveAugmentConfig(sources=("s",)), seed) is None for seed in range(50))  # off by default

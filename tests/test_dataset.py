@@ -200,3 +200,21 @@ def test_wave_augment_changes_only_the_named_source_and_keeps_timed_targets_in_p
     assert not torch.equal(srwt["audio_features"], srwt_plain["audio_features"])
     untouched = augmented[ExampleKey("other", 0, 3)]["audio_features"]
     assert torch.equal(untouched, plain[ExampleKey("other", 0, 3)]["audio_features"])
+
+
+def test_vocal_tract_warp_moves_only_the_named_source_and_is_seeded_by_the_key(corpus: Path, tokenizer) -> None:
+    from qwen_audio.data.augment import WaveAugmentConfig
+
+    warp_only = WaveAugmentConfig(sources=("tasks",), speed_p=0.0, reverb_p=0.0, noise_p=0.0, peak=(1.0, 1.0),
+                                  warp=(0.8, 1.25), warp_p=1.0)
+    loud = WaveAugmentConfig(sources=("tasks",), speed_p=0.0, reverb_p=0.0, noise_p=0.0, peak=(1.0, 1.0))
+    sources = {"tasks": ManifestIndex(corpus / "tasks.jsonl"), "other": ManifestIndex(corpus / "tasks.jsonl")}
+    warped = AudioTextDataset(sources, tokenizer, DatasetOptions(wave_augment=warp_only))
+    unwarped = AudioTextDataset(sources, tokenizer, DatasetOptions(wave_augment=loud))
+    a, b = warped[ExampleKey("tasks", 0, 3)], warped[ExampleKey("tasks", 0, 3)]
+    assert torch.equal(a["audio_features"], b["audio_features"])
+    assert not torch.equal(a["audio_features"], unwarped[ExampleKey("tasks", 0, 3)]["audio_features"])
+    assert not torch.equal(a["audio_features"], warped[ExampleKey("tasks", 0, 4)]["audio_features"])  # another draw
+    assert a["audio_lengths"].tolist() == unwarped[ExampleKey("tasks", 0, 3)]["audio_lengths"].tolist()
+    assert torch.equal(warped[ExampleKey("other", 0, 3)]["audio_features"],
+                       unwarped[ExampleKey("other", 0, 3)]["audio_features"])

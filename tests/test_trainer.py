@@ -54,6 +54,22 @@ def test_training_lowers_the_loss_and_keeps_frozen_weights(tmp_path: Path) -> No
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 40
 
 
+class FrozenPathModel(ToyModel):
+    """Odd batches reach only the frozen layer, as a text-only chat reaches only a frozen decoder."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        if int(y.abs().sum() * 1000) % 2:
+            return SimpleNamespace(loss=torch.nn.functional.mse_loss(self.frozen(x).mean(-1), y))
+        return super().forward(x, y, attention_mask)
+
+
+def test_a_batch_that_reaches_no_trainable_weight_is_a_step_that_changes_nothing(tmp_path: Path) -> None:
+    model = FrozenPathModel()
+    assert any(int(batch_at(i)["y"].abs().sum() * 1000) % 2 for i in range(8))  # such batches do come
+    result = Trainer(model, config(tmp_path, max_steps=8, grad_accum=1, save_every=0), source).train(resume=False)
+    assert result.steps == 8 and all(torch.isfinite(torch.tensor(result.losses)))
+
+
 def test_sigterm_finishes_the_step_saves_and_resumes_exactly(tmp_path: Path) -> None:
     import os
     import signal

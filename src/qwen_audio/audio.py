@@ -1,4 +1,4 @@
-"""Audio front end: load any common file, mono 16 kHz, Whisper's log-mel, SpecAugment.
+"""Audio front end: load any common file, mono 16 kHz, Whisper's log-mel, SpecAugment, VTLP.
 
 The mel must match Whisper's bit for bit (within float error): the encoder weights were trained on
 exactly that feature, so any drift here is a silent accuracy loss downstream.
@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
-from transformers.audio_utils import mel_filter_bank
+from transformers.audio_utils import hertz_to_mel, mel_filter_bank, mel_to_hertz
 
 from qwen_audio.errors import (
     AudioDecodeError,
@@ -482,3 +482,35 @@ def spec_augment(
         start = draw(length - width + 1)
         out[:, start : start + width] = fill
     return out
+
+
+# --------------------------------------------------------------------------- vocal tract length perturbation
+
+WARP_KNEE = 0.8  # of the Nyquist frequency: above it the warp bends back so that Nyquist stays Nyquist
+
+
+def warp_mel(mel: torch.Tensor, factor: float) -> torch.Tensor:
+    """Return ``mel`` [n_mels, frames] (Whisper's log-mel) as a vocal tract ``factor`` times shorter
+    would have said it: every frequency f below the knee moves to ``factor`` × f (VTLP, Jaitly & Hinton,
+    2013; Kaldi's piecewise-linear VTLN warp), read off the log-mel by interpolating between bins.
+
+    Why beside speed perturbation (``data.augment``): resampling moves formants, pitch and tempo together;
+    speakers differ in formants at the same pitch and rate, which only a frequency warp imitates.
+    """
+    if not 0.5 <= factor <= 2.0:
+        raise ConfigError(f"a vocal tract warp factor lies in [0.5, 2.0], got {factor}")
+    n_mels = mel.shape[0]
+    if factor == 1.0 or n_mels < 2:
+        return mel.clone()
+    nyquist = SAMPLE_RATE / 2
+    edges = np.linspace(hertz_to_mel(0.0, "slaney"), hertz_to_mel(nyquist, "slaney"), n_mels + 2)
+    centres = mel_to_hertz(edges[1:-1], "slaney")
+    knee = WARP_KNEE * nyquist * min(1.0, 1.0 / factor)  # in the source's frequencies
+    source = np.where(centres <= factor * knee, centres / factor,
+                      knee + (centres - factor * knee) * (nyquist - knee) / (nyquist - factor * knee))
+    position = (hertz_to_mel(source, "slaney") - edges[1]) / (edges[2] - edges[1])
+    position = torch.from_numpy(np.clip(position, 0.0, n_mels - 1.0)).to(mel.dtype)
+    low = position.floor().long().clamp(max=n_mels - 2)
+    weight = (position - low.to(mel.dtype)).unsqueeze(1)
+    return mel[low] * (1 - weight) + mel[low + 1] * weight
+

@@ -21,8 +21,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from qwen_audio.audio import SpecAugmentConfig, spec_augment
-from qwen_audio.data.augment import WaveAugmentConfig, augment_wave
+from qwen_audio.audio import SpecAugmentConfig, spec_augment, warp_mel
+from qwen_audio.data.augment import WaveAugmentConfig, augment_wave, warp_factor
 from qwen_audio.data.chat_manifest import ChatRecord
 from qwen_audio.data.examples import IGNORE_INDEX, TextExample, chat_example, record_example, tokenize_example
 from qwen_audio.data.manifest import ManifestRecord
@@ -204,6 +204,11 @@ def example_item(
     if waves:
         mels = audio_features(waves)
         features, lengths = mels.features, mels.mel_lengths
+        if augment is not None and source in augment.sources:
+            for number in range(len(waves)):
+                factor = warp_factor(augment, _seed(options.seed, source, index, salt, number, "warp"))
+                if factor is not None:
+                    features[number] = warp_mel(features[number], factor)
     if options.spec_augment is not None:
         for number, length in enumerate(lengths.tolist()):
             generator = torch.Generator().manual_seed(_seed(options.seed, source, index, salt, number))

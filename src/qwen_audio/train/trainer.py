@@ -200,7 +200,8 @@ class Trainer:
                         loss = self.model(**batch).loss / config.grad_accum
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"loss is {loss.item()} at step {step}: lower the learning rate or use bf16")
-                    loss.backward()
+                    if loss.requires_grad:  # a batch that reaches no trainable weight (text only, the
+                        loss.backward()  # decoder frozen whole) is a step that changes nothing
                     step_loss += float(loss.detach())
                     tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
                 if config.grad_clip:
